@@ -1,0 +1,25 @@
+# Flotilla developer targets. CI (.ci/run) calls `make check` and `make test`.
+.PHONY: setup demo serve check test test-fast bench clean
+
+setup:            ## system packages, .venv, node image
+	scripts/setup.sh
+
+demo: setup       ## the main job: a server plus a real cluster on this machine
+	scripts/demo.sh
+
+serve: setup      ## run API + conductor (embedded default: SQLite, local Docker provider)
+	.venv/bin/flotilla serve
+
+check:            ## ruff + mypy --strict
+	.venv/bin/ruff check src tests bench
+	.venv/bin/ruff format --check src tests bench
+	.venv/bin/mypy
+
+test:             ## everything: unit, API (SQLite + PostgreSQL), e2e (Docker), compat (real clients)
+	scripts/test.sh
+
+test-fast:        ## unit + API on SQLite only
+	.venv/bin/python -m pytest -q tests/unit tests/api -m "not postgres and not keystone"
+
+bench: setup
+	.venv/bin/python bench/api.py

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian bookworm machine for Flotilla: system packages, the Python venv,
+# and (unless SETUP_SKIP_IMAGE=1) the default node image. Idempotent; safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(docker.io haproxy busybox-static postgresql openssh-client iproute2 procps)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "==> apt-get install ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then echo "need root to install ${missing[*]}" >&2; exit 1; fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "==> creating .venv"
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.flotilla-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "==> pip install -e .[dev,keystone]"
+  .venv/bin/pip install -q --disable-pip-version-check -U pip >/dev/null
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev,keystone]'
+  touch "$stamp"
+fi
+echo "==> setup done"

@@ -1,0 +1,77 @@
+"""The app factory: routers, auth, the edge middleware and the one error mapping."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from flotilla import __version__
+from flotilla.api.auth import Authenticator
+from flotilla.api.deps import Runtime
+from flotilla.api.errors import error_response
+from flotilla.api.local import router as local_router
+from flotilla.api.middleware import EdgeMiddleware
+from flotilla.api.v1 import clustertemplates, root
+from flotilla.db.engine import Database
+from flotilla.errors import FlotillaError
+from flotilla.services import bootstrap
+from flotilla.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
+    """Build the ASGI app. Migrates the schema (idempotent); starts no background work."""
+    database = db or Database(settings)
+    bootstrap.prepare_database(database)
+    runtime = Runtime(settings=settings, db=database, auth=Authenticator(settings, database))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if db is None:
+            database.dispose()
+
+    app = FastAPI(
+        title="Flotilla",
+        version=__version__,
+        description="Container clusters on demand, speaking OpenStack Magnum's v1 API.",
+        lifespan=lifespan,
+        redirect_slashes=False,
+    )
+    app.state.runtime = runtime
+    app.include_router(root.router)
+    app.include_router(clustertemplates.clustertemplates_router)
+    app.include_router(clustertemplates.baymodels_router)
+    app.include_router(local_router)
+    _install_error_handlers(app)
+    app.add_middleware(EdgeMiddleware)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(FlotillaError)
+    async def _flotilla_error(request: Request, exc: FlotillaError) -> JSONResponse:
+        return error_response(exc.http_status, exc.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, "", code="", headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        return error_response(400, f"Invalid input for {where}: {first.get('msg', 'invalid value')}.")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        rid = getattr(request.state, "request_id", "")
+        log.exception("unexpected error in %s %s (%s)", request.method, request.url.path, rid)
+        return error_response(500, f"Internal error ({type(exc).__name__}); see the server log for {rid}.")

@@ -1,0 +1,89 @@
+"""FastAPI dependencies shared by the routers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from flotilla.api import microversion as mv
+from flotilla.api.auth import Authenticator
+from flotilla.context import RequestContext
+from flotilla.db.engine import Database
+from flotilla.errors import Invalid
+from flotilla.settings import Settings
+
+
+@dataclass
+class Runtime:
+    """What the routers need, built once by ``create_app``."""
+
+    settings: Settings
+    db: Database
+    auth: Authenticator
+
+
+def runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+async def context(request: Request) -> RequestContext:
+    rt = runtime(request)
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    ctx: RequestContext = await run_in_threadpool(rt.auth.authenticate, headers)
+    return ctx
+
+
+def version(request: Request) -> mv.Version:
+    v: mv.Version = getattr(request.state, "version", mv.MIN)
+    return v
+
+
+async def json_body(request: Request) -> Any:
+    """The JSON body; Magnum answers 400 for a non-JSON content type or bad JSON."""
+    raw = await request.body()
+    ctype = request.headers.get("content-type", "")
+    if not raw.strip():
+        return None
+    if "json" not in ctype:
+        raise Invalid(f'Unknown argument: "{raw[:200].decode("utf-8", "replace")}"')
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise Invalid(f"The request body is not valid JSON: {exc}.") from None
+
+
+def base_url(request: Request) -> str:
+    """``scheme://host[:port]`` as the client addressed us (Magnum's host_url)."""
+    return f"{request.url.scheme}://{request.headers.get('host') or request.url.netloc}"
+
+
+def check_query(request: Request, allowed: set[str]) -> dict[str, str]:
+    """Refuse unknown query parameters (``Unknown argument: "x"``)."""
+    params = dict(request.query_params)
+    for key in params:
+        if key not in allowed:
+            raise Invalid(f'Unknown argument: "{key}"')
+    return params
+
+
+def int_param(params: dict[str, str], key: str) -> int | None:
+    value = params.get(key)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise Invalid(
+            f"Invalid input for field/attribute {key}. Value: '{value}'. Expected an integer."
+        ) from None
+
+
+RuntimeDep = Annotated[Runtime, Depends(runtime)]
+ContextDep = Annotated[RequestContext, Depends(context)]
+VersionDep = Annotated[mv.Version, Depends(version)]
+BodyDep = Annotated[Any, Depends(json_body)]

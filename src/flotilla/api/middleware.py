@@ -1,0 +1,88 @@
+"""Pure ASGI middleware: path normalization, request ids and microversions.
+
+* ``/clusters`` is ``/v1/clusters`` and trailing slashes are ignored (reference §1).
+* Every response gets ``X-OpenStack-Request-Id``.
+* ``/v1`` requests get the negotiated version in ``scope["state"]["version"]`` and the
+  version headers on the response; a bad header is refused with 406 right here.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from flotilla.api import microversion as mv
+from flotilla.api.errors import error_body
+
+#: First path segments that are not Magnum resources (no ``/v1`` prefix added).
+OWN_PREFIXES = frozenset({"", "v1", "local", "dashboard", "healthcheck", "openapi.json", "docs", "static"})
+
+
+class EdgeMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if len(path) > 1 and path.endswith("/"):
+            path = path.rstrip("/") or "/"
+        first = path.split("/")[1] if path != "/" else ""
+        if first not in OWN_PREFIXES:
+            path = "/v1" + path
+        scope = dict(scope)
+        scope["path"] = path
+        scope["raw_path"] = path.encode()
+        request_id = f"req-{uuid.uuid4()}"
+        extra: list[tuple[bytes, bytes]] = [(b"x-openstack-request-id", request_id.encode())]
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+
+        if path == "/v1" or path.startswith("/v1/"):
+            header = None
+            for k, v in scope.get("headers", []):
+                if k.lower() == b"openstack-api-version":
+                    header = v.decode("latin-1")
+            try:
+                version = mv.negotiate(header)
+            except mv.Malformed:
+                await _send_json(send, 406, error_body(406, "", code=""), extra)
+                return
+            except mv.Unsupported:
+                headers = extra + [
+                    (k.lower().encode(), v.encode()) for k, v in mv.response_headers(mv.MAX).items()
+                ]
+                await _send_json(send, 406, mv.unsupported_body(), headers)
+                return
+            state["version"] = version
+            if path != "/v1":
+                extra += [(k.lower().encode(), v.encode()) for k, v in mv.response_headers(version).items()]
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = dict(message)
+                message["headers"] = list(message.get("headers", [])) + extra
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+
+async def _send_json(send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]]) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})

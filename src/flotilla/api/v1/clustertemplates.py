@@ -1,0 +1,172 @@
+"""``/v1/clustertemplates`` and ``/v1/baymodels``: one table, two views (reference §6)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from flotilla.api import patch as jpatch
+from flotilla.api.deps import BodyDep, ContextDep, RuntimeDep, base_url, check_query, int_param
+from flotilla.api.fields import Field, check_all, parse_body
+from flotilla.api.v1.render import iso, links, next_link
+from flotilla.db import models as m
+from flotilla.services import templates
+from flotilla.services.templates import View
+
+_STR = "str"
+TEMPLATE_FIELDS: tuple[Field, ...] = (
+    Field("uuid", "uuid"),
+    Field("name", min_len=1),
+    Field("coe", mandatory=True),
+    Field("image_id", mandatory=True, min_len=1),
+    Field("keypair_id", min_len=1),
+    Field("flavor_id", min_len=1),
+    Field("master_flavor_id", min_len=1),
+    Field("dns_nameserver"),
+    Field("external_network_id", min_len=1),
+    Field("fixed_network", min_len=1),
+    Field("fixed_subnet", min_len=1),
+    Field("network_driver", min_len=1),
+    Field("volume_driver", min_len=1),
+    Field("apiserver_port", "int", minimum=1024, maximum=65535),
+    Field("docker_volume_size", "int", minimum=1),
+    Field("docker_storage_driver", min_len=1),
+    Field("cluster_distro"),
+    Field("http_proxy", min_len=1),
+    Field("https_proxy", min_len=1),
+    Field("no_proxy", min_len=1),
+    Field("registry_enabled", "bool"),
+    Field("insecure_registry", min_len=1),
+    Field("labels", "labels"),
+    Field("tls_disabled", "bool"),
+    Field("public", "bool"),
+    Field("hidden", "bool"),
+    Field("server_type", min_len=1),
+    Field("master_lb_enabled", "bool"),
+    Field("floating_ip_enabled", "bool"),
+    Field("tags", min_len=0),
+    Field("project_id", readonly=True),
+    Field("user_id", readonly=True),
+    Field("links", readonly=True),
+    Field("created_at", readonly=True),
+    Field("updated_at", readonly=True),
+)
+BAYMODEL_FIELDS: tuple[Field, ...] = tuple(
+    Field("keypair_id", mandatory=True, min_len=1)
+    if f.name == "keypair_id"
+    else Field("labels", "strlabels")
+    if f.name == "labels"
+    else f
+    for f in TEMPLATE_FIELDS
+    if f.name not in ("project_id", "user_id")
+)
+NON_REMOVABLE = (
+    "/coe", "/image_id", "/network_driver", "/external_network_id", "/tls_disabled", "/public", "/hidden",
+    "/server_type", "/registry_enabled", "/cluster_distro",
+)  # fmt: skip
+LIST_PARAMS = {"limit", "marker", "sort_key", "sort_dir", "detail"}
+
+
+def to_dict(row: m.ClusterTemplate, view: View, base: str) -> dict[str, Any]:
+    """Every field, with null for unset ones (reference §6.1)."""
+    coll = "clustertemplates" if view == "clustertemplate" else "baymodels"
+    out: dict[str, Any] = {k: getattr(row, k) for k in templates.WRITABLE}
+    out["uuid"] = row.uuid
+    if view == "clustertemplate":
+        out["project_id"] = row.project_id
+        out["user_id"] = row.user_id
+    if out.get("labels") is None:
+        out["labels"] = {}
+    out["links"] = links(base, coll, row.uuid)
+    out["created_at"] = iso(row.created_at)
+    out["updated_at"] = iso(row.updated_at)
+    return out
+
+
+def make_router(view: View) -> APIRouter:
+    coll = "clustertemplates" if view == "clustertemplate" else "baymodels"
+    fields = TEMPLATE_FIELDS if view == "clustertemplate" else BAYMODEL_FIELDS
+    router = APIRouter(prefix=f"/v1/{coll}", tags=[coll])
+
+    def _list(request: Request, rt: RuntimeDep, ctx: ContextDep) -> dict[str, Any]:
+        params = check_query(request, LIST_PARAMS)
+        limit = int_param(params, "limit")
+        sort_key, sort_dir = params.get("sort_key", "id"), params.get("sort_dir", "asc")
+        base = base_url(request)
+        with rt.db.reader() as s:
+            page = templates.list_page(
+                s, ctx, view, limit=limit, marker=params.get("marker"), sort_key=sort_key, sort_dir=sort_dir,
+                max_limit=rt.settings.max_limit,
+            )  # fmt: skip
+            items = [to_dict(r, view, base) for r in page.items]
+        out: dict[str, Any] = {coll: items}
+        if page.full:
+            out["next"] = next_link(base, request.url.path, page, items[-1]["uuid"])
+        return out
+
+    @router.get("")
+    def list_templates(request: Request, rt: RuntimeDep, ctx: ContextDep) -> dict[str, Any]:
+        return _list(request, rt, ctx)
+
+    @router.get("/detail")
+    def list_detail(request: Request, rt: RuntimeDep, ctx: ContextDep) -> dict[str, Any]:
+        return _list(request, rt, ctx)
+
+    @router.get("/{ident}")
+    def show(ident: str, request: Request, rt: RuntimeDep, ctx: ContextDep) -> dict[str, Any]:
+        check_query(request, set())
+        with rt.db.reader() as s:
+            return to_dict(templates.get(s, ctx, ident, view), view, base_url(request))
+
+    @router.post("", status_code=201)
+    def create(request: Request, rt: RuntimeDep, ctx: ContextDep, body: BodyDep) -> JSONResponse:
+        values = parse_body(
+            body, fields, argument="cluster_template" if view == "clustertemplate" else "baymodel"
+        )
+        base = base_url(request)
+        with rt.db.session() as s:
+            row = templates.create(s, ctx, values, view)
+            out = to_dict(row, view, base)
+        return JSONResponse(out, status_code=201, headers={"Location": f"{base}/v1/{coll}/{out['uuid']}"})
+
+    @router.patch("/{ident}")
+    def update(
+        ident: str, request: Request, rt: RuntimeDep, ctx: ContextDep, body: BodyDep
+    ) -> dict[str, Any]:
+        base = base_url(request)
+        with rt.db.session() as s:
+            row = templates.get(s, ctx, ident, view)
+            current = templates.writable_view(row)
+            patched = jpatch.apply_patch(current, body, non_removable=NON_REMOVABLE)
+            unknown = set(patched) - set(current)
+            if unknown:
+                raise _unknown(sorted(unknown)[0])
+            new = check_all(patched, fields)
+            for f in fields:
+                if f.mandatory and new.get(f.name) is None:
+                    from flotilla.api.fields import invalid
+
+                    raise invalid(f.name, None, "Mandatory field missing.")
+            row = templates.update(s, ctx, row, new, view)
+            return to_dict(row, view, base)
+
+    @router.delete("/{ident}", status_code=204)
+    def delete(ident: str, rt: RuntimeDep, ctx: ContextDep) -> Response:
+        with rt.db.session() as s:
+            row = templates.get(s, ctx, ident, view)
+            templates.delete(s, ctx, row, view)
+        return Response(status_code=204)
+
+    return router
+
+
+def _unknown(key: str) -> Exception:
+    from flotilla.errors import Invalid
+
+    return Invalid(f"Adding a new attribute /{key} to the root of the resource is not allowed.")
+
+
+clustertemplates_router = make_router("clustertemplate")
+baymodels_router = make_router("baymodel")

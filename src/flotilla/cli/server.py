@@ -1,0 +1,96 @@
+"""Server-side commands: ``serve`` and ``token-create`` (run on the service's machine)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from flotilla.settings import load_settings
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="Run the API and the conductor in one process.",
+        description=(
+            "Run the API and the conductor in one process (the embedded default: SQLite under "
+            "--data-dir, clusters on the local Docker Engine). On first start it creates an admin "
+            "token and writes DATA_DIR/clouds.yaml so the CLI works with no flags."
+        ),
+    )
+    p.add_argument("--bind", help="HOST:PORT to listen on (default 127.0.0.1:9511).")
+    p.add_argument(
+        "--database-url", help="SQLAlchemy URL, e.g. postgresql+psycopg://u:p@host/db (default SQLite)."
+    )
+    p.add_argument("--auth-strategy", choices=["token", "keystone", "noauth"], help="Default: token.")
+    p.add_argument(
+        "--no-conductor", action="store_true", help="Serve the API only (for several-process setups)."
+    )
+    p.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING.")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "conductor",
+        help="Run only the conductor (workers and periodic jobs).",
+        description="Run only the conductor, for deployments with several processes on PostgreSQL.",
+    )
+    p.add_argument("--database-url", help="SQLAlchemy URL (default SQLite under the data dir).")
+    p.add_argument("--log-level", default=None)
+    p.set_defaults(func=cmd_conductor)
+
+    p = sub.add_parser(
+        "token-create",
+        help="Create an API token for a user in a project (prints it once).",
+        description="Create an API token bound to a user, a project and a role. Works on the database directly.",
+    )
+    p.add_argument("--project", required=True, help="Project id the token acts in.")
+    p.add_argument("--user", required=True, help="User id.")
+    p.add_argument("--role", required=True, choices=["admin", "member", "reader"])
+    p.add_argument("--description")
+    p.add_argument("--database-url")
+    p.set_defaults(func=cmd_token_create)
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Any:
+    return load_settings(
+        data_dir=args.data_dir, database_url=getattr(args, "database_url", None),
+        log_level=getattr(args, "log_level", None), **extra,
+    )  # fmt: skip
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from flotilla.server import run_server
+
+    extra: dict[str, Any] = {"bind": args.bind, "auth_strategy": args.auth_strategy}
+    settings = _settings(args, **extra)
+    if args.no_conductor:
+        settings.conductor.enabled = False
+    logging.getLogger().setLevel(settings.log_level.upper())
+    return run_server(settings)
+
+
+def cmd_conductor(args: argparse.Namespace) -> int:
+    from flotilla.server import run_conductor
+
+    settings = _settings(args)
+    logging.getLogger().setLevel(settings.log_level.upper())
+    return run_conductor(settings)
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from flotilla.db.engine import Database
+    from flotilla.services import bootstrap, tokens
+
+    settings = _settings(args)
+    db = Database(settings)
+    bootstrap.prepare_database(db)
+    with db.session() as s:
+        token = tokens.create(
+            s, user_id=args.user, project_id=args.project, roles=[args.role], description=args.description
+        )
+    db.dispose()
+    print(token)
+    print(f"# export OS_TOKEN={token} OS_ENDPOINT_OVERRIDE={settings.endpoint}/v1", file=sys.stderr)
+    return 0

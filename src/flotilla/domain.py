@@ -1,0 +1,105 @@
+"""Frozen dataclasses that cross the driver boundary.
+
+Drivers (providers and COE drivers) receive these and return these; no ORM object
+ever reaches a driver, and drivers never import ``flotilla.db`` or ``flotilla.services``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+NodeRole = Literal["master", "worker", "lb", "registry"]
+NodeState = Literal["running", "stopped", "missing"]
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """A cluster's private network.
+
+    ``fixed_network``: use this existing network instead of creating one (not deleted
+    with the cluster). ``dns_nameserver``: resolver the nodes should use (the local
+    provider keeps nodes on an internal network and ignores it for name resolution of
+    registries, see its module docstring).
+    """
+
+    cluster_uuid: str
+    name: str
+    fixed_network: str | None = None
+    dns_nameserver: str | None = None
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    name: str
+    subnet: str
+    gateway: str
+    owned: bool = True
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """What a node should be. Providers create it idempotently by ``name``.
+
+    ``files``: absolute path inside the node -> content, placed before the node's
+    command starts (certificates, configs). ``command``: the node's main process.
+    ``volume_gb``: size limit of the node's ``/var/lib/docker`` (None: unsized).
+    ``ports``: container ports the provider must make reachable from the host.
+    """
+
+    cluster_uuid: str
+    name: str
+    role: NodeRole
+    image_ref: str
+    network: str
+    cpus: float
+    memory_mb: int
+    command: Sequence[str]
+    volume_gb: int | None = None
+    ip: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    files: Mapping[str, bytes] = field(default_factory=dict)
+    ssh_public_key: str | None = None
+    login_user: str = "fedora"
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What a node is, as the provider sees it right now."""
+
+    cluster_uuid: str
+    name: str
+    role: str
+    address: str | None
+    state: NodeState
+    provider_id: str = ""
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+@dataclass(frozen=True)
+class Flavor:
+    name: str
+    vcpus: float
+    ram_mb: int
+    disk_gb: int = 0
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    """PEM texts handed to a COE driver for one node's daemon."""
+
+    ca_pem: str
+    cert_pem: str
+    key_pem: str

@@ -1,0 +1,177 @@
+"""The two plug-in axes: infrastructure providers (where nodes run) and COE drivers
+(what runs on them). Both are found through entry points and checked at start-up.
+
+Contracts every implementation keeps:
+
+* ``ensure_*`` methods are idempotent: calling one again with the same spec returns
+  the existing object; ``delete_*`` treats "already gone" as success.
+* Every object a provider creates carries the cluster uuid in a label
+  (``flotilla.cluster=<uuid>``) so :meth:`Provider.sweep` and leak checks find strays.
+* Drivers never write statuses; they run steps and raise on failure. A raised
+  exception's message becomes the operation's failure reason, so make it say what
+  failed ("node c1-worker-1: daemon did not answer on 2376 within 30 s").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+from flotilla.domain import ExecResult, Flavor, NetworkInfo, NetworkSpec, NodeInfo, NodeSpec, TlsMaterial
+
+OpKind = Literal["create", "update", "delete", "rotate_ca"]
+
+#: Capability names providers report and COE drivers require.
+CAP_CONTAINERS_AS_NODES = "containers_as_nodes"
+CAP_SIZED_VOLUMES = "sized_volumes"
+CAP_LOAD_BALANCER = "load_balancer"
+CAP_EXEC = "exec"
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """Infrastructure: networks, nodes, volumes. After kind's node provider."""
+
+    name: str
+
+    def capabilities(self) -> frozenset[str]: ...
+
+    def check(self) -> None:
+        """Raise ``errors.Unavailable`` with a clear reason when the backend is unusable."""
+        ...
+
+    def ensure_network(self, spec: NetworkSpec) -> NetworkInfo: ...
+
+    def delete_network(self, cluster_uuid: str, name: str) -> None: ...
+
+    def ensure_node(self, spec: NodeSpec) -> NodeInfo:
+        """Create (or return the existing) node and start it; the node's command is running on return."""
+        ...
+
+    def delete_node(self, cluster_uuid: str, name: str) -> None:
+        """Remove the node and its volumes. Missing nodes are ignored."""
+        ...
+
+    def list_nodes(self, cluster_uuid: str | None = None) -> list[NodeInfo]:
+        """Every node of one cluster, or of all clusters, in ONE backend call."""
+        ...
+
+    def exec(
+        self, node: NodeInfo, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float = 60.0
+    ) -> ExecResult: ...
+
+    def put_files(self, node: NodeInfo, files: Mapping[str, bytes]) -> None: ...
+
+    def restart_node(self, node: NodeInfo) -> None: ...
+
+    def sweep(self, cluster_uuid: str) -> list[str]:
+        """Remove everything still labelled with the cluster; return what was removed."""
+        ...
+
+    def image_exists(self, image_ref: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class NodeGroupSpec:
+    name: str
+    role: Literal["master", "worker"]
+    node_count: int
+    flavor: Flavor
+    image_ref: str
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """Everything a COE driver needs to plan one operation on one cluster."""
+
+    uuid: str
+    name: str
+    coe: str
+    image_ref: str
+    master: NodeGroupSpec
+    worker: NodeGroupSpec
+    tls_disabled: bool = False
+    docker_volume_size: int | None = None
+    docker_storage_driver: str | None = None
+    network_driver: str | None = None
+    volume_driver: str | None = None
+    dns_nameserver: str | None = None
+    http_proxy: str | None = None
+    https_proxy: str | None = None
+    no_proxy: str | None = None
+    fixed_network: str | None = None
+    master_lb_enabled: bool = False
+    registry_enabled: bool = False
+    labels: Mapping[str, str] = field(default_factory=dict)
+    ssh_public_key: str | None = None
+    nodes_to_remove: tuple[str, ...] = ()
+
+
+class StepContext(Protocol):
+    """What a running step may use. Implemented by the conductor."""
+
+    spec: ClusterSpec
+    provider: Provider
+
+    def progress(self, detail: str) -> None:
+        """Show ``detail`` (e.g. "starting nodes (2 of 3)") in the cluster's status_reason."""
+        ...
+
+    def server_tls(self, cn: str, dns_names: Sequence[str], ips: Sequence[str]) -> TlsMaterial:
+        """A server certificate for a daemon, signed by the cluster's CA."""
+        ...
+
+    def client_tls(self) -> TlsMaterial:
+        """The conductor's own client certificate for the cluster's daemons."""
+        ...
+
+    def save_outputs(
+        self,
+        *,
+        api_address: str | None = None,
+        master_addresses: Sequence[str] | None = None,
+        node_addresses: Sequence[str] | None = None,
+        coe_version: str | None = None,
+        container_version: str | None = None,
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class Step:
+    """One idempotent unit of work; the conductor checkpoints after each."""
+
+    name: str
+    run: Callable[[StepContext], None]
+
+
+@dataclass(frozen=True)
+class Observation:
+    """A COE driver's view of a cluster's health."""
+
+    health: Literal["HEALTHY", "UNHEALTHY", "UNKNOWN"]
+    reasons: Mapping[str, str] = field(default_factory=dict)
+    unhealthy_nodes: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class CoeDriver(Protocol):
+    """A container orchestration engine. After Magnum's template definitions."""
+
+    name: str
+    coes: frozenset[str]
+    requires: frozenset[str]
+
+    def validate_template(self, fields: Mapping[str, object]) -> None:
+        """Raise ``errors.Invalid`` for COE-specific fields/labels this driver cannot honour."""
+        ...
+
+    def plan(self, kind: OpKind, spec: ClusterSpec) -> list[Step]:
+        """The ordered steps for ``kind``. Must be deterministic for the same spec (resumption)."""
+        ...
+
+    def observe(self, spec: ClusterSpec, nodes: Sequence[NodeInfo], ctx: StepContext) -> Observation: ...
+
+    def client_env(self, api_address: str, cert_dir: str, tls: bool) -> list[str]:
+        """The ``export`` lines for the native client (``bay-config``)."""
+        ...

@@ -1,0 +1,85 @@
+"""Cluster statuses, the events that move them, and the transition table, as data.
+
+Only ``services/`` call :func:`next_status`, inside the transaction that writes the
+row (with compare-and-set on the old status). Workers, periodic jobs and drivers
+report events; they never write statuses.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from flotilla.errors import InvalidTransition
+
+
+class Status(StrEnum):
+    CREATE_IN_PROGRESS = "CREATE_IN_PROGRESS"
+    CREATE_FAILED = "CREATE_FAILED"
+    CREATE_COMPLETE = "CREATE_COMPLETE"
+    UPDATE_IN_PROGRESS = "UPDATE_IN_PROGRESS"
+    UPDATE_FAILED = "UPDATE_FAILED"
+    UPDATE_COMPLETE = "UPDATE_COMPLETE"
+    DELETE_IN_PROGRESS = "DELETE_IN_PROGRESS"
+    DELETE_FAILED = "DELETE_FAILED"
+    DELETE_COMPLETE = "DELETE_COMPLETE"
+    ROLLBACK_IN_PROGRESS = "ROLLBACK_IN_PROGRESS"
+    ROLLBACK_FAILED = "ROLLBACK_FAILED"
+    ROLLBACK_COMPLETE = "ROLLBACK_COMPLETE"
+
+
+class Event(StrEnum):
+    UPDATE_REQUESTED = "update_requested"  # services.clusters.update / resize / rotate_ca
+    DELETE_REQUESTED = "delete_requested"  # services.clusters.delete
+    SUCCEEDED = "succeeded"  # services.operations.complete
+    FAILED = "failed"  # services.operations.fail (error, timeout, resources vanished)
+
+
+class Health(StrEnum):
+    HEALTHY = "HEALTHY"
+    UNHEALTHY = "UNHEALTHY"
+    UNKNOWN = "UNKNOWN"
+
+
+S = Status
+E = Event
+
+#: Statuses from which an update (scale, resize, CA rotation) may start.
+UPDATABLE: frozenset[Status] = frozenset({S.CREATE_COMPLETE, S.UPDATE_COMPLETE, S.ROLLBACK_COMPLETE})
+#: A failed update may be retried by another resize.
+RESIZABLE: frozenset[Status] = UPDATABLE | {S.UPDATE_FAILED}
+IN_PROGRESS: frozenset[Status] = frozenset(
+    {S.CREATE_IN_PROGRESS, S.UPDATE_IN_PROGRESS, S.DELETE_IN_PROGRESS, S.ROLLBACK_IN_PROGRESS}
+)
+FAILED: frozenset[Status] = frozenset({S.CREATE_FAILED, S.UPDATE_FAILED, S.DELETE_FAILED, S.ROLLBACK_FAILED})
+
+#: (from, event) -> to. Anything not listed is refused with 409.
+TRANSITIONS: dict[tuple[Status, Event], Status] = {
+    (S.CREATE_IN_PROGRESS, E.SUCCEEDED): S.CREATE_COMPLETE,
+    (S.CREATE_IN_PROGRESS, E.FAILED): S.CREATE_FAILED,
+    (S.UPDATE_IN_PROGRESS, E.SUCCEEDED): S.UPDATE_COMPLETE,
+    (S.UPDATE_IN_PROGRESS, E.FAILED): S.UPDATE_FAILED,
+    (S.DELETE_IN_PROGRESS, E.SUCCEEDED): S.DELETE_COMPLETE,
+    (S.DELETE_IN_PROGRESS, E.FAILED): S.DELETE_FAILED,
+    (S.ROLLBACK_IN_PROGRESS, E.SUCCEEDED): S.ROLLBACK_COMPLETE,
+    (S.ROLLBACK_IN_PROGRESS, E.FAILED): S.ROLLBACK_FAILED,
+    **{(s, E.UPDATE_REQUESTED): S.UPDATE_IN_PROGRESS for s in RESIZABLE},
+    # Delete is allowed from every settled state (a failed create must be removable),
+    # but not while another operation runs: that one must end first (409).
+    **{(s, E.DELETE_REQUESTED): S.DELETE_IN_PROGRESS for s in Status if s not in IN_PROGRESS},
+}
+
+
+def next_status(current: Status | str, event: Event) -> Status:
+    """The status reached from ``current`` on ``event``.
+
+    Raises :class:`InvalidTransition` (HTTP 409) when the table has no such edge.
+    """
+    cur = Status(current)
+    try:
+        return TRANSITIONS[(cur, event)]
+    except KeyError:
+        verb = {E.UPDATE_REQUESTED: "Updating", E.DELETE_REQUESTED: "Deleting"}.get(event, "Changing")
+        raise InvalidTransition(
+            f'{verb} a cluster when status is "{cur}" is not supported. '
+            f"Wait for the current operation to end."
+        ) from None

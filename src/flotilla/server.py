@@ -1,0 +1,71 @@
+"""Process entry points: ``serve`` (API + conductor) and ``conductor`` alone."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import uvicorn
+
+from flotilla.api.app import create_app
+from flotilla.db.engine import Database
+from flotilla.services import bootstrap
+from flotilla.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+
+
+def run_server(settings: Settings) -> int:
+    """Serve until SIGINT/SIGTERM. Returns the exit code."""
+    _logging(settings)
+    db = Database(settings)
+    bootstrap.prepare_database(db)
+    path = bootstrap.ensure_admin_credentials(settings, db)
+    app = create_app(settings, db)
+    conductor = None
+    if settings.conductor.enabled:
+        from flotilla.conductor.service import Conductor
+
+        conductor = Conductor(settings, db)
+        conductor.start()
+    log.info(
+        "Flotilla API on %s (database %s, auth %s)%s",
+        settings.endpoint, settings.db_url.split("@")[-1], settings.auth_strategy,
+        f"; credentials in {path}" if path else "",
+    )  # fmt: skip
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    finally:
+        if conductor is not None:
+            conductor.stop()
+        db.dispose()
+    return 0
+
+
+def run_conductor(settings: Settings) -> int:
+    _logging(settings)
+    from flotilla.conductor.service import Conductor
+
+    db = Database(settings)
+    bootstrap.prepare_database(db)
+    conductor = Conductor(settings, db)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    conductor.start()
+    log.info("conductor running (database %s)", settings.db_url.split("@")[-1])
+    stop.wait()
+    conductor.stop()
+    db.dispose()
+    return 0

@@ -1,0 +1,249 @@
+"""The local infrastructure catalog: the guide's Glance/Nova/Neutron names.
+
+Flavors and networks are operator data (admins write them); images are registered
+by admins or by the image builder; keypairs belong to a project.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from flotilla import domain
+from flotilla.context import RequestContext
+from flotilla.db import models as m
+from flotilla.errors import Conflict, Forbidden, Invalid, NotFound
+from flotilla.idents import is_uuid, new_uuid
+
+SEED_FLAVORS: tuple[tuple[str, float, int], ...] = (
+    ("m1.tiny", 0.5, 512),
+    ("m1.small", 1.0, 1024),
+    ("m1.medium", 2.0, 2048),
+    ("m1.large", 2.0, 4096),
+)
+SEED_NETWORKS: tuple[tuple[str, bool], ...] = (("public", True),)
+
+
+def seed(session: Session) -> None:
+    """Insert the default flavors and the external network ``public`` once."""
+    have = set(session.scalars(select(m.Flavor.name)))
+    for name, vcpus, ram in SEED_FLAVORS:
+        if name not in have:
+            session.add(m.Flavor(uuid=new_uuid(), name=name, vcpus=vcpus, ram_mb=ram))
+    nets = set(session.scalars(select(m.Network.name)))
+    for name, external in SEED_NETWORKS:
+        if name not in nets:
+            session.add(m.Network(uuid=new_uuid(), name=name, external=external))
+
+
+def _require_admin(ctx: RequestContext, what: str) -> None:
+    if not ctx.is_admin:
+        raise Forbidden(f"Policy doesn't allow {what} to be performed.")
+
+
+def get_one(session: Session, model: Any, ident: str, label: str) -> Any:
+    col = model.uuid if is_uuid(ident) else model.name
+    row = session.scalars(select(model).where(col == ident)).first()
+    if row is None:
+        raise NotFound(f"{label} {ident} could not be found.")
+    return row
+
+
+# ---- flavors -------------------------------------------------------------------------
+
+
+def list_flavors(session: Session) -> list[m.Flavor]:
+    return list(session.scalars(select(m.Flavor).order_by(m.Flavor.ram_mb, m.Flavor.name)))
+
+
+def find_flavor(session: Session, ident: str) -> m.Flavor:
+    """Raises Invalid naming the flavors that exist (the guide's Nova check)."""
+    col = m.Flavor.uuid if is_uuid(ident) else m.Flavor.name
+    row = session.scalars(select(m.Flavor).where(col == ident)).first()
+    if row is None:
+        names = ", ".join(f.name for f in list_flavors(session)) or "none"
+        raise Invalid(f"Unable to find flavor {ident}. Available flavors: {names}.")
+    return row
+
+
+def flavor_spec(row: m.Flavor) -> domain.Flavor:
+    return domain.Flavor(name=row.name, vcpus=row.vcpus, ram_mb=row.ram_mb, disk_gb=row.disk_gb)
+
+
+def create_flavor(session: Session, ctx: RequestContext, name: str, vcpus: float, ram_mb: int) -> m.Flavor:
+    _require_admin(ctx, "flavor:create")
+    if vcpus <= 0 or ram_mb < 64:
+        raise Invalid("A flavor needs vcpus > 0 and ram_mb >= 64.")
+    if session.scalars(select(m.Flavor).where(m.Flavor.name == name)).first():
+        raise Conflict(f"Flavor {name} already exists.")
+    row = m.Flavor(uuid=new_uuid(), name=name, vcpus=vcpus, ram_mb=ram_mb)
+    session.add(row)
+    return row
+
+
+def delete_flavor(session: Session, ctx: RequestContext, ident: str) -> None:
+    _require_admin(ctx, "flavor:delete")
+    session.delete(get_one(session, m.Flavor, ident, "Flavor"))
+
+
+# ---- networks ------------------------------------------------------------------------
+
+
+def list_networks(session: Session) -> list[m.Network]:
+    return list(session.scalars(select(m.Network).order_by(m.Network.name)))
+
+
+def find_external_network(session: Session, ident: str) -> m.Network:
+    col = m.Network.uuid if is_uuid(ident) else m.Network.name
+    row = session.scalars(select(m.Network).where(col == ident, m.Network.external.is_(True))).first()
+    if row is None:
+        names = ", ".join(n.name for n in list_networks(session) if n.external) or "none"
+        raise Invalid(f"Unable to find external network {ident}. Available external networks: {names}.")
+    return row
+
+
+def create_network(session: Session, ctx: RequestContext, name: str, external: bool) -> m.Network:
+    _require_admin(ctx, "network:create")
+    if session.scalars(select(m.Network).where(m.Network.name == name)).first():
+        raise Conflict(f"Network {name} already exists.")
+    row = m.Network(uuid=new_uuid(), name=name, external=external)
+    session.add(row)
+    return row
+
+
+def delete_network(session: Session, ctx: RequestContext, ident: str) -> None:
+    _require_admin(ctx, "network:delete")
+    session.delete(get_one(session, m.Network, ident, "Network"))
+
+
+# ---- images --------------------------------------------------------------------------
+
+
+def list_images(session: Session) -> list[m.Image]:
+    return list(session.scalars(select(m.Image).order_by(m.Image.name)))
+
+
+def find_image(session: Session, ident: str) -> m.Image:
+    """Raises Invalid naming the images that exist."""
+    col = m.Image.uuid if is_uuid(ident) else m.Image.name
+    row = session.scalars(select(m.Image).where(col == ident)).first()
+    if row is None:
+        names = (
+            ", ".join(i.name for i in list_images(session)) or "none (build one with `flotilla image-build`)"
+        )
+        raise Invalid(f"Image {ident} could not be found. Available images: {names}.")
+    return row
+
+
+def register_image(
+    session: Session,
+    ctx: RequestContext,
+    name: str,
+    os_distro: str | None,
+    source: str | None,
+    build_method: str | None = None,
+    *,
+    replace: bool = False,
+) -> m.Image:
+    """Register (or with ``replace``, re-point) an image in the catalog."""
+    _require_admin(ctx, "image:create")
+    if not name or len(name) > 255:
+        raise Invalid("An image name must have 1 to 255 characters.")
+    row = session.scalars(select(m.Image).where(m.Image.name == name)).first()
+    if row is not None:
+        if not replace:
+            raise Conflict(f"Image {name} already exists.")
+        row.os_distro, row.source, row.build_method = os_distro, source, build_method
+        return row
+    row = m.Image(uuid=new_uuid(), name=name, os_distro=os_distro, source=source, build_method=build_method)
+    session.add(row)
+    return row
+
+
+def delete_image(session: Session, ctx: RequestContext, ident: str) -> m.Image:
+    _require_admin(ctx, "image:delete")
+    row: m.Image = get_one(session, m.Image, ident, "Image")
+    in_use = session.scalars(
+        select(m.ClusterTemplate.uuid).where(
+            or_(m.ClusterTemplate.image_id == row.name, m.ClusterTemplate.image_id == row.uuid)
+        )
+    ).first()
+    if in_use:
+        raise Invalid(f"Image {row.name} is used by cluster template {in_use}; delete the template first.")
+    session.delete(row)
+    return row
+
+
+# ---- keypairs ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParsedKey:
+    public_key: str
+    fingerprint: str
+
+
+def parse_public_key(text: str) -> ParsedKey:
+    """Accept an OpenSSH public key line; the fingerprint is MD5 like Nova's."""
+    parts = text.strip().split()
+    if len(parts) < 2 or not parts[0].startswith(("ssh-", "ecdsa-", "sk-")):
+        raise Invalid(
+            "Keypair data is invalid: expected an OpenSSH public key line such as 'ssh-ed25519 AAAA...'."
+        )
+    try:
+        raw = base64.b64decode(parts[1], validate=True)
+    except ValueError:
+        raise Invalid("Keypair data is invalid: the key body is not base64.") from None
+    digest = hashlib.md5(raw, usedforsecurity=False).hexdigest()
+    return ParsedKey(" ".join(parts[:3]), ":".join(digest[i : i + 2] for i in range(0, 32, 2)))
+
+
+def list_keypairs(session: Session, ctx: RequestContext) -> list[m.Keypair]:
+    return list(
+        session.scalars(
+            select(m.Keypair).where(m.Keypair.project_id == ctx.project_id).order_by(m.Keypair.name)
+        )
+    )
+
+
+def find_keypair(session: Session, ctx: RequestContext, name: str) -> m.Keypair:
+    """Raises NotFound (``Unable to find keypair X.``, Magnum's 404)."""
+    row = session.scalars(
+        select(m.Keypair).where(m.Keypair.name == name, m.Keypair.project_id == ctx.project_id)
+    ).first()
+    if row is None:
+        raise NotFound(f"Unable to find keypair {name}.")
+    return row
+
+
+def create_keypair(session: Session, ctx: RequestContext, name: str, public_key: str) -> m.Keypair:
+    if not ctx.can_write:
+        raise Forbidden("Policy doesn't allow keypair:create to be performed.")
+    if not name or len(name) > 255:
+        raise Invalid("A keypair name must have 1 to 255 characters.")
+    parsed = parse_public_key(public_key)
+    row = m.Keypair(
+        name=name,
+        project_id=ctx.project_id,
+        user_id=ctx.user_id,
+        public_key=parsed.public_key,
+        fingerprint=parsed.fingerprint,
+    )
+    session.add(row)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict(f"Key pair '{name}' already exists.") from None
+    return row
+
+
+def delete_keypair(session: Session, ctx: RequestContext, name: str) -> None:
+    if not ctx.can_write:
+        raise Forbidden("Policy doesn't allow keypair:delete to be performed.")
+    session.delete(find_keypair(session, ctx, name))

@@ -1,0 +1,79 @@
+"""``limit`` / ``marker`` / ``sort_key`` / ``sort_dir`` over any table (reference §4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from flotilla.errors import Invalid, NotFound
+from flotilla.idents import is_uuid
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    limit: int
+    sort_key: str
+    sort_dir: str
+
+    @property
+    def full(self) -> bool:
+        """A ``next`` link is due only when the page is full."""
+        return len(self.items) == self.limit and self.limit > 0
+
+
+def paginate(
+    session: Session,
+    stmt: Select[T],
+    model: Any,
+    *,
+    limit: int | None,
+    marker: str | None,
+    sort_key: str,
+    sort_dir: str,
+    max_limit: int,
+    label: str,
+    marker_is_id: bool = False,
+) -> Page[T]:
+    """One page of ``stmt``'s rows. Raises Invalid for bad parameters, NotFound for an unknown marker."""
+    if sort_dir not in ("asc", "desc"):
+        raise Invalid(f"Invalid sort direction: {sort_dir}. Acceptable values are 'asc' or 'desc'")
+    columns = model.__table__.columns
+    if sort_key not in columns:
+        raise Invalid(f'The sort_key value "{sort_key}" is an invalid field for sorting')
+    if limit is not None and limit <= 0:
+        raise Invalid("Limit must be positive")
+    eff = min(limit, max_limit) if limit is not None else max_limit
+    col = columns[sort_key]
+    order = [col.asc() if sort_dir == "asc" else col.desc()]
+    if sort_key != "id":
+        order.append(columns["id"].asc() if sort_dir == "asc" else columns["id"].desc())
+    if marker is not None:
+        if marker_is_id:
+            if not marker.isdigit():
+                raise Invalid(f"Invalid marker {marker}: expected an integer id.")
+            ref = session.scalars(select(model).where(columns["id"] == int(marker))).first()
+        else:
+            if not is_uuid(marker):
+                raise Invalid(
+                    f"Invalid input for field/attribute marker. Value: '{marker}'. Expected a UUID."
+                )
+            ref = session.scalars(select(model).where(columns["uuid"] == marker)).first()
+        if ref is None:
+            raise NotFound(f"{label} {marker} could not be found.")
+        ref_val, ref_id = getattr(ref, sort_key), ref.id
+        idc = columns["id"]
+        if sort_key == "id":
+            cond = idc > ref_id if sort_dir == "asc" else idc < ref_id
+        elif sort_dir == "asc":
+            cond = (col > ref_val) | ((col == ref_val) & (idc > ref_id))
+        else:
+            cond = (col < ref_val) | ((col == ref_val) & (idc < ref_id))
+        stmt = stmt.where(cond)
+    items = list(session.scalars(stmt.order_by(*order).limit(eff)))
+    return Page(items=items, limit=eff, sort_key=sort_key, sort_dir=sort_dir)

@@ -1,0 +1,205 @@
+"""Cluster templates (the guide's baymodels): one table, two views.
+
+``view`` is ``"clustertemplate"`` or ``"baymodel"``; it selects the policy names,
+the generated-name suffix and the few rules that differ (reference §6.5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, and_, or_, select, true
+from sqlalchemy.orm import Session
+
+from flotilla.context import RequestContext
+from flotilla.db import models as m
+from flotilla.db.models import utcnow
+from flotilla.errors import Forbidden, Invalid
+from flotilla.idents import new_uuid, random_name
+from flotilla.services import catalog, template_rules
+from flotilla.services.lookup import by_ident
+from flotilla.services.pagination import Page, paginate
+
+View = Literal["clustertemplate", "baymodel"]
+
+#: Fields a template in use may still change (each alone), reference §6.4.
+IN_USE_MUTABLE = frozenset({"name", "public", "hidden", "tags"})
+WRITABLE = (
+    "name", "coe", "image_id", "keypair_id", "flavor_id", "master_flavor_id", "dns_nameserver",
+    "external_network_id", "fixed_network", "fixed_subnet", "network_driver", "volume_driver",
+    "apiserver_port", "docker_volume_size", "docker_storage_driver", "http_proxy", "https_proxy",
+    "no_proxy", "registry_enabled", "insecure_registry", "labels", "tls_disabled", "public", "hidden",
+    "server_type", "master_lb_enabled", "floating_ip_enabled", "tags", "cluster_distro",
+)  # fmt: skip
+BOOL_DEFAULTS = {
+    "registry_enabled": False,
+    "tls_disabled": False,
+    "public": False,
+    "hidden": False,
+    "master_lb_enabled": False,
+    "floating_ip_enabled": True,
+}
+
+
+def _label(view: View) -> str:
+    return "ClusterTemplate" if view == "clustertemplate" else "BayModel"
+
+
+def visible(ctx: RequestContext, view: View, *, listing: bool) -> ColumnElement[bool]:
+    """Rows the caller may see (reference §9.4)."""
+    own = m.ClusterTemplate.project_id == ctx.project_id
+    if ctx.is_admin and view == "clustertemplate":
+        return true()
+    if listing:
+        public = and_(m.ClusterTemplate.public.is_(True), m.ClusterTemplate.hidden.is_(False))
+        if ctx.is_admin:
+            public = m.ClusterTemplate.public.is_(True)
+        return or_(own, public)
+    return or_(own, m.ClusterTemplate.public.is_(True))
+
+
+def _policy(ctx: RequestContext, view: View, action: str) -> None:
+    allowed = ctx.can_write if action in ("create", "update", "delete") else ctx.can_read
+    if not allowed:
+        raise Forbidden(f"Policy doesn't allow {view}:{action} to be performed.")
+
+
+def get(session: Session, ctx: RequestContext, ident: str, view: View) -> m.ClusterTemplate:
+    _policy(ctx, view, "get")
+    return by_ident(
+        session, m.ClusterTemplate, ident, label=_label(view), visible=visible(ctx, view, listing=False)
+    )
+
+
+def list_page(
+    session: Session,
+    ctx: RequestContext,
+    view: View,
+    *,
+    limit: int | None,
+    marker: str | None,
+    sort_key: str,
+    sort_dir: str,
+    max_limit: int,
+) -> Page[m.ClusterTemplate]:
+    _policy(ctx, view, "get_all")
+    stmt = select(m.ClusterTemplate).where(visible(ctx, view, listing=True))
+    return paginate(
+        session, stmt, m.ClusterTemplate, limit=limit, marker=marker, sort_key=sort_key, sort_dir=sort_dir,
+        max_limit=max_limit, label=_label(view),
+    )  # fmt: skip
+
+
+def _validate(session: Session, values: dict[str, Any], view: View, *, creating: bool) -> None:
+    """Semantic checks in Magnum's order (reference §6.3), with clear messages."""
+    coe = values["coe"]
+    template_rules.check_coe(coe)
+    template_rules.check_server_type(values.get("server_type") or "vm")
+    template_rules.check_network_driver(coe, values.get("network_driver"))
+    template_rules.check_volume_driver(coe, values.get("volume_driver"))
+    if creating:
+        template_rules.check_storage(values.get("docker_storage_driver"), values.get("docker_volume_size"))
+    dns = values.get("dns_nameserver")
+    if dns:
+        template_rules.check_dns(dns, single=view == "baymodel")
+    image = catalog.find_image(session, values["image_id"])
+    if not image.os_distro:
+        raise Invalid(f"Image {values['image_id']} doesn't contain os_distro field.")
+    values["cluster_distro"] = image.os_distro
+    for key in ("flavor_id", "master_flavor_id"):
+        if values.get(key):
+            catalog.find_flavor(session, values[key])
+    if values.get("external_network_id"):
+        catalog.find_external_network(session, values["external_network_id"])
+    template_rules.check_labels(values.get("labels"))
+
+
+def _check_publish(
+    ctx: RequestContext, view: View, values: Mapping[str, Any], before: Mapping[str, Any]
+) -> None:
+    keys = ("public",) if view == "baymodel" else ("public", "hidden")
+    for key in keys:
+        if bool(values.get(key)) != bool(before.get(key, False)) and not ctx.is_admin:
+            raise Forbidden("Not authorized to set public or hidden flag for cluster template.")
+
+
+def create(session: Session, ctx: RequestContext, values: dict[str, Any], view: View) -> m.ClusterTemplate:
+    """Validate and insert a template. Raises Invalid/Forbidden with the reason."""
+    _policy(ctx, view, "create")
+    vals = {k: v for k, v in values.items() if k in WRITABLE or k == "uuid"}
+    for key, default in BOOL_DEFAULTS.items():
+        if vals.get(key) is None:
+            vals[key] = default
+    vals["server_type"] = vals.get("server_type") or "vm"
+    template_rules.check_coe(vals["coe"])
+    if not vals.get("network_driver"):
+        vals["network_driver"] = template_rules.default_network_driver(vals["coe"])
+    _validate(session, vals, view, creating=True)
+    _check_publish(ctx, view, vals, {})
+    if not vals.get("name"):
+        vals["name"] = random_name("template" if view == "clustertemplate" else "model")
+    row = m.ClusterTemplate(
+        uuid=vals.pop("uuid", None) or new_uuid(),
+        project_id=ctx.project_id,
+        user_id=ctx.user_id,
+        **vals,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def writable_view(row: m.ClusterTemplate) -> dict[str, Any]:
+    return {k: getattr(row, k) for k in WRITABLE}
+
+
+def in_use(session: Session, row: m.ClusterTemplate) -> bool:
+    return (
+        session.scalars(
+            select(m.Cluster.id).where(m.Cluster.cluster_template_id == row.uuid).limit(1)
+        ).first()
+        is not None
+    )
+
+
+def update(
+    session: Session, ctx: RequestContext, row: m.ClusterTemplate, new: dict[str, Any], view: View
+) -> m.ClusterTemplate:
+    """Apply already-type-checked values ``new`` (the whole writable view after the patch)."""
+    _owner_policy(ctx, row, view, "update")
+    before = writable_view(row)
+    changed = {k for k in WRITABLE if k != "cluster_distro" and new.get(k) != before.get(k)}
+    if not changed:
+        return row
+    if in_use(session, row) and (len(changed) > 1 or not changed <= IN_USE_MUTABLE):
+        raise Invalid(f"ClusterTemplate {row.uuid} is referenced by one or multiple clusters.")
+    vals = {k: new.get(k) for k in WRITABLE}
+    for key, default in BOOL_DEFAULTS.items():
+        if vals.get(key) is None:
+            vals[key] = default
+    if changed - IN_USE_MUTABLE:
+        _validate(session, vals, view, creating=False)
+    else:
+        vals["cluster_distro"] = row.cluster_distro
+    _check_publish(ctx, view, vals, before)
+    for key in changed | {"cluster_distro"}:
+        setattr(row, key, vals[key])
+    if row.labels is None:
+        row.labels = {}
+    row.updated_at = utcnow()
+    session.flush()
+    return row
+
+
+def _owner_policy(ctx: RequestContext, row: m.ClusterTemplate, view: View, action: str) -> None:
+    _policy(ctx, view, action)
+    if not ctx.is_admin and row.project_id != ctx.project_id:
+        raise Forbidden(f"Policy doesn't allow {view}:{action} to be performed.")
+
+
+def delete(session: Session, ctx: RequestContext, row: m.ClusterTemplate, view: View) -> None:
+    _owner_policy(ctx, row, view, "delete")
+    if in_use(session, row):
+        raise Invalid(f"ClusterTemplate {row.uuid} is referenced by one or multiple clusters.")
+    session.delete(row)
