@@ -10,12 +10,13 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, and_, or_, select, true
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from flotilla.context import RequestContext
 from flotilla.db import models as m
 from flotilla.db.models import utcnow
-from flotilla.errors import Forbidden, Invalid
+from flotilla.errors import Conflict, Forbidden, Invalid
 from flotilla.idents import new_uuid, random_name
 from flotilla.services import catalog, template_rules
 from flotilla.services.lookup import by_ident
@@ -139,14 +140,17 @@ def create(session: Session, ctx: RequestContext, values: dict[str, Any], view: 
     _check_publish(ctx, view, vals, {})
     if not vals.get("name"):
         vals["name"] = random_name("template" if view == "clustertemplate" else "model")
-    row = m.ClusterTemplate(
-        uuid=vals.pop("uuid", None) or new_uuid(),
-        project_id=ctx.project_id,
-        user_id=ctx.user_id,
-        **vals,
-    )
+    uuid = vals.pop("uuid", None) or new_uuid()
+    duplicate = f"A {_label(view)} with UUID {uuid} already exists."
+    taken = session.scalars(select(m.ClusterTemplate.id).where(m.ClusterTemplate.uuid == uuid)).first()
+    if taken is not None:
+        raise Conflict(duplicate)
+    row = m.ClusterTemplate(uuid=uuid, project_id=ctx.project_id, user_id=ctx.user_id, **vals)
     session.add(row)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError:  # a concurrent create with the same client-supplied uuid
+        raise Conflict(duplicate) from None
     return row
 
 
