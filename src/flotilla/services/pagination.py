@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
 from flotilla.errors import Invalid, NotFound
@@ -40,7 +40,11 @@ def paginate(
     label: str,
     marker_is_id: bool = False,
 ) -> Page[T]:
-    """One page of ``stmt``'s rows. Raises Invalid for bad parameters, NotFound for an unknown marker."""
+    """One page of ``stmt``'s rows. Raises Invalid for bad parameters, NotFound for an unknown marker.
+
+    The marker is looked up among ``stmt``'s rows, so a row the caller cannot list (another
+    project's) is an unknown marker too, not a way to probe for its existence.
+    """
     if sort_dir not in ("asc", "desc"):
         raise Invalid(f"Invalid sort direction: {sort_dir}. Acceptable values are 'asc' or 'desc'")
     columns = model.__table__.columns
@@ -54,16 +58,17 @@ def paginate(
     if sort_key != "id":
         order.append(columns["id"].asc() if sort_dir == "asc" else columns["id"].desc())
     if marker is not None:
+        ref: Any
         if marker_is_id:
             if not marker.isdigit():
                 raise Invalid(f"Invalid marker {marker}: expected an integer id.")
-            ref = session.scalars(select(model).where(columns["id"] == int(marker))).first()
+            ref = session.scalars(stmt.where(columns["id"] == int(marker))).first()
         else:
             if not is_uuid(marker):
                 raise Invalid(
                     f"Invalid input for field/attribute marker. Value: '{marker}'. Expected a UUID."
                 )
-            ref = session.scalars(select(model).where(columns["uuid"] == marker)).first()
+            ref = session.scalars(stmt.where(columns["uuid"] == marker)).first()
         if ref is None:
             raise NotFound(f"{label} {marker} could not be found.")
         ref_val, ref_id = getattr(ref, sort_key), ref.id
