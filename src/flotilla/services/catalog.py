@@ -84,6 +84,7 @@ def create_flavor(session: Session, ctx: RequestContext, name: str, vcpus: float
         raise Conflict(f"Flavor {name} already exists.")
     row = m.Flavor(uuid=new_uuid(), name=name, vcpus=vcpus, ram_mb=ram_mb)
     session.add(row)
+    session.flush()  # fills created_at for the response
     return row
 
 
@@ -114,6 +115,7 @@ def create_network(session: Session, ctx: RequestContext, name: str, external: b
         raise Conflict(f"Network {name} already exists.")
     row = m.Network(uuid=new_uuid(), name=name, external=external)
     session.add(row)
+    session.flush()  # fills created_at for the response
     return row
 
 
