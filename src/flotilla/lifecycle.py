@@ -63,9 +63,10 @@ TRANSITIONS: dict[tuple[Status, Event], Status] = {
     (S.ROLLBACK_IN_PROGRESS, E.SUCCEEDED): S.ROLLBACK_COMPLETE,
     (S.ROLLBACK_IN_PROGRESS, E.FAILED): S.ROLLBACK_FAILED,
     **{(s, E.UPDATE_REQUESTED): S.UPDATE_IN_PROGRESS for s in RESIZABLE},
-    # Delete is allowed from every settled state (a failed create must be removable),
-    # but not while another operation runs: that one must end first (409).
-    **{(s, E.DELETE_REQUESTED): S.DELETE_IN_PROGRESS for s in Status if s not in IN_PROGRESS},
+    # Delete is allowed from every state but an ongoing delete (409 for the second of two
+    # deletes). Deleting a cluster whose create or update still runs cancels that
+    # operation: its worker stops at the next checkpoint, then the delete runs.
+    **{(s, E.DELETE_REQUESTED): S.DELETE_IN_PROGRESS for s in Status if s not in {S.DELETE_IN_PROGRESS, S.DELETE_COMPLETE}},
 }
 
 

@@ -35,6 +35,7 @@ def run_server(settings: Settings) -> int:
 
         conductor = Conductor(settings, db)
         conductor.start()
+        app.state.runtime.on_enqueue.append(conductor.wake)
     log.info(
         "Flotilla API on %s (database %s, auth %s)%s",
         settings.endpoint, settings.db_url.split("@")[-1], settings.auth_strategy,

@@ -17,10 +17,13 @@ from flotilla.api.deps import Runtime
 from flotilla.api.errors import error_response
 from flotilla.api.local import router as local_router
 from flotilla.api.middleware import EdgeMiddleware
-from flotilla.api.v1 import clustertemplates, root
+from flotilla.api.v1 import certificates as certificates_api
+from flotilla.api.v1 import clusters, clustertemplates, nodegroups, root
 from flotilla.db.engine import Database
+from flotilla.drivers.registry import CoeRegistry
 from flotilla.errors import FlotillaError
-from flotilla.services import bootstrap
+from flotilla.services import bootstrap, certificates
+from flotilla.services.clusters import Limits
 from flotilla.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,7 +33,16 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     """Build the ASGI app. Migrates the schema (idempotent); starts no background work."""
     database = db or Database(settings)
     bootstrap.prepare_database(database)
-    runtime = Runtime(settings=settings, db=database, auth=Authenticator(settings, database))
+    runtime = Runtime(
+        settings=settings,
+        db=database,
+        auth=Authenticator(settings, database),
+        coes=CoeRegistry.from_names(settings.enabled_coe_drivers),
+        limits=Limits(
+            max_clusters_per_project=settings.max_clusters_per_project, max_limit=settings.max_limit
+        ),
+        box=certificates.secret_box(settings),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -49,6 +61,10 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     app.include_router(root.router)
     app.include_router(clustertemplates.clustertemplates_router)
     app.include_router(clustertemplates.baymodels_router)
+    app.include_router(nodegroups.router)
+    app.include_router(clusters.clusters_router)
+    app.include_router(clusters.bays_router)
+    app.include_router(certificates_api.router)
     app.include_router(local_router)
     _install_error_handlers(app)
     app.add_middleware(EdgeMiddleware)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -11,9 +12,12 @@ from starlette.concurrency import run_in_threadpool
 
 from flotilla.api import microversion as mv
 from flotilla.api.auth import Authenticator
+from flotilla.certs.keys import SecretBox
 from flotilla.context import RequestContext
 from flotilla.db.engine import Database
+from flotilla.drivers.registry import CoeRegistry
 from flotilla.errors import Invalid
+from flotilla.services.clusters import Limits
 from flotilla.settings import Settings
 
 
@@ -24,6 +28,15 @@ class Runtime:
     settings: Settings
     db: Database
     auth: Authenticator
+    coes: CoeRegistry
+    limits: Limits
+    box: SecretBox
+    #: Called after an operation is queued (the in-process conductor looks at once).
+    on_enqueue: list[Callable[[], None]] = field(default_factory=list)
+
+    def wake(self) -> None:
+        for callback in self.on_enqueue:
+            callback()
 
 
 def runtime(request: Request) -> Runtime:

@@ -1,6 +1,8 @@
 """The conductor: worker threads that run operations, plus periodic jobs.
 
-Started by ``flotilla serve`` (in-process) or ``flotilla conductor`` (alone).
+Started by ``flotilla serve`` (in-process) or ``flotilla conductor`` (alone). Any
+number of conductors may share one PostgreSQL database: operations are claimed with
+leases, so each runs on exactly one worker at a time.
 """
 
 from __future__ import annotations
@@ -9,8 +11,14 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 
+from flotilla.conductor.providers import ProviderPool
+from flotilla.conductor.runner import OpRunner
+from flotilla.conductor.sync import sync_once
 from flotilla.db.engine import Database
+from flotilla.drivers.registry import CoeRegistry
+from flotilla.services import certificates, operations
 from flotilla.services import services as mservices
 from flotilla.settings import Settings
 
@@ -20,20 +28,51 @@ log = logging.getLogger(__name__)
 class Conductor:
     """Owns its threads; ``stop()`` asks them to end and waits."""
 
-    def __init__(self, settings: Settings, db: Database) -> None:
+    def __init__(self, settings: Settings, db: Database, *, providers: ProviderPool | None = None) -> None:
         self.settings = settings
         self.db = db
         self.host = f"{socket.gethostname()}:{os.getpid()}"
+        self.coes = CoeRegistry.from_names(settings.enabled_coe_drivers)
+        self.providers = providers or ProviderPool(settings)
+        self.box = certificates.secret_box(settings)
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
+        cfg = self.settings.conductor
+        for i in range(cfg.workers):
+            self._spawn(f"worker-{i}", lambda i=i: self._worker_loop(i))  # type: ignore[misc]
         self._spawn("heartbeat", self._heartbeat_loop)
+        self._spawn("sync", self._sync_loop)
 
-    def _spawn(self, name: str, target: object) -> None:
-        t = threading.Thread(target=target, name=f"flotilla-{name}", daemon=True)  # type: ignore[arg-type]
+    def wake(self) -> None:
+        """Look for work now (called by the in-process API after it queues an operation)."""
+        self._wake.set()
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        t = threading.Thread(target=target, name=f"flotilla-{name}", daemon=True)
         t.start()
         self._threads.append(t)
+
+    def _worker_loop(self, index: int) -> None:
+        cfg = self.settings.conductor
+        owner = f"{self.host}/w{index}"
+        while not self._stop.is_set():
+            op = None
+            try:
+                with self.db.session() as s:
+                    op = operations.claim(s, owner, cfg.lease_seconds, skip_locked=not self.db.is_sqlite)
+            except Exception:
+                log.exception("claiming an operation failed")
+            if op is None:
+                self._wake.wait(cfg.poll_interval)
+                self._wake.clear()
+                continue
+            try:
+                OpRunner(self.db, self.box, self.coes, self.providers, owner, cfg.lease_seconds).run(op)
+            except Exception:
+                log.exception("operation %s crashed its worker", op.uuid)
 
     def _heartbeat_loop(self) -> None:
         while not self._stop.is_set():
@@ -44,7 +83,19 @@ class Conductor:
                 log.exception("conductor heartbeat failed")
             self._stop.wait(self.settings.conductor.heartbeat_interval)
 
+    def _sync_loop(self) -> None:
+        cfg = self.settings.conductor
+        while not self._stop.wait(cfg.sync_interval):
+            try:
+                with self.db.session() as s:
+                    for op in operations.expired(s):
+                        operations.reap(s, op, f"{self.host}/reaper", cfg.lease_seconds)
+                sync_once(self.db, self.providers)
+            except Exception:
+                log.exception("periodic sync failed")
+
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         for t in self._threads:
             t.join(timeout=10)

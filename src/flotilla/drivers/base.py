@@ -79,6 +79,8 @@ class NodeGroupSpec:
     node_count: int
     flavor: Flavor
     image_ref: str
+    #: Provider node names the group should have after the operation, in order.
+    names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,9 @@ class ClusterSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
     ssh_public_key: str | None = None
     nodes_to_remove: tuple[str, ...] = ()
+    #: Worker names before this operation (scale steps diff against them).
+    previous_worker_names: tuple[str, ...] = ()
+    project_id: str = ""
 
 
 class StepContext(Protocol):

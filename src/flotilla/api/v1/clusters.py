@@ -1,0 +1,284 @@
+"""``/v1/clusters`` and ``/v1/bays``: one table, two views (reference §7)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
+
+from flotilla.api import patch as jpatch
+from flotilla.api.deps import (
+    BodyDep,
+    ContextDep,
+    RuntimeDep,
+    VersionDep,
+    base_url,
+    check_query,
+    int_param,
+)
+from flotilla.api.fields import Field, coerce, parse_body
+from flotilla.api.v1.render import iso, links, next_link
+from flotilla.db import models as m
+from flotilla.errors import Invalid
+from flotilla.lifecycle import FAILED
+from flotilla.services import clusters
+from flotilla.services.clusters import ClusterView
+
+COMMON_FIELDS: tuple[Field, ...] = (
+    Field("uuid"),
+    Field("name", min_len=1, max_len=242),
+    Field("node_count", "int", minimum=0),
+    Field("master_count", "int", minimum=1),
+    Field("docker_volume_size", "int", minimum=1),
+    Field("master_flavor_id", min_len=1),
+    Field("flavor_id", min_len=1),
+    Field("fixed_network", min_len=1),
+    Field("fixed_subnet", min_len=1),
+    Field("floating_ip_enabled", "bool"),
+    Field("master_lb_enabled", "bool"),
+    Field("discovery_url"),
+    *(Field(k, readonly=True) for k in (
+        "status", "status_reason", "api_address", "node_addresses", "master_addresses", "stack_id",
+        "coe_version", "container_version", "links", "created_at", "updated_at", "project_id", "user_id",
+        "faults", "health_status", "health_status_reason",
+    )),
+)  # fmt: skip
+CLUSTER_FIELDS = (
+    *COMMON_FIELDS,
+    Field("cluster_template_id", mandatory=True, min_len=1),
+    Field("keypair", min_len=1),
+    Field("labels", "labels"),
+    Field("merge_labels", "bool"),
+    Field("create_timeout", "int", minimum=0),
+)
+BAY_FIELDS = (
+    *COMMON_FIELDS,
+    Field("baymodel_id", mandatory=True, min_len=1),
+    Field("labels", "strlabels"),
+    Field("bay_create_timeout", "int", minimum=0),
+)
+INTERNAL = (
+    "/api_address", "/node_addresses", "/master_addresses", "/stack_id", "/ca_cert_ref", "/magnum_cert_ref",
+    "/trust_id", "/trustee_user_name", "/trustee_password", "/trustee_user_id", "/etcd_ca_cert_ref",
+    "/front_proxy_ca_cert_ref",
+)  # fmt: skip
+LIST_KEYS = {
+    "cluster": (
+        "uuid", "name", "cluster_template_id", "keypair", "docker_volume_size", "labels", "node_count",
+        "master_count", "status", "master_flavor_id", "flavor_id", "create_timeout", "stack_id", "health_status",
+        "merge_labels", "links",
+    ),
+    "bay": (
+        "uuid", "name", "baymodel_id", "docker_volume_size", "labels", "master_flavor_id", "flavor_id",
+        "node_count", "status", "bay_create_timeout", "master_count", "stack_id", "floating_ip_enabled", "links",
+    ),
+}  # fmt: skip
+BAY_SHOW_KEYS = (
+    "uuid", "name", "baymodel_id", "node_count", "master_count", "docker_volume_size", "labels", "master_flavor_id",
+    "flavor_id", "bay_create_timeout", "stack_id", "status", "status_reason", "discovery_url", "api_address",
+    "coe_version", "container_version", "node_addresses", "master_addresses", "fixed_network", "fixed_subnet",
+    "floating_ip_enabled", "master_lb_enabled", "created_at", "updated_at", "links",
+)  # fmt: skip
+
+
+def full_dict(session: Session, row: m.Cluster, view: ClusterView, base: str) -> dict[str, Any]:
+    """The show/detail representation (reference §7.1/§7.7)."""
+    coll = "clusters" if view == "cluster" else "bays"
+    groups = clusters.nodegroups(session, row)
+    masters = sum(g.node_count for g in groups if g.role == "master")
+    workers = sum(g.node_count for g in groups if g.role != "master")
+    out: dict[str, Any] = {
+        "uuid": row.uuid, "name": row.name, "cluster_template_id": row.cluster_template_id, "keypair": row.keypair,
+        "node_count": workers, "master_count": masters, "docker_volume_size": row.docker_volume_size,
+        "labels": row.labels or {}, "master_flavor_id": row.master_flavor_id, "flavor_id": row.flavor_id,
+        "create_timeout": row.create_timeout, "stack_id": row.stack_id, "status": row.status,
+        "status_reason": row.status_reason, "discovery_url": row.discovery_url, "api_address": row.api_address,
+        "coe_version": row.coe_version, "container_version": row.container_version,
+        "node_addresses": row.node_addresses or [], "master_addresses": row.master_addresses or [],
+        "fixed_network": row.fixed_network, "fixed_subnet": row.fixed_subnet,
+        "floating_ip_enabled": row.floating_ip_enabled, "master_lb_enabled": row.master_lb_enabled,
+        "health_status": row.health_status, "health_status_reason": row.health_status_reason or {},
+        "project_id": row.project_id, "user_id": row.user_id, "merge_labels": False,
+        "labels_overridden": {}, "labels_added": {}, "labels_skipped": {},
+        "created_at": iso(row.created_at), "updated_at": iso(row.updated_at), "links": links(base, coll, row.uuid),
+    }  # fmt: skip
+    template = clusters.template_of(session, row)
+    tl = {k: str(v) for k, v in (template.labels or {}).items()}
+    cl = {k: str(v) for k, v in (row.labels or {}).items()}
+    out["labels_overridden"] = {k: tl[k] for k in cl if k in tl and tl[k] != cl[k]}
+    out["labels_added"] = {k: cl[k] for k in cl if k not in tl}
+    out["labels_skipped"] = {k: tl[k] for k in tl if k not in cl}
+    failed = row.status in {s.value for s in FAILED}
+    if view == "bay":
+        out["baymodel_id"] = out.pop("cluster_template_id")
+        out["bay_create_timeout"] = out.pop("create_timeout")
+        out = {k: out[k] for k in BAY_SHOW_KEYS}
+        if failed:
+            out["bay_faults"] = _faults(groups, row)
+    elif failed:
+        out["faults"] = _faults(groups, row)
+    return out
+
+
+def _faults(groups: list[m.NodeGroup], row: m.Cluster) -> dict[str, str]:
+    reason = row.status_reason or "failed"
+    return {g.name: reason for g in groups if g.is_default} or {"cluster": reason}
+
+
+def list_dict(full: dict[str, Any], view: ClusterView) -> dict[str, Any]:
+    return {k: full.get(k) for k in LIST_KEYS[view]}
+
+
+def make_router(view: ClusterView) -> APIRouter:
+    coll = "clusters" if view == "cluster" else "bays"
+    fields = CLUSTER_FIELDS if view == "cluster" else BAY_FIELDS
+    router = APIRouter(prefix=f"/v1/{coll}", tags=[coll])
+
+    def _list(request: Request, rt: RuntimeDep, ctx: ContextDep, detail: bool) -> dict[str, Any]:
+        params = check_query(request, {"limit", "marker", "sort_key", "sort_dir"})
+        base = base_url(request)
+        with rt.db.reader() as s:
+            page = clusters.list_page(
+                s, ctx, view, limit=int_param(params, "limit"), marker=params.get("marker"),
+                sort_key=params.get("sort_key", "id"), sort_dir=params.get("sort_dir", "asc"),
+                max_limit=rt.settings.max_limit,
+            )  # fmt: skip
+            fulls = [full_dict(s, r, view, base) for r in page.items]
+        items = fulls if detail else [list_dict(f, view) for f in fulls]
+        out: dict[str, Any] = {coll: items}
+        if page.full:
+            out["next"] = next_link(base, request.url.path, page, items[-1]["uuid"])
+        return out
+
+    @router.get("")
+    def list_clusters(request: Request, rt: RuntimeDep, ctx: ContextDep) -> dict[str, Any]:
+        return _list(request, rt, ctx, detail=False)
+
+    @router.get("/detail")
+    def list_detail(request: Request, rt: RuntimeDep, ctx: ContextDep) -> dict[str, Any]:
+        return _list(request, rt, ctx, detail=True)
+
+    @router.get("/{ident}")
+    def show(ident: str, request: Request, rt: RuntimeDep, ctx: ContextDep) -> dict[str, Any]:
+        with rt.db.reader() as s:
+            return full_dict(s, clusters.get(s, ctx, ident, view), view, base_url(request))
+
+    @router.post("", status_code=202)
+    def create(
+        request: Request, rt: RuntimeDep, ctx: ContextDep, version: VersionDep, body: BodyDep
+    ) -> JSONResponse:
+        values = parse_body(
+            body, fields, argument="cluster" if view == "cluster" else "bay", ignore=("uuid",)
+        )
+        if view == "bay":
+            values["create_timeout"] = values.pop("bay_create_timeout", None)
+        base = base_url(request)
+        with rt.db.session() as s:
+            row = clusters.create(
+                s, ctx, values, view, coes=rt.coes, limits=rt.limits, version_minor=version.minor,
+                default_provider=rt.settings.default_provider,
+            )  # fmt: skip
+            out = full_dict(s, row, view, base) if view == "bay" and version.minor < 2 else {"uuid": row.uuid}
+        rt.wake()
+        if view == "bay" and version.minor < 2:
+            return JSONResponse(out, status_code=201, headers={"Location": f"{base}/v1/bays/{row.uuid}"})
+        return JSONResponse(out, status_code=202)
+
+    @router.patch("/{ident}")
+    def update(
+        ident: str, request: Request, rt: RuntimeDep, ctx: ContextDep, version: VersionDep, body: BodyDep
+    ) -> JSONResponse:
+        params = check_query(request, {"rollback"} if version.minor >= 3 else set())
+        _ = params
+        base = base_url(request)
+        with rt.db.session() as s:
+            row = clusters.get(s, ctx, ident, view, for_update=True)
+            current = full_dict(s, row, view, base)
+            patched = jpatch.apply_patch(current, body, internal=INTERNAL)
+            changed = sorted(k for k in set(current) | set(patched) if current.get(k) != patched.get(k))
+            allowed = {"node_count"} if view == "bay" else set(clusters.MUTABLE)
+            bad = [k for k in changed if k not in allowed]
+            if bad:
+                raise Invalid(f"cannot change cluster property(ies) {', '.join(bad)}.")
+            if "node_count" in changed:
+                node_count = coerce(
+                    Field("node_count", "int", minimum=0, nullable=False), patched["node_count"]
+                )
+                clusters.scale(
+                    s, ctx, row, node_count=node_count, nodes_to_remove=None, nodegroup=None, coes=rt.coes,
+                    version_minor=10 if view == "cluster" and version.minor >= 10 else 9, resize=False,
+                )  # fmt: skip
+            if "health_status" in changed or "health_status_reason" in changed:
+                clusters.update_health(
+                    s, ctx, row, patched.get("health_status"), patched.get("health_status_reason")
+                )
+            out = full_dict(s, row, view, base) if view == "bay" and version.minor < 2 else {"uuid": row.uuid}
+        rt.wake()
+        return JSONResponse(out, status_code=200 if view == "bay" and version.minor < 2 else 202)
+
+    @router.delete("/{ident}", status_code=204)
+    def delete(ident: str, rt: RuntimeDep, ctx: ContextDep) -> Response:
+        with rt.db.session() as s:
+            row = clusters.get(s, ctx, ident, view, for_update=True)
+            clusters.delete(s, ctx, row, view)
+        rt.wake()
+        return Response(status_code=204)
+
+    if view == "cluster":
+
+        @router.post("/{ident}/actions/resize", status_code=202)
+        def resize(
+            ident: str, rt: RuntimeDep, ctx: ContextDep, version: VersionDep, body: BodyDep
+        ) -> JSONResponse:
+            if version.minor < 7:
+                raise _not_acceptable()
+            v = parse_body(
+                body,
+                (Field("node_count", "int", mandatory=True, minimum=0), Field("nodes_to_remove", "strlist"),
+                 Field("nodegroup", min_len=1)),
+                argument="cluster resize",
+            )  # fmt: skip
+            with rt.db.session() as s:
+                row = clusters.get(s, ctx, ident, view, for_update=True)
+                clusters.scale(
+                    s, ctx, row, node_count=v["node_count"], nodes_to_remove=v.get("nodes_to_remove"),
+                    nodegroup=v.get("nodegroup"), coes=rt.coes, version_minor=version.minor, resize=True,
+                )  # fmt: skip
+                uuid = row.uuid
+            rt.wake()
+            return JSONResponse({"uuid": uuid}, status_code=202)
+
+        @router.post("/{ident}/actions/upgrade", status_code=202)
+        def upgrade(
+            ident: str, rt: RuntimeDep, ctx: ContextDep, version: VersionDep, body: BodyDep
+        ) -> JSONResponse:
+            if version.minor < 7:
+                raise _not_acceptable()
+            if version.minor < 8:
+                raise Invalid("Cluster upgrade is not supported in the provided microversion.")
+            raise Invalid("Cluster upgrade is not supported by the enabled drivers yet.")
+
+        @router.get("/{ident}/events")
+        def cluster_events(ident: str, rt: RuntimeDep, ctx: ContextDep) -> dict[str, Any]:
+            with rt.db.reader() as s:
+                row = clusters.get(s, ctx, ident, view)
+                return {
+                    "events": [
+                        {"status": e.status, "reason": e.reason, "created_at": iso(e.created_at)}
+                        for e in clusters.events(s, row.uuid)
+                    ]
+                }
+
+    return router
+
+
+def _not_acceptable() -> Exception:
+    from flotilla.errors import NotAcceptable
+
+    return NotAcceptable("")
+
+
+clusters_router = make_router("cluster")
+bays_router = make_router("bay")

@@ -1,0 +1,48 @@
+"""Provider instances for the conductor, built lazily (the Docker Engine starts only
+when a cluster first needs it, so ``flotilla serve`` comes up without one)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from flotilla.drivers.base import Provider
+from flotilla.errors import Unavailable
+from flotilla.settings import Settings
+
+
+class ProviderPool:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._providers: dict[str, Provider] = {}
+
+    def get(self, name: str) -> Provider:
+        """The provider ``name``; raises Unavailable with the reason if it cannot start."""
+        with self._lock:
+            if name not in self._providers:
+                if name not in self.settings.enabled_providers:
+                    raise Unavailable(
+                        f"Provider {name} is not enabled here (enabled: {', '.join(self.settings.enabled_providers)})."
+                    )
+                self._providers[name] = self._build(name)
+            return self._providers[name]
+
+    def _build(self, name: str) -> Provider:
+        if name == "local":
+            from flotilla.drivers.providers.local import LocalProvider
+            from flotilla.drivers.providers.local.engine import Engine
+
+            engine = Engine.connect(self.settings.local.docker_host, Path(self.settings.data_dir))
+            return LocalProvider(engine, subnet_pool=self.settings.local.subnet_pool)
+        if name == "fake":
+            from flotilla.drivers.providers.fake import FakeProvider
+
+            return FakeProvider()
+        from flotilla.drivers.registry import load_provider_factories
+
+        return load_provider_factories([name])[name]()
+
+    def loaded(self) -> dict[str, Provider]:
+        with self._lock:
+            return dict(self._providers)

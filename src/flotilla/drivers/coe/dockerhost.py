@@ -1,0 +1,126 @@
+"""Shared pieces for COEs whose nodes run a Docker daemon (docker, swarm-mode).
+
+Node addresses are derived from the node's name and the network's subnet, so a
+resumed step asks for the same address again: masters ``.10+i``, workers ``.100+i``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+
+from flotilla.domain import NetworkInfo, NetworkSpec, NodeInfo, NodeSpec
+from flotilla.drivers.base import ClusterSpec, NodeGroupSpec, StepContext
+
+TLS_DIR = "/etc/docker/tls"
+TLS_PORT = 2376
+PLAIN_PORT = 2375
+LOGIN_USER = "fedora"
+STORAGE_DRIVERS = {"overlay2": "overlay2", "overlay": "overlay2", None: "overlay2"}
+
+
+def network_name(spec: ClusterSpec) -> str:
+    return f"flotilla-{spec.uuid[:12]}"
+
+
+def ensure_network(ctx: StepContext) -> NetworkInfo:
+    spec = ctx.spec
+    return ctx.provider.ensure_network(
+        NetworkSpec(
+            cluster_uuid=spec.uuid, name=network_name(spec), fixed_network=spec.fixed_network,
+            dns_nameserver=spec.dns_nameserver,
+        )
+    )  # fmt: skip
+
+
+def node_index(name: str) -> int:
+    tail = name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def node_ip(net: NetworkInfo, role: str, name: str) -> str:
+    """A stable address in the cluster subnet for this node."""
+    subnet = ipaddress.IPv4Network(net.subnet, strict=False)
+    offset = {"lb": 5, "registry": 6, "master": 10}.get(role, 100) + node_index(name)
+    if offset >= subnet.num_addresses - 1:
+        raise ValueError(f"subnet {net.subnet} has no room for node {name} (offset {offset})")
+    return str(subnet.network_address + offset)
+
+
+def port(spec: ClusterSpec) -> int:
+    return PLAIN_PORT if spec.tls_disabled else TLS_PORT
+
+
+def api_address(spec: ClusterSpec, ip: str) -> str:
+    return f"tcp://{ip}:{port(spec)}"
+
+
+def dockerd_command(spec: ClusterSpec) -> list[str]:
+    storage = STORAGE_DRIVERS.get(spec.docker_storage_driver, "overlay2")
+    cmd = ["dockerd", "--host", "unix:///var/run/docker.sock", f"--storage-driver={storage}"]
+    if spec.tls_disabled:
+        # Explicit --tls=false: without it dockerd 20.10 sleeps 15 s warning about plain TCP.
+        return [*cmd, "--host", f"tcp://0.0.0.0:{PLAIN_PORT}", "--tls=false"]
+    return [
+        *cmd, "--host", f"tcp://0.0.0.0:{TLS_PORT}", "--tlsverify",
+        f"--tlscacert={TLS_DIR}/ca.pem", f"--tlscert={TLS_DIR}/server-cert.pem", f"--tlskey={TLS_DIR}/server-key.pem",
+    ]  # fmt: skip
+
+
+def proxy_env(spec: ClusterSpec) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for key, value in (
+        ("HTTP_PROXY", spec.http_proxy),
+        ("HTTPS_PROXY", spec.https_proxy),
+        ("NO_PROXY", spec.no_proxy),
+    ):
+        if value:
+            env[key] = value
+            env[key.lower()] = value
+    return env
+
+
+def tls_files(ctx: StepContext, name: str, ips: list[str]) -> dict[str, bytes]:
+    if ctx.spec.tls_disabled:
+        return {}
+    tls = ctx.server_tls(name, [name, "localhost"], ips)
+    return {
+        f"{TLS_DIR}/ca.pem": tls.ca_pem.encode(),
+        f"{TLS_DIR}/server-cert.pem": tls.cert_pem.encode(),
+        f"{TLS_DIR}/server-key.pem": tls.key_pem.encode(),
+    }
+
+
+def node_spec(
+    ctx: StepContext,
+    net: NetworkInfo,
+    group: NodeGroupSpec,
+    name: str,
+    *,
+    extra_ips: list[str] | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> NodeSpec:
+    spec = ctx.spec
+    ip = node_ip(net, group.role, name)
+    return NodeSpec(
+        cluster_uuid=spec.uuid, name=name, role=group.role, image_ref=group.image_ref, network=net.name,
+        cpus=group.flavor.vcpus, memory_mb=group.flavor.ram_mb, command=dockerd_command(spec),
+        volume_gb=spec.docker_volume_size, ip=ip, env=proxy_env(spec),
+        files=tls_files(ctx, name, [ip, *(extra_ips or [])]), ssh_public_key=spec.ssh_public_key,
+        login_user=LOGIN_USER, labels=dict(labels or {}),
+    )  # fmt: skip
+
+
+def start_node(ctx: StepContext, net: NetworkInfo, group: NodeGroupSpec, name: str, **kw: object) -> NodeInfo:
+    return ctx.provider.ensure_node(node_spec(ctx, net, group, name, **kw))  # type: ignore[arg-type]
+
+
+def delete_everything(ctx: StepContext) -> None:
+    """Remove every node, then the network, then sweep anything still labelled."""
+    spec = ctx.spec
+    nodes = ctx.provider.list_nodes(spec.uuid)
+    for i, node in enumerate(nodes, 1):
+        ctx.progress(f"{i} of {len(nodes)}: {node.name}")
+        ctx.provider.delete_node(spec.uuid, node.name)
+    ctx.provider.delete_network(spec.uuid, network_name(spec))
+    ctx.provider.sweep(spec.uuid)

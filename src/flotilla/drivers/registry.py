@@ -1,0 +1,66 @@
+"""Find providers and COE drivers through entry points; only the enabled ones load.
+
+``flotilla.providers`` and ``flotilla.coe_drivers`` are the groups; built-ins are
+declared in Flotilla's own pyproject, out-of-tree drivers are separate packages.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from importlib.metadata import entry_points
+from typing import Any
+
+from flotilla.drivers.base import CoeDriver, Provider
+from flotilla.errors import Invalid
+
+log = logging.getLogger(__name__)
+
+
+def _load(group: str, names: Iterable[str]) -> dict[str, Any]:
+    wanted = list(names)
+    found = {ep.name: ep for ep in entry_points(group=group)}
+    missing = [n for n in wanted if n not in found]
+    if missing:
+        raise Invalid(
+            f"Unknown {group} {', '.join(missing)}; installed: {', '.join(sorted(found)) or 'none'}."
+        )
+    return {n: found[n].load() for n in wanted}
+
+
+class CoeRegistry:
+    """The enabled COE drivers, by the ``coe`` values they serve."""
+
+    def __init__(self, drivers: Iterable[CoeDriver]) -> None:
+        self._by_coe: dict[str, CoeDriver] = {}
+        for d in drivers:
+            if not isinstance(d, CoeDriver):
+                raise Invalid(f"{d!r} does not implement the CoeDriver protocol")
+            for coe in d.coes:
+                self._by_coe[coe] = d
+
+    @classmethod
+    def from_names(cls, names: Iterable[str]) -> CoeRegistry:
+        classes = _load("flotilla.coe_drivers", names)
+        return cls(factory() for factory in classes.values())
+
+    def coes(self) -> list[str]:
+        return sorted(self._by_coe)
+
+    def get(self, coe: str) -> CoeDriver | None:
+        return self._by_coe.get(coe)
+
+    def require(self, coe: str, distro: str | None, server_type: str = "vm") -> CoeDriver:
+        """The driver for ``coe``; raises Invalid in Magnum's words when none is enabled."""
+        driver = self._by_coe.get(coe)
+        if driver is None:
+            raise Invalid(
+                f"Cluster type ({server_type}, {distro or 'Unset'}, {coe}) not supported. "
+                f"Enabled COEs here: {', '.join(self.coes()) or 'none'}."
+            )
+        return driver
+
+
+def load_provider_factories(names: Iterable[str]) -> dict[str, Callable[..., Provider]]:
+    """Provider classes by name (constructed by the conductor with their settings)."""
+    return _load("flotilla.providers", names)

@@ -1,0 +1,393 @@
+"""Clusters (the guide's bays): create, scale, resize, delete.
+
+Every change writes the cluster row, its nodegroups and an operation row in ONE
+transaction before the API answers; the conductor does the work.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, func, select, true
+from sqlalchemy.orm import Session
+
+from flotilla import lifecycle
+from flotilla.context import RequestContext
+from flotilla.db import models as m
+from flotilla.db.models import utcnow
+from flotilla.drivers.registry import CoeRegistry
+from flotilla.errors import Forbidden, Invalid, InvalidTransition, NotFound
+from flotilla.idents import new_uuid, random_name
+from flotilla.lifecycle import Event, Status
+from flotilla.services import catalog, operations, template_rules, templates
+from flotilla.services.lookup import by_ident
+from flotilla.services.pagination import Page, paginate
+
+ClusterView = Literal["cluster", "bay"]
+NAME_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_.-]*$")
+MUTABLE = frozenset({"node_count", "health_status", "health_status_reason"})
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Operator limits the service enforces (from Settings)."""
+
+    max_clusters_per_project: int
+    max_limit: int
+
+
+def _label(view: ClusterView) -> str:
+    return "Cluster" if view == "cluster" else "Bay"
+
+
+def visible(ctx: RequestContext, view: ClusterView) -> ColumnElement[bool]:
+    if ctx.is_admin and view == "cluster":
+        return true()
+    return m.Cluster.project_id == ctx.project_id
+
+
+def _policy(ctx: RequestContext, view: ClusterView, action: str) -> None:
+    ok = ctx.can_read if action in ("get", "get_all", "detail") else ctx.can_write
+    if not ok:
+        raise Forbidden(f"Policy doesn't allow {view}:{action} to be performed.")
+
+
+def get(
+    session: Session, ctx: RequestContext, ident: str, view: ClusterView, *, for_update: bool = False
+) -> m.Cluster:
+    _policy(ctx, view, "get")
+    return by_ident(
+        session, m.Cluster, ident, label=_label(view), visible=visible(ctx, view), for_update=for_update
+    )
+
+
+def list_page(
+    session: Session, ctx: RequestContext, view: ClusterView, *, limit: int | None, marker: str | None,
+    sort_key: str, sort_dir: str, max_limit: int,
+) -> Page[m.Cluster]:  # fmt: skip
+    _policy(ctx, view, "get_all")
+    stmt = select(m.Cluster).where(visible(ctx, view))
+    return paginate(
+        session, stmt, m.Cluster, limit=limit, marker=marker, sort_key=sort_key, sort_dir=sort_dir,
+        max_limit=max_limit, label=_label(view),
+    )  # fmt: skip
+
+
+def nodegroups(session: Session, cluster: m.Cluster) -> list[m.NodeGroup]:
+    return list(
+        session.scalars(
+            select(m.NodeGroup).where(m.NodeGroup.cluster_id == cluster.uuid).order_by(m.NodeGroup.id)
+        )
+    )
+
+
+def default_group(session: Session, cluster: m.Cluster, role: str) -> m.NodeGroup:
+    ng = session.scalars(
+        select(m.NodeGroup).where(
+            m.NodeGroup.cluster_id == cluster.uuid, m.NodeGroup.role == role, m.NodeGroup.is_default.is_(True)
+        )
+    ).first()
+    if ng is None:
+        raise NotFound(f"Nodegroup default-{role} could not be found.")
+    return ng
+
+
+def node_prefix(name: str, uuid: str) -> str:
+    """Provider node names: ``<name[:20]>-<uuid[:8]>``, lower case, DNS-safe."""
+    base = re.sub(r"[^a-z0-9-]", "-", name.lower())[:20].strip("-") or "cluster"
+    return f"{base}-{uuid[:8]}"
+
+
+def worker_names(prefix: str, current: list[str], target: int, remove: list[str]) -> list[str]:
+    """The worker names after a scale to ``target``: drop ``remove`` first, then the
+    newest; add new names with increasing indexes (never reusing one in the list)."""
+    keep = [n for n in current if n not in remove]
+    while len(keep) > target:
+        keep.pop()
+    index = 1 + max((int(n.rsplit("-", 1)[1]) for n in current if n.rsplit("-", 1)[1].isdigit()), default=-1)
+    while len(keep) < target:
+        keep.append(f"{prefix}-node-{index}")
+        index += 1
+    return keep
+
+
+def create(
+    session: Session,
+    ctx: RequestContext,
+    values: dict[str, Any],
+    view: ClusterView,
+    *,
+    coes: CoeRegistry,
+    limits: Limits,
+    version_minor: int,
+    default_provider: str,
+) -> m.Cluster:
+    """Validate, insert the cluster + default nodegroups + the create operation.
+
+    Raises Invalid / NotFound / Forbidden with the reason (reference §7.3 order).
+    """
+    _policy(ctx, view, "create")
+    tkey = "cluster_template_id" if view == "cluster" else "baymodel_id"
+    tview: templates.View = "clustertemplate" if view == "cluster" else "baymodel"
+    try:
+        template = templates.get(session, ctx, str(values[tkey]), tview)
+    except NotFound as exc:
+        if view == "bay" or version_minor < 10:
+            raise Invalid(exc.message) from None
+        raise
+    driver = coes.require(template.coe, template.cluster_distro, template.server_type)
+
+    name = values.get("name") or random_name("cluster" if view == "cluster" else "bay")
+    if len(name) > 242 or not NAME_RE.match(name):
+        raise Invalid(
+            f"Invalid input for field/attribute name. Value: '{name}'. "
+            "Value should match the pattern ^[a-zA-Z][a-zA-Z0-9_.-]*$ (at most 242 characters)"
+        )
+    master_count = values.get("master_count")
+    master_count = 1 if master_count is None else master_count
+    node_count = values.get("node_count")
+    node_count = 1 if node_count is None else node_count
+    if master_count < 1:
+        raise Invalid(
+            f"Invalid input for field/attribute master_count. Value: '{master_count}'. Value should be greater or equal to 1"
+        )
+    if node_count < 0 or (node_count < 1 and (view == "bay" or version_minor < 10)):
+        raise Invalid("Resizing a nodegroup to zero is not supported in the provided microversion." if node_count == 0
+                      else f"Invalid input for field/attribute node_count. Value: '{node_count}'. Value should be greater or equal to 1")  # fmt: skip
+    timeout = values.get("create_timeout")
+    timeout = 60 if timeout is None else timeout
+    if timeout <= 0:
+        raise Invalid(
+            f"Invalid input for field/attribute create_timeout. Value: '{timeout}'. Value should be greater than 0 (minutes)"
+        )
+
+    docker_volume_size = values.get("docker_volume_size") or template.docker_volume_size
+    template_rules.check_storage(template.docker_storage_driver, docker_volume_size)
+    if view == "bay":
+        keypair = template.keypair_id
+        labels: dict[str, Any] = dict(values.get("labels") or {})
+    else:
+        keypair = values.get("keypair") or template.keypair_id
+        given = values.get("labels")
+        if not given:
+            labels = dict(template.labels or {})
+        elif values.get("merge_labels"):
+            labels = {**(template.labels or {}), **given}
+        else:
+            labels = dict(given)
+    template_rules.check_labels(labels)
+    master_flavor_id = values.get("master_flavor_id") or template.master_flavor_id or "m1.small"
+    flavor_id = values.get("flavor_id") or template.flavor_id or "m1.small"
+    catalog.find_flavor(session, master_flavor_id)
+    catalog.find_flavor(session, flavor_id)
+    if keypair:
+        catalog.find_keypair(session, ctx, keypair)
+    lb = values.get("master_lb_enabled")
+    master_lb_enabled = template.master_lb_enabled if lb is None or view == "bay" else bool(lb)
+    if master_count > 1 and not master_lb_enabled:
+        raise Invalid("master_count must be 1 when master_lb_enabled is False")
+    fip = values.get("floating_ip_enabled")
+    driver.validate_template(
+        {**templates.writable_view(template), "master_count": master_count, "node_count": node_count,
+         "docker_volume_size": docker_volume_size, "labels": labels}
+    )  # fmt: skip
+    _check_quota(session, ctx, limits)
+
+    uuid = new_uuid()
+    now = utcnow()
+    cluster = m.Cluster(
+        uuid=uuid, name=name, project_id=ctx.project_id, user_id=ctx.user_id,
+        cluster_template_id=template.uuid, keypair=keypair, docker_volume_size=docker_volume_size,
+        labels=labels, master_flavor_id=master_flavor_id, flavor_id=flavor_id,
+        fixed_network=values.get("fixed_network") or template.fixed_network,
+        fixed_subnet=values.get("fixed_subnet") or template.fixed_subnet,
+        floating_ip_enabled=template.floating_ip_enabled if fip is None else bool(fip),
+        master_lb_enabled=master_lb_enabled, create_timeout=timeout,
+        discovery_url=values.get("discovery_url"), status=Status.CREATE_IN_PROGRESS.value,
+        status_reason="waiting for a conductor", health_status=None, health_status_reason={},
+        stack_id=uuid, provider=default_provider, created_via=view, created_at=now,
+    )  # fmt: skip
+    session.add(cluster)
+    prefix = node_prefix(name, uuid)
+    min_nodes = int(labels.get("min_node_count", 0) or 0)
+    max_nodes = labels.get("max_node_count")
+    for role, count, flavor in (
+        ("master", master_count, master_flavor_id),
+        ("worker", node_count, flavor_id),
+    ):
+        names = [f"{prefix}-{'master' if role == 'master' else 'node'}-{i}" for i in range(count)]
+        session.add(
+            m.NodeGroup(
+                uuid=new_uuid(), name=f"default-{role}", cluster_id=uuid, project_id=ctx.project_id, role=role,
+                node_count=count, min_node_count=0 if role == "master" else min_nodes,
+                max_node_count=None if role == "master" or max_nodes is None else int(max_nodes),
+                flavor_id=flavor, image_id=template.image_id, docker_volume_size=docker_volume_size,
+                labels=labels, is_default=True, node_addresses=[], node_names=names, stack_id=uuid,
+                status=Status.CREATE_IN_PROGRESS.value, created_at=now,
+            )
+        )  # fmt: skip
+    session.add(
+        m.ClusterEvent(cluster_id=uuid, status=Status.CREATE_IN_PROGRESS.value, reason="create requested")
+    )
+    session.flush()
+    operations.enqueue(
+        session, cluster, "create", timeout_minutes=timeout, user_id=ctx.user_id, project_id=ctx.project_id
+    )
+    return cluster
+
+
+def _check_quota(session: Session, ctx: RequestContext, limits: Limits) -> None:
+    row = session.scalars(
+        select(m.Quota).where(m.Quota.project_id == ctx.project_id, m.Quota.resource == "Cluster")
+    ).first()
+    limit = row.hard_limit if row is not None else limits.max_clusters_per_project
+    count = (
+        session.scalar(select(func.count(m.Cluster.id)).where(m.Cluster.project_id == ctx.project_id)) or 0
+    )
+    if count >= limit:
+        raise Forbidden(
+            f"Resource limit exceeded: You have reached the maximum clusters per project, {limit}. "
+            "You may delete a cluster to make room for a new one."
+        )
+
+
+def _start_update(
+    session: Session, ctx: RequestContext, cluster: m.Cluster, allowed: frozenset[Status]
+) -> None:
+    if Status(cluster.status) not in allowed:
+        raise InvalidTransition(
+            f'Updating a cluster when status is "{cluster.status}" is not supported. '
+            "Wait for the current operation to end."
+        )
+    operations.transition(session, cluster, Event.UPDATE_REQUESTED, None)
+
+
+def scale(
+    session: Session,
+    ctx: RequestContext,
+    cluster: m.Cluster,
+    *,
+    node_count: int,
+    nodes_to_remove: list[str] | None,
+    nodegroup: str | None,
+    coes: CoeRegistry,
+    version_minor: int,
+    resize: bool,
+) -> m.Operation | None:
+    """Change a worker nodegroup's size. Returns the operation, or None for a no-op."""
+    _policy(ctx, "cluster", "resize" if resize else "update")
+    if node_count < 0:
+        raise Invalid(
+            f"Invalid input for field/attribute node_count. Value: '{node_count}'. Value should be greater or equal to 0"
+        )
+    if node_count == 0 and version_minor < 10:
+        raise Invalid("Resizing a nodegroup to zero is not supported in the provided microversion.")
+    ng = _find_group(session, cluster, nodegroup) if nodegroup else default_group(session, cluster, "worker")
+    if ng.role == "master":
+        raise Invalid("Resizing a master nodegroup is not supported.")
+    if node_count < ng.min_node_count or (ng.max_node_count is not None and node_count > ng.max_node_count):
+        raise Invalid(
+            f"Resizing {ng.name} outside the allowed range: min_node_count = {ng.min_node_count}, "
+            f"max_node_count = {ng.max_node_count}"
+        )
+    template = session.scalars(
+        select(m.ClusterTemplate).where(m.ClusterTemplate.uuid == cluster.cluster_template_id)
+    ).one()
+    driver = coes.require(template.coe, template.cluster_distro, template.server_type)
+    driver.validate_template({**templates.writable_view(template), "master_count": _count(session, cluster, "master"),
+                              "node_count": node_count, "labels": cluster.labels or {}, "scaling": True})  # fmt: skip
+    current = list(ng.node_names or [])
+    remove = list(nodes_to_remove or [])
+    unknown = [n for n in remove if n not in current]
+    if unknown:
+        raise Invalid(
+            f"Cannot remove {', '.join(unknown)}: not a node of {ng.name}. Nodes: {', '.join(current) or 'none'}."
+        )
+    if node_count == ng.node_count and not remove:
+        return None
+    _start_update(session, ctx, cluster, lifecycle.RESIZABLE if resize else lifecycle.UPDATABLE)
+    names = worker_names(node_prefix(cluster.name or "cluster", cluster.uuid), current, node_count, remove)
+    previous = ng.node_count
+    ng.node_count = node_count
+    ng.node_names = names
+    ng.status = Status.UPDATE_IN_PROGRESS.value
+    ng.updated_at = utcnow()
+    return operations.enqueue(
+        session, cluster, "update",
+        params={"nodegroup": ng.uuid, "previous_node_count": previous, "previous_names": current,
+                "nodes_to_remove": remove},
+        user_id=ctx.user_id, project_id=ctx.project_id,
+    )  # fmt: skip
+
+
+def _count(session: Session, cluster: m.Cluster, role: str) -> int:
+    return sum(ng.node_count for ng in nodegroups(session, cluster) if ng.role == role)
+
+
+def _find_group(session: Session, cluster: m.Cluster, ident: str) -> m.NodeGroup:
+    for ng in nodegroups(session, cluster):
+        if ident in (ng.uuid, ng.name, str(ng.id)):
+            return ng
+    raise NotFound(f"Nodegroup {ident} could not be found.")
+
+
+def update_health(
+    session: Session, ctx: RequestContext, cluster: m.Cluster, status: str | None, reason: Any
+) -> None:
+    if status is not None and status not in ("HEALTHY", "UNHEALTHY", "UNKNOWN"):
+        raise Invalid(
+            f"Invalid input for field/attribute health_status. Value: '{status}'. Value should be one of: HEALTHY, UNHEALTHY, UNKNOWN"
+        )
+    cluster.health_status = status
+    cluster.health_status_reason = reason if isinstance(reason, dict) else {}
+    cluster.updated_at = utcnow()
+
+
+def delete(session: Session, ctx: RequestContext, cluster: m.Cluster, view: ClusterView) -> m.Operation:
+    """Start a delete. An operation still running for the cluster is cancelled first."""
+    _policy(ctx, view, "delete")
+    operations.transition(session, cluster, Event.DELETE_REQUESTED, "delete requested")
+    cancelled = operations.cancel_active(session, cluster.uuid, "superseded by a delete")
+    for ng in nodegroups(session, cluster):
+        ng.status = Status.DELETE_IN_PROGRESS.value
+    return operations.enqueue(
+        session, cluster, "delete", params={"cancelled": cancelled}, timeout_minutes=max(cluster.create_timeout, 10),
+        user_id=ctx.user_id, project_id=ctx.project_id,
+    )  # fmt: skip
+
+
+def rotate_ca(
+    session: Session, ctx: RequestContext, cluster: m.Cluster, *, tls_disabled: bool
+) -> m.Operation:
+    if not ctx.can_write or (not ctx.is_admin and cluster.project_id != ctx.project_id):
+        raise Forbidden("Policy doesn't allow certificate:rotate_ca to be performed.")
+    if tls_disabled:
+        raise Invalid("Rotating the CA certificate on a non-TLS cluster is not supported")
+    if Status(cluster.status) not in lifecycle.UPDATABLE:
+        raise Invalid(f'Updating a cluster when status is "{cluster.status}" is not supported.')
+    operations.transition(session, cluster, Event.UPDATE_REQUESTED, "CA rotation requested")
+    ca = session.scalars(select(m.ClusterCa).where(m.ClusterCa.cluster_id == cluster.uuid)).first()
+    target = (ca.generation if ca else 1) + 1
+    return operations.enqueue(
+        session, cluster, "rotate_ca", params={"ca_generation": target}, timeout_minutes=10,
+        user_id=ctx.user_id, project_id=ctx.project_id,
+    )  # fmt: skip
+
+
+def template_of(session: Session, cluster: m.Cluster) -> m.ClusterTemplate:
+    return session.scalars(
+        select(m.ClusterTemplate).where(m.ClusterTemplate.uuid == cluster.cluster_template_id)
+    ).one()
+
+
+def events(session: Session, cluster_uuid: str, limit: int = 50) -> list[m.ClusterEvent]:
+    return list(
+        session.scalars(
+            select(m.ClusterEvent)
+            .where(m.ClusterEvent.cluster_id == cluster_uuid)
+            .order_by(m.ClusterEvent.id.desc())
+            .limit(limit)
+        )
+    )

@@ -1,0 +1,277 @@
+"""The operations table is the work queue.
+
+A worker claims an operation with a lease (compare-and-set on ``lease_until``),
+checkpoints ``step_index`` after each step and renews the lease while it works. A
+worker that dies loses the lease; another claims the operation and resumes at the
+first unfinished step. At most one operation per cluster runs at a time.
+
+Status changes of the cluster happen here and in ``services.clusters`` only, through
+``lifecycle.next_status``, in the same transaction as the operation row.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, exists, or_, select, update
+from sqlalchemy.orm import Session, aliased
+
+from flotilla import lifecycle
+from flotilla.db import models as m
+from flotilla.db.models import utcnow
+from flotilla.errors import InvalidTransition
+from flotilla.idents import new_uuid
+from flotilla.lifecycle import Event, Status
+
+log = logging.getLogger(__name__)
+
+ACTIVE = ("pending", "running")
+
+
+def enqueue(
+    session: Session,
+    cluster: m.Cluster,
+    kind: str,
+    *,
+    params: dict[str, Any] | None = None,
+    timeout_minutes: int | None = None,
+    user_id: str | None = None,
+    project_id: str | None = None,
+) -> m.Operation:
+    """Add an operation for ``cluster`` (caller owns the transaction)."""
+    now = utcnow()
+    minutes = timeout_minutes if timeout_minutes is not None else cluster.create_timeout or 60
+    op = m.Operation(
+        uuid=new_uuid(), cluster_id=cluster.uuid, kind=kind, params=params or {}, state="pending",
+        step_index=0, deadline=now + timedelta(minutes=minutes), user_id=user_id, project_id=project_id,
+        created_at=now,
+    )  # fmt: skip
+    session.add(op)
+    return op
+
+
+def cancel_active(session: Session, cluster_uuid: str, reason: str) -> int:
+    """Mark the cluster's pending/running operations cancelled (a delete supersedes them).
+
+    A running worker notices at its next checkpoint and stops; its lease still blocks
+    the next operation of the cluster until it lets go or the lease runs out.
+    """
+    result = session.execute(
+        update(m.Operation)
+        .where(m.Operation.cluster_id == cluster_uuid, m.Operation.state.in_(ACTIVE))
+        .values(state="cancelled", error=reason, finished_at=utcnow())
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def active_for(session: Session, cluster_uuid: str) -> m.Operation | None:
+    return session.scalars(
+        select(m.Operation)
+        .where(m.Operation.cluster_id == cluster_uuid, m.Operation.state.in_(ACTIVE))
+        .order_by(m.Operation.id.desc())
+    ).first()
+
+
+def claim(session: Session, owner: str, lease_seconds: float, *, skip_locked: bool) -> m.Operation | None:
+    """Take the oldest claimable operation, or None.
+
+    Claimable: pending, or running with an expired lease (its worker died), and no
+    other operation of the same cluster holds a live lease (running or cancelled).
+    """
+    now = utcnow()
+    other = aliased(m.Operation)
+    busy = exists().where(
+        other.cluster_id == m.Operation.cluster_id,
+        other.id != m.Operation.id,
+        other.lease_until.is_not(None),
+        other.lease_until > now,
+        other.state.in_(("running", "cancelled")),
+    )
+    stmt = (
+        select(m.Operation)
+        .where(
+            m.Operation.state.in_(ACTIVE),
+            or_(m.Operation.lease_until.is_(None), m.Operation.lease_until < now),
+            ~busy,
+        )
+        .order_by(m.Operation.id)
+        .limit(1)
+    )
+    if skip_locked:
+        stmt = stmt.with_for_update(skip_locked=True)
+    op = session.scalars(stmt).first()
+    if op is None:
+        return None
+    result = session.execute(
+        update(m.Operation)
+        .where(
+            m.Operation.id == op.id,
+            or_(m.Operation.lease_until.is_(None), m.Operation.lease_until < now),
+            m.Operation.state.in_(ACTIVE),
+        )
+        .values(
+            lease_owner=owner,
+            lease_until=now + timedelta(seconds=lease_seconds),
+            state="running",
+            attempts=m.Operation.attempts + 1,
+            started_at=op.started_at or now,
+        )
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return None
+    session.refresh(op)
+    if op.attempts > 1:
+        log.info(
+            "cluster %s: resuming %s operation %s at step %d", op.cluster_id, op.kind, op.uuid, op.step_index
+        )
+    return op
+
+
+def _mine(op_id: int, owner: str) -> Any:
+    return and_(m.Operation.id == op_id, m.Operation.lease_owner == owner, m.Operation.state == "running")
+
+
+def renew(session: Session, op_id: int, owner: str, lease_seconds: float) -> bool:
+    """Extend our lease; False if we lost it (cancelled, or claimed by another worker)."""
+    result = session.execute(
+        update(m.Operation)
+        .where(_mine(op_id, owner))
+        .values(lease_until=utcnow() + timedelta(seconds=lease_seconds))
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def checkpoint(
+    session: Session, op_id: int, owner: str, *, step_index: int, step_count: int, step_name: str | None
+) -> bool:
+    """Record that steps before ``step_index`` are done. False if the lease was lost."""
+    result = session.execute(
+        update(m.Operation)
+        .where(_mine(op_id, owner))
+        .values(step_index=step_index, step_count=step_count, step_name=step_name, updated_at=utcnow())
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def release(session: Session, op_id: int, owner: str) -> None:
+    """Let go of a lease we hold on a cancelled operation (so the next one may run)."""
+    session.execute(
+        update(m.Operation)
+        .where(m.Operation.id == op_id, m.Operation.lease_owner == owner)
+        .values(lease_until=None, lease_owner=None)
+    )
+
+
+def set_progress(session: Session, cluster_uuid: str, text: str) -> None:
+    """Show the current step in ``status_reason`` while an operation runs."""
+    session.execute(
+        update(m.Cluster)
+        .where(m.Cluster.uuid == cluster_uuid, m.Cluster.status.in_([s.value for s in lifecycle.IN_PROGRESS]))
+        .values(status_reason=text)
+    )
+
+
+def transition(session: Session, cluster: m.Cluster, event: Event, reason: str | None) -> Status:
+    """Move ``cluster`` along the lifecycle table, compare-and-set on its old status."""
+    session.flush()
+    new = lifecycle.next_status(cluster.status, event)
+    result = session.execute(
+        update(m.Cluster)
+        .where(m.Cluster.uuid == cluster.uuid, m.Cluster.status == cluster.status)
+        .values(status=new.value, status_reason=reason, updated_at=utcnow())
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        raise InvalidTransition(f"cluster {cluster.uuid} changed status concurrently")
+    session.add(m.ClusterEvent(cluster_id=cluster.uuid, status=new.value, reason=reason or event.value))
+    session.expire(cluster, ["status", "status_reason", "updated_at"])
+    return new
+
+
+def finish(
+    session: Session, op: m.Operation, owner: str, *, failed_reason: str | None = None
+) -> Status | None:
+    """End ``op`` (ours): the cluster moves to *_COMPLETE or *_FAILED (with the reason).
+
+    A successful delete removes the cluster's rows (it then answers 404).
+    Returns the new cluster status, or None if we no longer own the operation.
+    """
+    row = session.scalars(select(m.Operation).where(_mine(op.id, owner)).with_for_update()).first()
+    if row is None:
+        return None
+    cluster = session.scalars(
+        select(m.Cluster).where(m.Cluster.uuid == op.cluster_id).with_for_update()
+    ).first()
+    now = utcnow()
+    row.state = "failed" if failed_reason else "done"
+    row.error = failed_reason
+    row.finished_at = now
+    row.lease_until = None
+    if cluster is None:
+        return None
+    if failed_reason:
+        _restore_counts_on_failure(session, cluster, row)
+        return transition(session, cluster, Event.FAILED, failed_reason)
+    status = transition(session, cluster, Event.SUCCEEDED, _done_reason(row, now))
+    if status == Status.DELETE_COMPLETE:
+        purge_cluster(session, cluster.uuid)
+    return status
+
+
+def _done_reason(op: m.Operation, now: datetime) -> str:
+    started = op.started_at or op.created_at
+    return f"{op.kind} completed in {(now - started).total_seconds():.1f} s"
+
+
+def _restore_counts_on_failure(session: Session, cluster: m.Cluster, op: m.Operation) -> None:
+    """A failed scale keeps the node count the cluster really has (Magnum restores it)."""
+    if op.kind != "update":
+        return
+    params = op.params or {}
+    previous = params.get("previous_node_count")
+    group = params.get("nodegroup")
+    if previous is None or group is None:
+        return
+    session.execute(update(m.NodeGroup).where(m.NodeGroup.uuid == group).values(node_count=int(previous)))
+
+
+def purge_cluster(session: Session, cluster_uuid: str) -> None:
+    """Remove every row of a deleted cluster (the events stay for the audit trail)."""
+    session.execute(delete(m.NodeGroup).where(m.NodeGroup.cluster_id == cluster_uuid))
+    session.execute(delete(m.ClusterCa).where(m.ClusterCa.cluster_id == cluster_uuid))
+    session.execute(delete(m.Cluster).where(m.Cluster.uuid == cluster_uuid))
+
+
+def expired(session: Session) -> list[m.Operation]:
+    """Active operations past their deadline whose lease ran out (the reaper's work)."""
+    now = utcnow()
+    return list(
+        session.scalars(
+            select(m.Operation).where(
+                m.Operation.state.in_(ACTIVE),
+                m.Operation.deadline < now,
+                or_(m.Operation.lease_until.is_(None), m.Operation.lease_until < now),
+            )
+        )
+    )
+
+
+def reap(session: Session, op: m.Operation, owner: str, lease_seconds: float) -> Status | None:
+    """Fail an operation that outlived its deadline with no live worker."""
+    now = utcnow()
+    result = session.execute(
+        update(m.Operation)
+        .where(
+            m.Operation.id == op.id,
+            m.Operation.state.in_(ACTIVE),
+            or_(m.Operation.lease_until.is_(None), m.Operation.lease_until < now),
+        )
+        .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds), state="running")
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return None
+    session.refresh(op)
+    minutes = int(((op.deadline or now) - op.created_at).total_seconds() // 60)
+    step = f" at step {op.step_index + 1}/{op.step_count} ({op.step_name})" if op.step_count else ""
+    return finish(session, op, owner, failed_reason=f"Timed out after {minutes} min{step}.")
