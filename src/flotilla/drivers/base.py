@@ -27,6 +27,8 @@ CAP_CONTAINERS_AS_NODES = "containers_as_nodes"
 CAP_SIZED_VOLUMES = "sized_volumes"
 CAP_LOAD_BALANCER = "load_balancer"
 CAP_EXEC = "exec"
+#: Node addresses are reachable from the conductor's host (and so from users there).
+CAP_HOST_REACHABLE = "host_reachable"
 
 
 @runtime_checkable

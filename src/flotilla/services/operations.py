@@ -212,10 +212,17 @@ def finish(
         return None
     if failed_reason:
         _restore_counts_on_failure(session, cluster, row)
-        return transition(session, cluster, Event.FAILED, failed_reason)
-    status = transition(session, cluster, Event.SUCCEEDED, _done_reason(row, now))
+        status = transition(session, cluster, Event.FAILED, failed_reason)
+    else:
+        status = transition(session, cluster, Event.SUCCEEDED, _done_reason(row, now))
     if status == Status.DELETE_COMPLETE:
         purge_cluster(session, cluster.uuid)
+        return status
+    session.execute(
+        update(m.NodeGroup)
+        .where(m.NodeGroup.cluster_id == cluster.uuid, m.NodeGroup.status.like("%_IN_PROGRESS"))
+        .values(status=status.value, status_reason=failed_reason, updated_at=now)
+    )
     return status
 
 

@@ -94,12 +94,10 @@ def _wait(ctx: StepContext) -> None:
     spec = ctx.spec
     net = dockerhost.ensure_network(ctx)
     ip = dockerhost.node_ip(net, "master", _node_name(spec))
-    address = dockerhost.api_address(spec, ip)
-    tls = None if spec.tls_disabled else ctx.client_tls()
-    info = dockerapi.wait_ready(address, tls, timeout=90, what=f"Docker daemon on {_node_name(spec)}", tick=ctx.progress)
+    version = dockerhost.wait_daemon(ctx, _node_name(spec), ip)
     ctx.save_outputs(
-        api_address=address, master_addresses=[ip], node_addresses=[ip],
-        coe_version=str(info.get("Version", "")), container_version=str(info.get("Version", "")),
+        api_address=dockerhost.api_address(spec, ip), master_addresses=[ip], node_addresses=[ip],
+        coe_version=version, container_version=version,
     )  # fmt: skip
 
 
@@ -108,8 +106,6 @@ def _reinstall_certs(ctx: StepContext) -> None:
     net = dockerhost.ensure_network(ctx)
     name = _node_name(spec)
     ip = dockerhost.node_ip(net, "master", name)
-    node = next((n for n in ctx.provider.list_nodes(spec.uuid) if n.name == name), None)
-    if node is None:
-        raise RuntimeError(f"node {name} is missing; delete and recreate the cluster")
+    node = dockerhost.find_node(ctx, name)
     ctx.provider.put_files(node, dockerhost.tls_files(ctx, name, [ip]))
     ctx.provider.restart_node(node)

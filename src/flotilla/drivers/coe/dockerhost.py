@@ -7,10 +7,12 @@ resumed step asks for the same address again: masters ``.10+i``, workers ``.100+
 from __future__ import annotations
 
 import ipaddress
+import time
 from collections.abc import Mapping
 
 from flotilla.domain import NetworkInfo, NetworkSpec, NodeInfo, NodeSpec
-from flotilla.drivers.base import ClusterSpec, NodeGroupSpec, StepContext
+from flotilla.drivers.base import CAP_HOST_REACHABLE, ClusterSpec, NodeGroupSpec, StepContext
+from flotilla.drivers.coe import dockerapi
 
 TLS_DIR = "/etc/docker/tls"
 TLS_PORT = 2376
@@ -124,3 +126,37 @@ def delete_everything(ctx: StepContext) -> None:
         ctx.provider.delete_node(spec.uuid, node.name)
     ctx.provider.delete_network(spec.uuid, network_name(spec))
     ctx.provider.sweep(spec.uuid)
+
+
+def find_node(ctx: StepContext, name: str) -> NodeInfo:
+    for node in ctx.provider.list_nodes(ctx.spec.uuid):
+        if node.name == name:
+            return node
+    raise RuntimeError(f"node {name} is missing")
+
+
+def wait_daemon(ctx: StepContext, name: str, ip: str, *, timeout: float = 90.0) -> str:
+    """Wait until the node's Docker daemon answers; return its version.
+
+    Over the cluster's TLS endpoint from this host when the provider's nodes are
+    reachable from here (the path users take); else through the provider's exec.
+    """
+    spec = ctx.spec
+    if CAP_HOST_REACHABLE in ctx.provider.capabilities():
+        tls = None if spec.tls_disabled else ctx.client_tls()
+        info = dockerapi.wait_ready(
+            api_address(spec, ip), tls, timeout=timeout, what=f"Docker daemon on {name}", tick=ctx.progress
+        )
+        return str(info.get("Version", ""))
+    node = find_node(ctx, name)
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        r = ctx.provider.exec(node, ["docker", "version", "--format", "{{.Server.Version}}"], timeout=10)
+        if r.ok:
+            return r.stdout.strip()
+        last = (r.stderr or r.stdout).strip()[-200:]
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Docker daemon on {name} did not answer within {timeout:.0f} s ({last})")
+        ctx.progress(f"waiting for {name}")
+        time.sleep(0.1)
