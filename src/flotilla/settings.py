@@ -69,9 +69,9 @@ class Settings(BaseSettings):
     keystone: KeystoneSettings = Field(default_factory=KeystoneSettings)
     conductor: ConductorSettings = Field(default_factory=ConductorSettings)
     local: LocalProviderSettings = Field(default_factory=LocalProviderSettings)
-    enabled_providers: list[str] = Field(default_factory=lambda: ["local"])
+    enabled_providers: list[str] = Field(default_factory=lambda: ["local", "fake"])
     default_provider: str = "local"
-    enabled_coe_drivers: list[str] = Field(default_factory=lambda: ["docker"])
+    enabled_coe_drivers: list[str] = Field(default_factory=lambda: ["docker", "swarm_mode"])
     secret_key: str | None = None
     max_limit: int = Field(default=1000, ge=1)
     max_clusters_per_project: int = Field(default=20, ge=0)

@@ -1,0 +1,353 @@
+"""The ``swarm-mode`` COE, also serving the guide's ``swarm``.
+
+Classic (standalone) Swarm is archived upstream, so ``swarm`` is realized with
+swarm mode: managers and workers run Docker daemons joined into a swarm, and users
+drive it with the plain ``docker`` CLI at ``api_address``. Differences from the
+guide's classic Swarm: ``docker service create`` spreads work over the nodes, while
+``docker run`` runs on the manager that answered; there is no etcd discovery.
+
+With ``master_lb_enabled`` (required for ``master_count > 1``) the managers sit
+behind haproxy (TCP, TLS passes through), whose address is ``api_address``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from flotilla.domain import NetworkInfo, NodeInfo, NodeSpec
+from flotilla.drivers.base import (
+    CAP_CONTAINERS_AS_NODES,
+    CAP_EXEC,
+    ClusterSpec,
+    NodeGroupSpec,
+    Observation,
+    OpKind,
+    Step,
+    StepContext,
+)
+from flotilla.drivers.coe import dockerhost
+from flotilla.drivers.coe.docker import check_local_storage
+from flotilla.errors import Invalid
+
+SWARM_PORT = 2377
+DRAIN_GRACE = 10.0
+
+
+class SwarmModeCoe:
+    name = "swarm_mode"
+    coes = frozenset({"swarm", "swarm-mode"})
+    requires = frozenset({CAP_CONTAINERS_AS_NODES, CAP_EXEC})
+
+    def validate_template(self, fields: Mapping[str, object]) -> None:
+        if fields.get("network_driver") not in (None, "docker"):
+            raise Invalid(
+                f"network_driver {fields.get('network_driver')} is not supported for swarm clusters on the local "
+                "provider; supported: docker (overlay networks between nodes work out of the box)."
+            )
+        check_local_storage(fields)
+
+    def plan(self, kind: OpKind, spec: ClusterSpec) -> list[Step]:
+        if kind == "create":
+            steps = [
+                Step("creating network", _network),
+                Step("starting nodes", _start_all),
+                Step("waiting for Docker daemons", _wait_all),
+                Step("initializing the swarm", _init_swarm),
+                Step("joining managers", _join_managers),
+                Step("joining workers", _join_workers),
+            ]
+            if _lb_enabled(spec):
+                steps.append(Step("starting the load balancer", _start_lb))
+            steps.append(Step("waiting for nodes to be Ready", _wait_ready))
+            return steps
+        if kind == "update":
+            return [
+                Step("draining and removing workers", _remove_workers),
+                Step("starting new workers", _start_new_workers),
+                Step("joining workers", _join_workers),
+                Step("waiting for nodes to be Ready", _wait_ready),
+            ]
+        if kind == "delete":
+            return [Step("removing nodes and network", dockerhost.delete_everything)]
+        if kind == "rotate_ca":
+            return [Step("installing new certificates", _reinstall_certs), Step("waiting for Docker daemons", _wait_all),
+                    Step("waiting for nodes to be Ready", _wait_ready)]  # fmt: skip
+        return []
+
+    def observe(self, spec: ClusterSpec, nodes: Sequence[NodeInfo], ctx: StepContext) -> Observation:
+        mine = {n.name: n for n in nodes if n.cluster_uuid == spec.uuid}
+        reasons: dict[str, str] = {}
+        for name in (*spec.master.names, *spec.worker.names):
+            info = mine.get(name)
+            if info is None:
+                reasons[name] = "node missing"
+            elif info.state != "running":
+                reasons[name] = f"node {info.state}"
+        manager = next((mine[n] for n in spec.master.names if n in mine and mine[n].state == "running"), None)
+        if manager is None:
+            reasons["api"] = "no manager running"
+            return Observation("UNHEALTHY", reasons, tuple(k for k in reasons if k != "api"))
+        states = _node_states(ctx, manager)
+        for name in (*spec.master.names, *spec.worker.names):
+            st = states.get(name)
+            if name not in reasons and st != "Ready":
+                reasons[name] = f"swarm node {st or 'absent'}"
+        if reasons:
+            return Observation("UNHEALTHY", reasons, tuple(k for k in reasons if k != "api"))
+        return Observation("HEALTHY", {"api": "ok", **dict.fromkeys(states, "Ready")})
+
+    def client_env(self, api_address: str, cert_dir: str, tls: bool) -> list[str]:
+        lines = [f"export DOCKER_HOST={api_address}"]
+        if tls:
+            lines += [f"export DOCKER_CERT_PATH={cert_dir}", "export DOCKER_TLS_VERIFY=1"]
+        return lines
+
+
+# ---- helpers ------------------------------------------------------------------------------
+
+
+def _lb_enabled(spec: ClusterSpec) -> bool:
+    return spec.master_lb_enabled or spec.master.node_count > 1
+
+
+def _lb_name(spec: ClusterSpec) -> str:
+    return spec.master.names[0].rsplit("-master-", 1)[0] + "-lb-0"
+
+
+def _parallel(items: Sequence[str], work: Callable[[str], object], ctx: StepContext, what: str) -> None:
+    """Run ``work`` for every item in parallel; re-raise the first failure naming the item."""
+    if not items:
+        return
+    done = 0
+    errors: list[str] = []
+    with ThreadPoolExecutor(max_workers=min(8, len(items))) as pool:
+        futures = {pool.submit(work, item): item for item in items}
+        for fut, item in futures.items():
+            try:
+                fut.result()
+                done += 1
+                ctx.progress(f"{what} ({done} of {len(items)})")
+            except Exception as exc:
+                errors.append(f"{item}: {exc}")
+    if errors:
+        raise RuntimeError("; ".join(errors))
+
+
+def _extra_ips(spec: ClusterSpec, net: NetworkInfo, role: str) -> list[str]:
+    if role == "master" and _lb_enabled(spec):
+        return [dockerhost.node_ip(net, "lb", _lb_name(spec))]
+    return []
+
+
+def _group(spec: ClusterSpec, name: str) -> NodeGroupSpec:
+    return spec.master if name in spec.master.names else spec.worker
+
+
+def _start(ctx: StepContext, net: NetworkInfo, name: str) -> NodeInfo:
+    group = _group(ctx.spec, name)
+    return dockerhost.start_node(ctx, net, group, name, extra_ips=_extra_ips(ctx.spec, net, group.role))
+
+
+def _network(ctx: StepContext) -> None:
+    dockerhost.ensure_network(ctx)
+
+
+def _start_all(ctx: StepContext) -> None:
+    net = dockerhost.ensure_network(ctx)
+    names = [*ctx.spec.master.names, *ctx.spec.worker.names]
+    _parallel(names, lambda n: _start(ctx, net, n), ctx, "starting nodes")
+
+
+def _ip(ctx: StepContext, net: NetworkInfo, name: str) -> str:
+    return dockerhost.node_ip(net, _group(ctx.spec, name).role, name)
+
+
+def _wait_all(ctx: StepContext) -> None:
+    net = dockerhost.ensure_network(ctx)
+    names = [*ctx.spec.master.names, *ctx.spec.worker.names]
+    _parallel(names, lambda n: dockerhost.wait_daemon(ctx, n, _ip(ctx, net, n)), ctx, "daemons answering")
+
+
+def _docker(ctx: StepContext, node: NodeInfo, *args: str, timeout: float = 30.0) -> str:
+    r = ctx.provider.exec(node, ["docker", *args], timeout=timeout)
+    if not r.ok:
+        raise RuntimeError(
+            f"`docker {' '.join(args[:3])}` on {node.name} failed: {(r.stderr or r.stdout).strip()[-300:]}"
+        )
+    return r.stdout.strip()
+
+
+def _swarm_state(ctx: StepContext, node: NodeInfo) -> str:
+    return _docker(ctx, node, "info", "--format", "{{.Swarm.LocalNodeState}}")
+
+
+def _manager(ctx: StepContext) -> NodeInfo:
+    return dockerhost.find_node(ctx, ctx.spec.master.names[0])
+
+
+def _init_swarm(ctx: StepContext) -> None:
+    net = dockerhost.ensure_network(ctx)
+    node = _manager(ctx)
+    if _swarm_state(ctx, node) == "active":
+        return
+    ip = _ip(ctx, net, node.name)
+    _docker(ctx, node, "swarm", "init", "--advertise-addr", ip, "--listen-addr", f"{ip}:{SWARM_PORT}")
+
+
+def _join(ctx: StepContext, net: NetworkInfo, name: str, token: str) -> None:
+    node = dockerhost.find_node(ctx, name)
+    if _swarm_state(ctx, node) == "active":
+        return
+    ip = _ip(ctx, net, name)
+    leader = _ip(ctx, net, ctx.spec.master.names[0])
+    _docker(
+        ctx,
+        node,
+        "swarm",
+        "join",
+        "--token",
+        token,
+        "--advertise-addr",
+        ip,
+        f"{leader}:{SWARM_PORT}",
+        timeout=60,
+    )
+
+
+def _join_managers(ctx: StepContext) -> None:
+    others = list(ctx.spec.master.names[1:])
+    if not others:
+        return
+    net = dockerhost.ensure_network(ctx)
+    token = _docker(ctx, _manager(ctx), "swarm", "join-token", "-q", "manager")
+    for name in others:  # one at a time: raft membership changes are serialized anyway
+        _join(ctx, net, name, token)
+        ctx.progress(f"{name} joined")
+
+
+def _join_workers(ctx: StepContext) -> None:
+    names = list(ctx.spec.worker.names)
+    if not names:
+        return
+    net = dockerhost.ensure_network(ctx)
+    token = _docker(ctx, _manager(ctx), "swarm", "join-token", "-q", "worker")
+    _parallel(names, lambda n: _join(ctx, net, n, token), ctx, "workers joined")
+
+
+def _node_states(ctx: StepContext, manager: NodeInfo) -> dict[str, str]:
+    r = ctx.provider.exec(
+        manager, ["docker", "node", "ls", "--format", "{{.Hostname}} {{.Status}}"], timeout=15
+    )
+    states: dict[str, str] = {}
+    if r.ok:
+        for line in r.stdout.splitlines():
+            host, _, status = line.strip().partition(" ")
+            if host and (host not in states or status == "Ready"):
+                states[host] = status
+    return states
+
+
+def _wait_ready(ctx: StepContext, timeout: float = 90.0) -> None:
+    spec = ctx.spec
+    net = dockerhost.ensure_network(ctx)
+    manager = _manager(ctx)
+    wanted = [*spec.master.names, *spec.worker.names]
+    deadline = time.monotonic() + timeout
+    while True:
+        states = _node_states(ctx, manager)
+        missing = [n for n in wanted if states.get(n) != "Ready"]
+        if not missing or _is_fake(ctx):
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nodes not Ready within {timeout:.0f} s: {', '.join(missing)}")
+        ctx.progress(f"{len(wanted) - len(missing)} of {len(wanted)} Ready")
+        time.sleep(0.1)
+    masters = [_ip(ctx, net, n) for n in spec.master.names]
+    workers = [_ip(ctx, net, n) for n in spec.worker.names]
+    address_ip = dockerhost.node_ip(net, "lb", _lb_name(spec)) if _lb_enabled(spec) else masters[0]
+    version = _docker(ctx, manager, "version", "--format", "{{.Server.Version}}")
+    ctx.save_outputs(
+        api_address=dockerhost.api_address(spec, address_ip), master_addresses=masters, node_addresses=workers,
+        coe_version=version, container_version=version,
+    )  # fmt: skip
+
+
+def _is_fake(ctx: StepContext) -> bool:
+    """The fake provider runs nothing: its canned exec output lists no nodes."""
+    return ctx.provider.name == "fake"
+
+
+def _haproxy_cfg(spec: ClusterSpec, net: NetworkInfo) -> bytes:
+    port = dockerhost.port(spec)
+    servers = "\n".join(
+        f"  server {n} {dockerhost.node_ip(net, 'master', n)}:{port} check inter 1s fall 2 rise 1"
+        for n in spec.master.names
+    )
+    return (
+        "global\n  maxconn 2000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n"
+        f"  timeout server 1h\nfrontend docker\n  bind :{port}\n  default_backend managers\n"
+        f"backend managers\n  balance roundrobin\n{servers}\n"
+    ).encode()
+
+
+def _start_lb(ctx: StepContext) -> None:
+    spec = ctx.spec
+    net = dockerhost.ensure_network(ctx)
+    name = _lb_name(spec)
+    ctx.provider.ensure_node(
+        NodeSpec(
+            cluster_uuid=spec.uuid, name=name, role="lb", image_ref=spec.master.image_ref, network=net.name,
+            cpus=0.5, memory_mb=256, command=["haproxy", "-db", "-f", "/etc/haproxy/haproxy.cfg"],
+            ip=dockerhost.node_ip(net, "lb", name), files={"/etc/haproxy/haproxy.cfg": _haproxy_cfg(spec, net)},
+        )
+    )  # fmt: skip
+
+
+def _remove_workers(ctx: StepContext) -> None:
+    spec = ctx.spec
+    gone = [n for n in spec.previous_worker_names if n not in spec.worker.names]
+    if not gone:
+        return
+    manager = _manager(ctx)
+    present = {n.name for n in ctx.provider.list_nodes(spec.uuid)}
+    for name in gone:
+        if name in present:
+            ctx.provider.exec(
+                manager, ["docker", "node", "update", "--availability", "drain", name], timeout=15
+            )
+    deadline = time.monotonic() + DRAIN_GRACE
+    while time.monotonic() < deadline and not _is_fake(ctx):
+        r = ctx.provider.exec(
+            manager, ["docker", "node", "ps", *gone, "--filter", "desired-state=running", "-q"], timeout=15
+        )
+        if r.ok and not r.stdout.strip():
+            break
+        ctx.progress("draining")
+        time.sleep(0.2)
+    _parallel(gone, lambda n: ctx.provider.delete_node(spec.uuid, n), ctx, "removing workers")
+    for name in gone:
+        ctx.provider.exec(manager, ["docker", "node", "rm", "--force", name], timeout=15)
+
+
+def _start_new_workers(ctx: StepContext) -> None:
+    spec = ctx.spec
+    net = dockerhost.ensure_network(ctx)
+    new = [n for n in spec.worker.names if n not in spec.previous_worker_names]
+    _parallel(new, lambda n: _start(ctx, net, n), ctx, "starting workers")
+    _parallel(new, lambda n: dockerhost.wait_daemon(ctx, n, _ip(ctx, net, n)), ctx, "daemons answering")
+
+
+def _reinstall_certs(ctx: StepContext) -> None:
+    spec = ctx.spec
+    net = dockerhost.ensure_network(ctx)
+
+    def one(name: str) -> None:
+        node = dockerhost.find_node(ctx, name)
+        role = _group(spec, name).role
+        ip = _ip(ctx, net, name)
+        ctx.provider.put_files(node, dockerhost.tls_files(ctx, name, [ip, *_extra_ips(spec, net, role)]))
+        ctx.provider.restart_node(node)
+
+    _parallel([*spec.master.names, *spec.worker.names], one, ctx, "certificates installed")
