@@ -1,0 +1,421 @@
+"""The outer Docker Engine: the local provider's "IaaS".
+
+Either an existing engine (``docker_host``) or a dedicated ``dockerd`` that Flotilla
+starts and owns. The owned daemon keeps all of its state away from any system Docker:
+
+* data-root ``DATA_DIR/docker/root``, log ``DATA_DIR/docker/dockerd.log``, pidfile
+  ``DATA_DIR/docker/dockerd.pid``, its own ``daemon.json`` (so ``/etc/docker`` is ignored);
+* exec-root and socket under ``/run/flotilla-<hash of DATA_DIR>/`` (unix socket paths
+  are limited to 108 bytes, so they cannot live under an arbitrary DATA_DIR);
+* ``--ip-forward=false``: the host's ``ip_forward`` and FORWARD policy stay as they are;
+* ``--bridge=none``: no default bridge. Starting a daemon with ``--bridge=none``
+  deletes an existing ``docker0``, so we refuse to start when one exists (someone else's
+  engine owns it; point ``docker_host`` at that engine instead);
+* ``--default-runtime capfix`` (the ``runc-capfix`` wrapper) only when the host's
+  capability bounding set is incomplete, which breaks ``--privileged`` otherwise.
+
+All Docker calls go through the ``docker`` CLI (:meth:`Engine.run`); no SDK.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+
+from flotilla.errors import FlotillaError, Unavailable
+
+log = logging.getLogger(__name__)
+
+#: API version the CLI speaks to an owned daemon (Debian docker.io 20.10 = 1.41). Pinning
+#: it skips the CLI's version negotiation round trip on every call.
+OWNED_API_VERSION = "1.41"
+
+_START_TIMEOUT = 30.0
+#: CLI warnings that say nothing about a failure (the owned engine runs --ip-forward=false
+#: on purpose: cluster networks are --internal, nothing is routed).
+_NOISE = ("WARNING: IPv4 forwarding is disabled", "Run 'docker run --help'", "See 'docker run --help'")
+_STOP_TIMEOUT = 20.0
+
+
+class EngineError(FlotillaError):
+    """A docker CLI call failed; the message carries the command and Docker's stderr."""
+
+    def __init__(self, argv: Sequence[str], returncode: int, stderr: str) -> None:
+        cmd = " ".join(["docker", *argv[:3]]) + (" ..." if len(argv) > 3 else "")
+        lines = [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith(_NOISE)]
+        detail = "\n".join(lines) or f"exit status {returncode}"
+        super().__init__(f"{cmd}: {detail}")
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+def capability_bounding_set() -> int:
+    """This process's capability bounding set (``CapBnd`` of /proc/self/status)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapBnd:"):
+            return int(line.split()[1], 16)
+    raise RuntimeError("/proc/self/status has no CapBnd line")
+
+
+def needs_capfix() -> bool:
+    """True when the bounding set lacks capabilities the kernel knows (``--privileged`` breaks)."""
+    last = int(Path("/proc/sys/kernel/cap_last_cap").read_text().strip())
+    full = (1 << (last + 1)) - 1
+    return capability_bounding_set() & full != full
+
+
+def _short_run_dir(data_dir: Path) -> Path:
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:10]
+    base = Path("/run") if Path("/run").is_dir() and os.access("/run", os.W_OK) else Path("/tmp")
+    return base / f"flotilla-{digest}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def _unix_ping(sock_path: Path, timeout: float = 1.0) -> bool:
+    """``GET /_ping`` over the unix socket; cheaper than spawning the CLI while polling."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(str(sock_path))
+            s.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            data = s.recv(256)
+    except OSError:
+        return False
+    return data.startswith(b"HTTP/1.") and b" 200 " in data.split(b"\r\n", 1)[0]
+
+
+def _log_tail(path: Path, lines: int = 8) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(text[-lines:])
+
+
+class Engine:
+    """A Docker Engine reachable through the docker CLI.
+
+    Build one with :meth:`connect`. ``owned`` is True when this object (or an earlier
+    one for the same DATA_DIR) started the daemon; only then does :meth:`stop` do
+    anything, and it stops that daemon by its pid, never by name.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        data_dir: Path,
+        owned: bool,
+        env: Mapping[str, str],
+        pid: int | None = None,
+        process: subprocess.Popen[bytes] | None = None,
+    ) -> None:
+        self.host = host
+        self.data_dir = data_dir
+        self.owned = owned
+        self.pid = pid
+        self._env = dict(env)
+        self._process = process
+
+    # ----------------------------------------------------------------- construction
+
+    @classmethod
+    def connect(cls, docker_host: str | None, data_dir: Path) -> Engine:
+        """Use ``docker_host`` if given, else start (or reuse) a dedicated dockerd.
+
+        Raises ``Unavailable`` when the docker CLI or dockerd is missing, when we are not
+        root (owned daemon only), when a foreign ``docker0`` exists (owned daemon only),
+        or when the engine does not answer; the message says what to do.
+        """
+        data_dir = Path(data_dir).resolve()
+        if shutil.which("docker") is None:
+            raise Unavailable("the docker CLI is not installed: apt-get install docker.io (or docker-ce-cli)")
+        if docker_host:
+            env = {**os.environ, "DOCKER_HOST": docker_host, "DOCKER_CLI_HINTS": "false"}
+            engine = cls(host=docker_host, data_dir=data_dir, owned=False, env=env)
+            engine._pin_api_version()
+            return engine
+        return cls._start_owned(data_dir)
+
+    @classmethod
+    def _start_owned(cls, data_dir: Path) -> Engine:
+        dockerd = shutil.which("dockerd") or (
+            "/usr/sbin/dockerd" if Path("/usr/sbin/dockerd").exists() else None
+        )
+        if dockerd is None:
+            raise Unavailable("dockerd is not installed: apt-get install docker.io (or set docker_host)")
+        if os.geteuid() != 0:
+            raise Unavailable(
+                "starting a dedicated dockerd needs root; run as root, "
+                "or set docker_host to an existing engine"
+            )
+        docker_dir = data_dir / "docker"
+        run_dir = _short_run_dir(data_dir)
+        host = f"unix://{run_dir / 'docker.sock'}"
+        cli_dir = docker_dir / "cli"
+        env = {
+            **os.environ,
+            "DOCKER_HOST": host,
+            "DOCKER_API_VERSION": OWNED_API_VERSION,
+            "DOCKER_CONFIG": str(cli_dir),
+            "DOCKER_CLI_HINTS": "false",
+        }
+        env.pop("DOCKER_CONTEXT", None)
+        env.pop("DOCKER_TLS_VERIFY", None)
+        env.pop("DOCKER_CERT_PATH", None)
+        docker_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Two processes (API server, conductor) may start at once: one starts, one reuses.
+        with (docker_dir / "start.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return cls._reuse_or_start(dockerd, data_dir, run_dir, env)
+
+    @classmethod
+    def _reuse_or_start(cls, dockerd: str, data_dir: Path, run_dir: Path, env: dict[str, str]) -> Engine:
+        docker_dir = data_dir / "docker"
+        sock = run_dir / "docker.sock"
+        pidfile = docker_dir / "dockerd.pid"
+        logfile = docker_dir / "dockerd.log"
+        root = docker_dir / "root"
+        host = f"unix://{sock}"
+        cli_dir = docker_dir / "cli"
+        pid = cls._running_pid(pidfile, root)
+        if pid is not None and _unix_ping(sock):
+            log.info("reusing dockerd pid %d at %s", pid, host)
+            return cls(host=host, data_dir=data_dir, owned=True, env=env, pid=pid)
+        if pid is not None:
+            # Ours but not answering: give it a moment (it may be starting), then fail.
+            cls._wait_ready(sock, pid, None, logfile, _START_TIMEOUT)
+            return cls(host=host, data_dir=data_dir, owned=True, env=env, pid=pid)
+
+        if Path("/sys/class/net/docker0").exists():
+            raise Unavailable(
+                "a docker0 bridge exists, so another Docker Engine probably runs on this host; starting "
+                "Flotilla's own dockerd (--bridge=none) would delete it. Set docker_host (e.g. "
+                "FLOTILLA_LOCAL__DOCKER_HOST=unix:///var/run/docker.sock) to use that engine, or remove a "
+                "stale bridge with `ip link delete docker0`"
+            )
+        for d in (docker_dir, root, cli_dir, run_dir):
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        config = docker_dir / "daemon.json"
+        config.write_text("{}\n")
+        argv = [
+            dockerd,
+            "--config-file",
+            str(config),
+            "--data-root",
+            str(root),
+            "--exec-root",
+            str(run_dir / "exec"),
+            "--host",
+            host,
+            "--pidfile",
+            str(pidfile),
+            "--bridge=none",
+            "--iptables=true",
+            # Nodes sit on --internal bridges: nothing is routed, so leave the host's
+            # ip_forward and FORWARD policy alone (dockerd would set them to 1/DROP).
+            "--ip-forward=false",
+            "--storage-driver=overlay2",
+        ]
+        if needs_capfix():
+            wrapper = docker_dir / "runc-capfix"
+            script = (
+                resources.files("flotilla.drivers.providers.local").joinpath("runc-capfix.sh").read_bytes()
+            )
+            tmp = wrapper.with_suffix(".tmp")
+            tmp.write_bytes(script)
+            tmp.chmod(0o755)
+            tmp.replace(wrapper)
+            argv += ["--add-runtime", f"capfix={wrapper}", "--default-runtime", "capfix"]
+            log.info("capability bounding set is incomplete; using OCI runtime wrapper %s", wrapper)
+        started = time.monotonic()
+        with logfile.open("ab") as out:
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
+        log.info("started dockerd pid %d (data-root %s, socket %s, log %s)", process.pid, root, sock, logfile)
+        cls._wait_ready(sock, process.pid, process, logfile, _START_TIMEOUT)
+        log.info("dockerd pid %d answered after %.2f s", process.pid, time.monotonic() - started)
+        return cls(host=host, data_dir=data_dir, owned=True, env=env, pid=process.pid, process=process)
+
+    @staticmethod
+    def _running_pid(pidfile: Path, root: Path) -> int | None:
+        """The pid in ``pidfile`` if that process is alive and is a dockerd with our data-root."""
+        try:
+            pid = int(pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        if not _pid_alive(pid):
+            return None
+        cmd = _cmdline(pid)
+        if not cmd or not cmd[0].endswith("dockerd") or str(root) not in cmd:
+            return None
+        return pid
+
+    @staticmethod
+    def _wait_ready(
+        sock: Path, pid: int, process: subprocess.Popen[bytes] | None, logfile: Path, timeout: float
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        delay = 0.02
+        while True:
+            if _unix_ping(sock):
+                return
+            exited = process.poll() is not None if process is not None else not _pid_alive(pid)
+            if exited:
+                raise Unavailable(
+                    f"dockerd (pid {pid}) exited during start-up; see {logfile}:\n{_log_tail(logfile)}"
+                )
+            if time.monotonic() > deadline:
+                raise Unavailable(
+                    f"dockerd (pid {pid}) did not answer on {sock} within {timeout:.0f} s; see {logfile}"
+                )
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.2)
+
+    def _pin_api_version(self) -> None:
+        """Ask the engine once for its API version and pin the CLI to it (no per-call negotiation)."""
+        if "DOCKER_API_VERSION" in self._env:
+            return
+        try:
+            res = self.run(["version", "--format", "{{.Server.APIVersion}}"], timeout=15)
+        except EngineError as exc:
+            raise Unavailable(
+                f"the Docker Engine at {self.host} does not answer: {exc.stderr.strip()}"
+            ) from exc
+        except subprocess.TimeoutExpired as exc:
+            raise Unavailable(f"the Docker Engine at {self.host} did not answer within 15 s") from exc
+        version = res.stdout.strip()
+        if version:
+            self._env["DOCKER_API_VERSION"] = version
+
+    # ----------------------------------------------------------------- use
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment docker CLI subprocesses get (a copy)."""
+        return dict(self._env)
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes | str | None = None,
+        timeout: float | None = 120.0,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``docker ARGV`` against this engine; stdout/stderr are decoded text.
+
+        Raises ``EngineError`` on a non-zero exit when ``check`` is true, and
+        ``subprocess.TimeoutExpired`` (after killing the CLI) on timeout.
+        """
+        data = input.encode() if isinstance(input, str) else input
+        proc = subprocess.run(
+            ["docker", *argv],
+            input=data,
+            stdin=None if data is not None else subprocess.DEVNULL,
+            capture_output=True,
+            env=self._env,
+            timeout=timeout,
+            check=False,
+        )
+        res = subprocess.CompletedProcess(
+            proc.args,
+            proc.returncode,
+            proc.stdout.decode(errors="replace"),
+            proc.stderr.decode(errors="replace"),
+        )
+        if check and proc.returncode != 0:
+            raise EngineError(argv, proc.returncode, res.stderr)
+        return res
+
+    def ping(self) -> None:
+        """Raise ``Unavailable`` unless the engine answers."""
+        try:
+            self.run(["version", "--format", "{{.Server.Version}}"], timeout=15)
+        except EngineError as exc:
+            raise Unavailable(
+                f"the Docker Engine at {self.host} does not answer: {exc.stderr.strip()}"
+            ) from exc
+        except subprocess.TimeoutExpired as exc:
+            raise Unavailable(f"the Docker Engine at {self.host} did not answer within 15 s") from exc
+
+    def info(self) -> dict[str, object]:
+        """``docker info`` as a dict."""
+        data = json.loads(self.run(["info", "--format", "{{json .}}"]).stdout)
+        if not isinstance(data, dict):
+            raise EngineError(["info"], 0, "unexpected output")
+        return data
+
+    def stop(self, timeout: float = _STOP_TIMEOUT) -> None:
+        """Stop the daemon if we own it (SIGTERM by pid, SIGKILL after ``timeout``); else no-op.
+
+        Containers of an owned daemon are stopped with it (restart policies bring them
+        back when the daemon starts again).
+        """
+        if not self.owned or self.pid is None:
+            return
+        pid = self.pid
+        if self._process is None and not _pid_alive(pid):
+            return
+        log.info("stopping dockerd pid %d", pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process is not None:
+                if self._process.poll() is not None:
+                    break
+            elif not _pid_alive(pid):
+                break
+            time.sleep(0.05)
+        else:
+            log.warning("dockerd pid %d did not stop within %.0f s; killing it", pid, timeout)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            if self._process is not None:
+                self._process.wait(timeout=10)
+        self.pid = None
+        self._process = None
+        # The exec-root/socket dir is ours alone; netns mounts left by killed
+        # containers may keep parts busy, which is harmless.
+        shutil.rmtree(_short_run_dir(self.data_dir), ignore_errors=True)
+        log.info("dockerd pid %d stopped", pid)
+
+    def __repr__(self) -> str:
+        return f"Engine(host={self.host!r}, owned={self.owned}, pid={self.pid})"

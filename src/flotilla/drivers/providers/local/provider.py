@@ -1,0 +1,909 @@
+"""The local provider: cluster nodes are privileged containers on one Docker Engine.
+
+Layout of one cluster (see the feasibility note for the measurements behind it):
+
+* network: a user-defined bridge created ``--internal`` with an explicit /24 from
+  ``subnet_pool`` and an explicit bridge name (``flt<hash>``). The host reaches the
+  nodes through the bridge gateway; nothing a node sends can leave the machine.
+  ``NetworkSpec.dns_nameserver`` is ignored: every node gets a ``resolv.conf`` with
+  ``nameserver 127.0.0.1``, so image pulls for unknown names fail at once instead of
+  hanging on the internal network's DNS for 10-20 s.
+* node: ``docker run -d --privileged --tmpfs /run --tmpfs /tmp --restart unless-stopped``,
+  ``/var/lib/docker`` on a named volume (``<node>-docker``) that is created explicitly
+  and labelled; with ``volume_gb`` the volume is a loop-mounted ext4 in a sparse file
+  ``DATA_DIR/volumes/<cluster>/<node>.img``. ``spec.files`` are written to
+  ``DATA_DIR/nodes/<cluster>/<node>/files/`` and bind-mounted read-only at their paths
+  (paths under ``/usr``, ``/proc``, ``/sys``, ``/dev`` are refused).
+* image kinds (label ``flotilla.node-image.kind``, see ``images.py``): ``hostroot``
+  nodes get ``-v /usr:/usr:ro`` and run their command under ``/usr/bin/docker-init``;
+  other images run under ``--init``.
+* SSH: ``spec.ssh_public_key`` is installed as ``/root/.ssh/authorized_keys`` (mode
+  0600); ``login_user`` is not created (images have no such user). Nothing starts
+  ``sshd``: the node's command is the COE daemon, the hostroot image only has sshd
+  when the host has openssh-server installed, and the rootfs image has it but no host
+  keys. Use :meth:`LocalProvider.exec` (``docker exec``) for shell access.
+
+Every container, volume and network carries ``flotilla.cluster=<uuid>``;
+:func:`leaks` lists whatever is left, :meth:`LocalProvider.sweep` removes it.
+Sized volumes use loop devices, so they need the engine to run on this host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import io
+import ipaddress
+import json
+import logging
+import re
+import shutil
+import subprocess
+import tarfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path, PurePosixPath
+from typing import Any, TypeVar
+
+from flotilla.domain import ExecResult, NetworkInfo, NetworkSpec, NodeInfo, NodeSpec
+from flotilla.drivers.base import (
+    CAP_CONTAINERS_AS_NODES,
+    CAP_EXEC,
+    CAP_HOST_REACHABLE,
+    CAP_LOAD_BALANCER,
+    CAP_SIZED_VOLUMES,
+)
+from flotilla.errors import Conflict, FlotillaError, Invalid, NotFound
+
+from .engine import Engine, EngineError
+from .images import DOCKER_INIT, KIND_HOSTROOT, KIND_LABEL
+
+log = logging.getLogger(__name__)
+
+LABEL_CLUSTER = "flotilla.cluster"
+LABEL_NODE = "flotilla.node"
+LABEL_ROLE = "flotilla.role"
+LABEL_NETWORK = "flotilla.network"
+LABEL_VOLUME = "flotilla.volume"
+LABEL_LOOP_FILE = "flotilla.loop-file"
+
+#: Always: nodes are containers, an LB is just another node, ``docker exec`` works.
+BASE_CAPABILITIES = frozenset({CAP_CONTAINERS_AS_NODES, CAP_LOAD_BALANCER, CAP_EXEC})
+#: Only with an engine on this host: loop devices for sized volumes, node IPs routable here.
+LOCAL_ENGINE_CAPABILITIES = frozenset({CAP_SIZED_VOLUMES, CAP_HOST_REACHABLE})
+
+#: Subnets nodes use internally (inner docker0, docker_gwbridge, overlay pool).
+_RESERVED_SUBNETS = tuple(
+    ipaddress.IPv4Network(n) for n in ("172.17.0.0/16", "172.18.0.0/16", "10.0.0.0/8", "127.0.0.0/8")
+)
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_FORBIDDEN_FILE_ROOTS = ("/proc", "/sys", "/dev")
+_RESTART_TIMEOUT = 10
+
+T = TypeVar("T")
+
+
+def _check_name(what: str, value: str) -> str:
+    if not _NAME_RE.match(value):
+        raise Invalid(f"{what} {value!r} is not valid: use 1-63 letters, digits, '_', '.' or '-'")
+    return value
+
+
+def _file_mode(path: str) -> int:
+    name = PurePosixPath(path).name
+    return 0o600 if "key" in name or name == "authorized_keys" else 0o644
+
+
+def _volume_name(node: str) -> str:
+    return f"{node}-docker"
+
+
+def _parse_json_lines(text: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and line != "null":
+            value = json.loads(line)
+            if isinstance(value, dict):
+                out.append(value)
+    return out
+
+
+def _is_missing(message: str) -> bool:
+    """True for Docker's "object does not exist" errors (wording differs per object type)."""
+    low = message.lower()
+    return "no such" in low or "not found" in low
+
+
+def _label_filter(cluster_uuid: str | None) -> str:
+    return f"label={LABEL_CLUSTER}={cluster_uuid}" if cluster_uuid else f"label={LABEL_CLUSTER}"
+
+
+def _list_loops() -> list[tuple[str, str]]:
+    """(device, backing file) of every loop device on the host."""
+    res = subprocess.run(
+        ["losetup", "--json", "--list", "--output", "NAME,BACK-FILE"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    if res.returncode != 0 or not res.stdout.strip():
+        return []
+    loops: list[tuple[str, str]] = []
+    for dev in json.loads(res.stdout).get("loopdevices", []):
+        back = str(dev.get("back-file") or "")
+        back = back.removesuffix(" (deleted)")
+        loops.append((str(dev.get("name")), back))
+    return loops
+
+
+def _loops_under(directory: Path) -> list[tuple[str, str]]:
+    prefix = str(directory).rstrip("/") + "/"
+    return [(dev, back) for dev, back in _list_loops() if back.startswith(prefix)]
+
+
+def _detach_loop(device: str) -> None:
+    res = subprocess.run(["losetup", "-d", device], capture_output=True, text=True, check=False, timeout=30)
+    if res.returncode != 0 and "No such device" not in res.stderr:
+        raise FlotillaError(f"losetup -d {device}: {res.stderr.strip()}")
+
+
+class LocalProvider:
+    """Nodes as privileged containers on a local Docker Engine (kind-style).
+
+    Thread-safe: one instance may serve several conductor workers. Methods raise
+    ``EngineError`` (a ``FlotillaError``) with Docker's message when a docker call
+    fails, ``Invalid``/``NotFound``/``Conflict`` for bad specs, missing images and
+    objects that belong to another cluster.
+    """
+
+    name = "local"
+
+    def __init__(self, engine: Engine, subnet_pool: str = "172.29.0.0/16") -> None:
+        self.engine = engine
+        self.subnet_pool = ipaddress.IPv4Network(subnet_pool)
+        self.data_dir = engine.data_dir
+        self._net_lock = threading.Lock()
+        self._loop_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="flotilla-local")
+
+    @classmethod
+    def connect(
+        cls, docker_host: str | None, data_dir: Path, subnet_pool: str = "172.29.0.0/16"
+    ) -> LocalProvider:
+        """``Engine.connect(docker_host, data_dir)`` plus a provider on it."""
+        return cls(Engine.connect(docker_host, data_dir), subnet_pool)
+
+    # ----------------------------------------------------------------- helpers
+
+    def _parallel(self, *calls: Callable[[], T]) -> list[T]:
+        futures = [self._pool.submit(c) for c in calls]
+        return [f.result() for f in futures]
+
+    def _node_dir(self, cluster_uuid: str, name: str) -> Path:
+        return self.data_dir / "nodes" / cluster_uuid / name
+
+    def _loop_file(self, cluster_uuid: str, name: str) -> Path:
+        return self.data_dir / "volumes" / cluster_uuid / f"{name}.img"
+
+    def _inspect(self, kind: str, names: Sequence[str]) -> list[dict[str, Any]]:
+        """``docker inspect --type KIND`` of several objects; missing ones are skipped."""
+        if not names:
+            return []
+        res = self.engine.run(["inspect", "--type", kind, "--format", "{{json .}}", *names], check=False)
+        if res.returncode != 0:
+            errors = [ln for ln in res.stderr.splitlines() if ln.strip() and not _is_missing(ln)]
+            if errors:
+                raise EngineError(["inspect", "--type", kind, *names], res.returncode, "\n".join(errors))
+        return _parse_json_lines(res.stdout)
+
+    def _inspect_one(self, kind: str, name: str) -> dict[str, Any] | None:
+        found = self._inspect(kind, [name])
+        return found[0] if found else None
+
+    def _resolv_conf(self) -> Path:
+        path = self.data_dir / "nodes" / "resolv.conf"
+        content = "nameserver 127.0.0.1\n"
+        if not path.exists() or path.read_text() != content:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".resolv.conf.{threading.get_ident()}")
+            tmp.write_text(content)
+            tmp.chmod(0o644)
+            tmp.replace(path)
+        return path
+
+    @staticmethod
+    def _owned_by(obj: Mapping[str, Any] | None, cluster_uuid: str) -> bool:
+        if obj is None:
+            return False
+        labels = obj.get("Labels")
+        if labels is None:
+            labels = (obj.get("Config") or {}).get("Labels")
+        return isinstance(labels, dict) and labels.get(LABEL_CLUSTER) == cluster_uuid
+
+    # ----------------------------------------------------------------- Provider
+
+    def capabilities(self) -> frozenset[str]:
+        """``containers_as_nodes``, ``load_balancer``, ``exec``; plus ``sized_volumes`` and
+        ``host_reachable`` when the engine runs on this host (owned, or a unix socket)."""
+        if self.engine.owned or self.engine.host.startswith("unix://"):
+            return BASE_CAPABILITIES | LOCAL_ENGINE_CAPABILITIES
+        return BASE_CAPABILITIES
+
+    def check(self) -> None:
+        """Raise ``Unavailable`` unless the engine answers."""
+        self.engine.ping()
+
+    # networks ----------------------------------------------------------------
+
+    @staticmethod
+    def _network_info(net: Mapping[str, Any], owned: bool) -> NetworkInfo:
+        configs = (net.get("IPAM") or {}).get("Config") or []
+        subnet = gateway = ""
+        for cfg in configs:
+            if ":" not in str(cfg.get("Subnet", "")):
+                subnet = str(cfg.get("Subnet", ""))
+                gateway = str(cfg.get("Gateway", ""))
+                break
+        if subnet and not gateway:
+            gateway = str(next(ipaddress.IPv4Network(subnet).hosts()))
+        return NetworkInfo(name=str(net["Name"]), subnet=subnet, gateway=gateway, owned=owned)
+
+    def _used_subnets(self) -> list[ipaddress.IPv4Network]:
+        def docker_nets() -> list[ipaddress.IPv4Network]:
+            ids = self.engine.run(["network", "ls", "-q"]).stdout.split()
+            nets: list[ipaddress.IPv4Network] = []
+            for net in self._inspect("network", ids):
+                for cfg in (net.get("IPAM") or {}).get("Config") or []:
+                    with contextlib.suppress(ValueError):
+                        nets.append(ipaddress.IPv4Network(str(cfg.get("Subnet", "")), strict=False))
+            return nets
+
+        def host_routes() -> list[ipaddress.IPv4Network]:
+            res = subprocess.run(
+                ["ip", "-j", "-4", "route", "show", "table", "all"],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=10,
+            )
+            nets: list[ipaddress.IPv4Network] = []
+            if res.returncode == 0 and res.stdout.strip():
+                for route in json.loads(res.stdout):
+                    dst = str(route.get("dst", ""))
+                    if dst and dst != "default":
+                        with contextlib.suppress(ValueError):
+                            net = ipaddress.IPv4Network(dst, strict=False)
+                            if net.prefixlen > 0:
+                                nets.append(net)
+            return nets
+
+        a, b = self._parallel(docker_nets, host_routes)
+        return [*a, *b]
+
+    def _candidate_subnets(self, used: Iterable[ipaddress.IPv4Network]) -> list[ipaddress.IPv4Network]:
+        taken = [*used, *_RESERVED_SUBNETS]
+        new_prefix = max(24, self.subnet_pool.prefixlen)
+        return [
+            cand
+            for cand in self.subnet_pool.subnets(new_prefix=new_prefix)
+            if not any(cand.overlaps(t) for t in taken)
+        ]
+
+    def ensure_network(self, spec: NetworkSpec) -> NetworkInfo:
+        """Create (or return) the cluster's ``--internal`` bridge network.
+
+        With ``spec.fixed_network`` that existing network is returned (``owned=False``);
+        ``NotFound`` if it does not exist. ``Conflict`` if ``spec.name`` exists but
+        belongs to another cluster; ``Unavailable``-like ``FlotillaError`` when the pool
+        has no free /24.
+        """
+        _check_name("cluster uuid", spec.cluster_uuid)
+        if spec.fixed_network:
+            net = self._inspect_one("network", spec.fixed_network)
+            if net is None:
+                raise NotFound(f"fixed network {spec.fixed_network!r} does not exist in the Docker Engine")
+            return self._network_info(net, owned=False)
+        _check_name("network name", spec.name)
+        with self._net_lock:
+            net = self._inspect_one("network", spec.name)
+            if net is not None:
+                if not self._owned_by(net, spec.cluster_uuid):
+                    raise Conflict(
+                        f"network {spec.name!r} exists and does not belong to cluster {spec.cluster_uuid}"
+                    )
+                return self._network_info(net, owned=True)
+            bridge = "flt" + hashlib.sha256(f"{spec.cluster_uuid}/{spec.name}".encode()).hexdigest()[:11]
+            started = time.monotonic()
+            for subnet in self._candidate_subnets(self._used_subnets()):
+                gateway = str(next(subnet.hosts()))
+                res = self.engine.run(
+                    [
+                        "network",
+                        "create",
+                        "--driver",
+                        "bridge",
+                        "--internal",
+                        "--subnet",
+                        str(subnet),
+                        "--gateway",
+                        gateway,
+                        "--opt",
+                        f"com.docker.network.bridge.name={bridge}",
+                        "--label",
+                        f"{LABEL_CLUSTER}={spec.cluster_uuid}",
+                        "--label",
+                        f"{LABEL_NETWORK}={spec.name}",
+                        spec.name,
+                    ],
+                    check=False,
+                )
+                if res.returncode == 0:
+                    log.info(
+                        "cluster %s: network %s %s (bridge %s) created in %.2f s",
+                        spec.cluster_uuid,
+                        spec.name,
+                        subnet,
+                        bridge,
+                        time.monotonic() - started,
+                    )
+                    return NetworkInfo(name=spec.name, subnet=str(subnet), gateway=gateway, owned=True)
+                if "overlap" in res.stderr.lower():
+                    continue  # taken meanwhile (another process or engine)
+                if "already exists" in res.stderr:
+                    net = self._inspect_one("network", spec.name)
+                    if net is not None and self._owned_by(net, spec.cluster_uuid):
+                        return self._network_info(net, owned=True)
+                raise EngineError(["network", "create", spec.name], res.returncode, res.stderr)
+        raise FlotillaError(f"no free /24 left in the subnet pool {self.subnet_pool} for network {spec.name}")
+
+    def delete_network(self, cluster_uuid: str, name: str) -> None:
+        """Remove the cluster's network. Missing networks and networks not labelled with
+        this cluster (e.g. a fixed network) are left alone and count as success."""
+        net = self._inspect_one("network", name)
+        if net is None:
+            return
+        if not self._owned_by(net, cluster_uuid):
+            log.debug("cluster %s: network %s is not ours; keeping it", cluster_uuid, name)
+            return
+        res = self.engine.run(["network", "rm", name], check=False)
+        if res.returncode != 0 and not _is_missing(res.stderr):
+            raise EngineError(["network", "rm", name], res.returncode, res.stderr)
+        log.info("cluster %s: network %s removed", cluster_uuid, name)
+        self._remove_empty_cluster_dirs(cluster_uuid)
+
+    # nodes -------------------------------------------------------------------
+
+    def _node_info(self, c: Mapping[str, Any]) -> NodeInfo:
+        labels: Mapping[str, str] = (c.get("Config") or {}).get("Labels") or {}
+        networks: Mapping[str, Any] = (c.get("NetworkSettings") or {}).get("Networks") or {}
+        net_name = labels.get(LABEL_NETWORK)
+        net = networks.get(net_name) if net_name else None
+        if net is None and networks:
+            net = next(iter(networks.values()))
+        address: str | None = None
+        if net:
+            address = net.get("IPAddress") or ((net.get("IPAMConfig") or {}).get("IPv4Address")) or None
+        status = (c.get("State") or {}).get("Status")
+        return NodeInfo(
+            cluster_uuid=labels.get(LABEL_CLUSTER, ""),
+            name=labels.get(LABEL_NODE) or str(c.get("Name", "")).lstrip("/"),
+            role=labels.get(LABEL_ROLE, ""),
+            address=address,
+            state="running" if status == "running" else "stopped",
+            provider_id=str(c.get("Id", "")),
+        )
+
+    def _image_kind(self, node: str, image_ref: str) -> str | None:
+        res = self.engine.run(
+            ["image", "inspect", "--format", "{{json .Config.Labels}}", image_ref], check=False
+        )
+        if res.returncode != 0:
+            if _is_missing(res.stderr):
+                raise NotFound(
+                    f"node {node}: image {image_ref!r} does not exist in the Docker Engine at "
+                    f"{self.engine.host}; build it first "
+                    "(flotilla.drivers.providers.local.images.build_hostroot_image)"
+                )
+            raise EngineError(["image", "inspect", image_ref], res.returncode, res.stderr)
+        labels = json.loads(res.stdout.strip() or "null") or {}
+        kind = labels.get(KIND_LABEL)
+        return str(kind) if kind else None
+
+    def _ensure_loop(self, path: Path, size_gb: int) -> str:
+        """Attach ``path`` (created and formatted when new) to a loop device; return the device."""
+        with self._loop_lock:
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                partial = path.with_suffix(".partial")
+                with partial.open("wb") as f:
+                    f.truncate(size_gb * 1024**3)
+                subprocess.run(
+                    ["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "nodiscard", str(partial)],
+                    check=True,
+                    capture_output=True,
+                    timeout=120,
+                )
+                partial.replace(path)
+            elif path.stat().st_size != size_gb * 1024**3:
+                log.warning(
+                    "%s: keeping existing size %d bytes (asked %d GiB)", path, path.stat().st_size, size_gb
+                )
+            for dev, back in _list_loops():
+                if back == str(path):
+                    return dev
+            res = subprocess.run(
+                ["losetup", "--find", "--show", str(path)],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=30,
+            )
+            if res.returncode != 0:
+                raise FlotillaError(f"losetup --find --show {path}: {res.stderr.strip()}")
+            return res.stdout.strip()
+
+    def _ensure_volume(self, spec: NodeSpec) -> str:
+        """Create the node's labelled /var/lib/docker volume (sized when ``volume_gb``)."""
+        vol = _volume_name(spec.name)
+        labels = [
+            "--label",
+            f"{LABEL_CLUSTER}={spec.cluster_uuid}",
+            "--label",
+            f"{LABEL_NODE}={spec.name}",
+        ]
+        if not spec.volume_gb:
+            # Idempotent: Docker returns an existing volume of that name unchanged.
+            self.engine.run(["volume", "create", *labels, vol])
+            return vol
+        existing = self._inspect_one("volume", vol)
+        if existing is not None and not self._owned_by(existing, spec.cluster_uuid):
+            raise Conflict(f"node {spec.name}: volume {vol} exists and belongs to another cluster")
+        path = self._loop_file(spec.cluster_uuid, spec.name)
+        device = self._ensure_loop(path, spec.volume_gb)
+        if existing is not None:
+            if ((existing.get("Options") or {}).get("device")) == device:
+                return vol
+            log.info("node %s: volume %s points to a stale loop device; recreating it", spec.name, vol)
+            self.engine.run(["volume", "rm", vol])
+        self.engine.run(
+            [
+                "volume",
+                "create",
+                "--driver",
+                "local",
+                "--opt",
+                "type=ext4",
+                "--opt",
+                f"device={device}",
+                "--opt",
+                "o=discard",
+                *labels,
+                "--label",
+                f"{LABEL_LOOP_FILE}={path}",
+                vol,
+            ]
+        )
+        return vol
+
+    def _validate_file_path(self, node: str, path: str, hostroot: bool) -> PurePosixPath:
+        p = PurePosixPath(path)
+        if not p.is_absolute() or ".." in p.parts or p == PurePosixPath("/"):
+            raise Invalid(f"node {node}: file path {path!r} must be absolute without '..'")
+        roots = (*_FORBIDDEN_FILE_ROOTS, "/usr") if hostroot else _FORBIDDEN_FILE_ROOTS
+        for root in roots:
+            if p == PurePosixPath(root) or PurePosixPath(root) in p.parents:
+                raise Invalid(f"node {node}: cannot place a file at {path} (under {root})")
+        return p
+
+    def _write_files(self, spec: NodeSpec, hostroot: bool) -> list[tuple[Path, str]]:
+        """Write spec.files (and the SSH key) under the node dir; return (host path, node path)."""
+        files: dict[str, bytes] = dict(spec.files)
+        if spec.ssh_public_key:
+            files.setdefault("/root/.ssh/authorized_keys", spec.ssh_public_key.strip().encode() + b"\n")
+        base = self._node_dir(spec.cluster_uuid, spec.name) / "files"
+        mounts: list[tuple[Path, str]] = []
+        for path, data in sorted(files.items()):
+            rel = self._validate_file_path(spec.name, path, hostroot).relative_to("/")
+            host = base / rel
+            host.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Rewrite in place (same inode) so a running node's bind mount sees the new content.
+            with host.open("wb") as f:
+                f.write(data)
+            host.chmod(_file_mode(path))
+            mounts.append((host, path))
+        return mounts
+
+    def _container_for(self, spec: NodeSpec) -> dict[str, Any] | None:
+        c = self._inspect_one("container", spec.name)
+        if c is not None and not self._owned_by(c, spec.cluster_uuid):
+            raise Conflict(
+                f"node {spec.name}: a container with that name exists and is not part of this cluster"
+            )
+        return c
+
+    def _loop_volume_stale(self, spec: NodeSpec) -> bool:
+        """True when the node's sized volume points to a loop device that no longer backs its file."""
+        if not spec.volume_gb:
+            return False
+        vol = self._inspect_one("volume", _volume_name(spec.name))
+        if vol is None:
+            return True
+        device = (vol.get("Options") or {}).get("device")
+        path = str(self._loop_file(spec.cluster_uuid, spec.name))
+        return not any(dev == device and back == path for dev, back in _list_loops())
+
+    def ensure_node(self, spec: NodeSpec) -> NodeInfo:
+        """Create (or return, or start) the node container; its command is running on return.
+
+        Idempotent by ``spec.name``: a running node is returned as is (its spec is not
+        compared), a stopped one is started. A stopped node whose loop device vanished
+        (host reboot) is recreated on the same backing file, keeping its data.
+        Raises ``NotFound`` for a missing image, ``Conflict`` when the name is taken by
+        another cluster, ``Invalid`` for bad names/file paths, ``EngineError`` otherwise.
+        """
+        _check_name("cluster uuid", spec.cluster_uuid)
+        _check_name("node name", spec.name)
+        started = time.monotonic()
+        # The image lookup is wasted when the node exists, but costs less than a round trip.
+        kind_f = self._pool.submit(self._image_kind, spec.name, spec.image_ref)
+        existing = self._container_for(spec)
+        if existing is not None:
+            if (existing.get("State") or {}).get("Status") == "running":
+                return self._node_info(existing)
+            if self._loop_volume_stale(spec):
+                self.engine.run(["rm", "-f", spec.name])
+            else:
+                if (existing.get("State") or {}).get("Status") == "restarting":
+                    self.engine.run(["stop", "--time", "1", spec.name])  # leave the crash loop first
+                self.engine.run(["start", spec.name])
+                node = self._inspect_one("container", spec.name)
+                if node is None:
+                    raise NotFound(f"node {spec.name}: container disappeared while starting")
+                log.info(
+                    "node %s: started existing container in %.2f s", spec.name, time.monotonic() - started
+                )
+                return self._checked_running(spec.name, node)
+
+        kind = kind_f.result()
+        hostroot = kind == KIND_HOSTROOT
+        volume_f = self._pool.submit(self._ensure_volume, spec)
+        mounts_f = self._pool.submit(self._write_files, spec, hostroot)
+        resolv = self._resolv_conf()
+        mounts = mounts_f.result()
+        volume = volume_f.result()
+        argv = self._run_argv(spec, hostroot, volume, mounts, resolv)
+        res = self.engine.run(argv, check=False, timeout=300)
+        if res.returncode != 0:
+            if "is already in use" in res.stderr:  # created concurrently by another worker
+                node = self._container_for(spec)
+                if node is not None:
+                    return self._node_info(node)
+            raise EngineError(["run", spec.name], res.returncode, res.stderr)
+        node = self._inspect_one("container", spec.name)
+        if node is None:
+            raise NotFound(f"node {spec.name}: container disappeared right after docker run")
+        info = self._checked_running(spec.name, node)
+        log.info(
+            "cluster %s: node %s (%s, %s) up at %s in %.2f s",
+            spec.cluster_uuid,
+            spec.name,
+            spec.role,
+            kind or "rootfs",
+            info.address,
+            time.monotonic() - started,
+        )
+        return info
+
+    def _checked_running(self, name: str, node: Mapping[str, Any]) -> NodeInfo:
+        info = self._node_info(node)
+        if info.state != "running":
+            state = node.get("State") or {}
+            logs = self.engine.run(["logs", "--tail", "20", name], check=False)
+            # Stop the restart loop; ensure_node on the stopped node starts it again.
+            self.engine.run(["stop", "--time", "1", name], check=False)
+            raise FlotillaError(
+                f"node {name}: command exited at once (status {state.get('Status')}, exit code "
+                f"{state.get('ExitCode')}): {(logs.stdout + logs.stderr).strip()[-2000:]}"
+            )
+        return info
+
+    def _run_argv(
+        self, spec: NodeSpec, hostroot: bool, volume: str, mounts: Sequence[tuple[Path, str]], resolv: Path
+    ) -> list[str]:
+        argv = [
+            "run",
+            "--detach",
+            "--name",
+            spec.name,
+            "--hostname",
+            spec.name,
+            "--privileged",
+            "--network",
+            spec.network,
+            "--restart",
+            "unless-stopped",
+            "--tmpfs",
+            "/run",
+            "--tmpfs",
+            "/tmp",
+            "--log-opt",
+            "max-size=10m",
+            "--log-opt",
+            "max-file=2",
+            "--volume",
+            f"{volume}:/var/lib/docker",
+        ]
+        if spec.ip:
+            argv += ["--ip", spec.ip]
+        if not any(path == "/etc/resolv.conf" for _, path in mounts):
+            argv += ["--volume", f"{resolv}:/etc/resolv.conf:ro"]
+        for host, path in mounts:
+            argv += ["--volume", f"{host}:{path}:ro"]
+        if hostroot:
+            argv += ["--volume", "/usr:/usr:ro"]
+        if spec.cpus and spec.cpus > 0:
+            argv += ["--cpus", f"{spec.cpus:g}"]
+        if spec.memory_mb and spec.memory_mb > 0:
+            argv += ["--memory", f"{spec.memory_mb}m", "--memory-swap", f"{spec.memory_mb}m"]
+        for key, value in sorted(spec.env.items()):
+            argv += ["--env", f"{key}={value}"]
+        labels = {
+            **spec.labels,
+            LABEL_CLUSTER: spec.cluster_uuid,
+            LABEL_NODE: spec.name,
+            LABEL_ROLE: spec.role,
+            LABEL_NETWORK: spec.network,
+            LABEL_VOLUME: volume,
+        }
+        for key, value in sorted(labels.items()):
+            argv += ["--label", f"{key}={value}"]
+        command = list(spec.command)
+        if hostroot:
+            if command:
+                argv += ["--entrypoint", DOCKER_INIT, spec.image_ref, "--", *command]
+            else:
+                argv += [spec.image_ref]  # the image's ENTRYPOINT is docker-init already
+        else:
+            argv += ["--init", spec.image_ref, *command]
+        return argv
+
+    def delete_node(self, cluster_uuid: str, name: str) -> None:
+        """Remove the node, its volume, loop device, backing file and files dir.
+
+        Missing pieces are ignored. Objects with this name that carry another cluster's
+        label are left alone (``Conflict``).
+        """
+        _check_name("cluster uuid", cluster_uuid)
+        _check_name("node name", name)
+        started = time.monotonic()
+        vol = _volume_name(name)
+        container, volume = self._parallel(
+            lambda: self._inspect_one("container", name),
+            lambda: self._inspect_one("volume", vol),
+        )
+        if container is not None:
+            if not self._owned_by(container, cluster_uuid):
+                raise Conflict(f"node {name}: the container belongs to another cluster; not deleting it")
+            self._rm_containers([name])
+        if volume is not None and self._owned_by(volume, cluster_uuid):
+            self._rm_volumes([vol])
+        loop_file = self._loop_file(cluster_uuid, name)
+        for dev, back in _list_loops():
+            if back == str(loop_file):
+                _detach_loop(dev)
+        loop_file.unlink(missing_ok=True)
+        shutil.rmtree(self._node_dir(cluster_uuid, name), ignore_errors=True)
+        self._remove_empty_cluster_dirs(cluster_uuid)
+        log.info("cluster %s: node %s deleted in %.2f s", cluster_uuid, name, time.monotonic() - started)
+
+    def _rm_containers(self, names: Sequence[str]) -> None:
+        if not names:
+            return
+        res = self.engine.run(["rm", "--force", "--volumes", *names], check=False)
+        errors = [ln for ln in res.stderr.splitlines() if ln.strip() and not _is_missing(ln)]
+        if res.returncode != 0 and errors:
+            raise EngineError(["rm", "--force", *names], res.returncode, "\n".join(errors))
+
+    def _rm_volumes(self, names: Sequence[str]) -> None:
+        if not names:
+            return
+        res = self.engine.run(["volume", "rm", "--force", *names], check=False)
+        errors = [ln for ln in res.stderr.splitlines() if ln.strip() and not _is_missing(ln)]
+        if res.returncode != 0 and errors:
+            raise EngineError(["volume", "rm", *names], res.returncode, "\n".join(errors))
+
+    def _rm_networks(self, names: Sequence[str]) -> None:
+        if not names:
+            return
+        res = self.engine.run(["network", "rm", *names], check=False)
+        errors = [ln for ln in res.stderr.splitlines() if ln.strip() and not _is_missing(ln)]
+        if res.returncode != 0 and errors:
+            raise EngineError(["network", "rm", *names], res.returncode, "\n".join(errors))
+
+    def _remove_empty_cluster_dirs(self, cluster_uuid: str) -> None:
+        for d in (self.data_dir / "nodes" / cluster_uuid, self.data_dir / "volumes" / cluster_uuid):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+    def list_nodes(self, cluster_uuid: str | None = None) -> list[NodeInfo]:
+        """Every node container of one cluster (or all), with state and address.
+
+        One ``docker ps`` plus one batched ``docker inspect``.
+        """
+        ids = self.engine.run(
+            [
+                "ps",
+                "-a",
+                "-q",
+                "--no-trunc",
+                "--filter",
+                _label_filter(cluster_uuid),
+                "--filter",
+                f"label={LABEL_NODE}",
+            ]
+        ).stdout.split()
+        nodes = [self._node_info(c) for c in self._inspect("container", ids)]
+        return sorted(nodes, key=lambda n: (n.cluster_uuid, n.name))
+
+    def exec(
+        self, node: NodeInfo, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float = 60.0
+    ) -> ExecResult:
+        """``docker exec [-i] NODE ARGV``. On timeout the CLI is killed and the result has
+        return code 124 and a note in stderr (the process inside may keep running)."""
+        cmd = ["exec", *(["-i"] if stdin is not None else []), node.name, *argv]
+        try:
+            res = self.engine.run(cmd, input=stdin, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as exc:
+            out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+            err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+            return ExecResult(124, out, err + f"\nflotilla: timed out after {timeout:g} s")
+        return ExecResult(res.returncode, res.stdout, res.stderr)
+
+    def put_files(self, node: NodeInfo, files: Mapping[str, bytes]) -> None:
+        """Write files into a running node.
+
+        Paths the node was created with (bind-mounted from its files dir) are rewritten in
+        place on the host; others are unpacked inside the node with ``tar`` over
+        ``docker exec`` (the image must have ``tar``; hostroot and rootfs images do).
+        """
+        if not files:
+            return
+        base = self._node_dir(node.cluster_uuid, node.name) / "files"
+        rest: dict[str, bytes] = {}
+        for path, data in files.items():
+            rel = self._validate_file_path(node.name, path, hostroot=False).relative_to("/")
+            host = base / rel
+            if host.is_file():
+                with host.open("wb") as f:
+                    f.write(data)
+            else:
+                rest[path] = data
+        if not rest:
+            return
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for path, data in sorted(rest.items()):
+                info = tarfile.TarInfo(path.lstrip("/"))
+                info.size = len(data)
+                info.mode = _file_mode(path)
+                info.mtime = int(time.time())
+                tar.addfile(info, io.BytesIO(data))
+        result = self.exec(node, ["tar", "-x", "-f", "-", "-C", "/", "--no-same-owner"], stdin=buf.getvalue())
+        if not result.ok:
+            raise FlotillaError(
+                f"node {node.name}: writing {len(rest)} file(s) failed: {result.stderr.strip()}"
+            )
+
+    def restart_node(self, node: NodeInfo) -> None:
+        """``docker restart`` (SIGTERM, SIGKILL after 10 s); the command runs again on return."""
+        self.engine.run(
+            ["restart", "--time", str(_RESTART_TIMEOUT), node.name], timeout=_RESTART_TIMEOUT + 60
+        )
+
+    def image_exists(self, image_ref: str) -> bool:
+        return (
+            self.engine.run(["image", "inspect", "--format", "{{.Id}}", image_ref], check=False).returncode
+            == 0
+        )
+
+    def sweep(self, cluster_uuid: str) -> list[str]:
+        """Remove every container, volume and network labelled with the cluster, the loop
+        devices and backing files under ``DATA_DIR/volumes/<cluster>`` and the cluster's
+        node dirs. Returns what was removed (``"container:NAME"``, ``"loop:/dev/loopN"``...).
+
+        Best effort: everything removable is removed, then a ``FlotillaError`` lists what
+        could not be.
+        """
+        _check_name("cluster uuid", cluster_uuid)
+        flt = _label_filter(cluster_uuid)
+        containers, volumes, networks = self._parallel(
+            lambda: self.engine.run(["ps", "-a", "--filter", flt, "--format", "{{.Names}}"]).stdout.split(),
+            lambda: self.engine.run(
+                ["volume", "ls", "--filter", flt, "--format", "{{.Name}}"]
+            ).stdout.split(),
+            lambda: self.engine.run(
+                ["network", "ls", "--filter", flt, "--format", "{{.Name}}"]
+            ).stdout.split(),
+        )
+        removed: list[str] = []
+        failed: list[str] = []
+
+        def attempt(label: str, action: Callable[[], object]) -> None:
+            try:
+                action()
+            except (FlotillaError, OSError, subprocess.SubprocessError) as exc:
+                failed.append(f"{label}: {exc}")
+            else:
+                removed.append(label)
+
+        def batch(kind: str, names: Sequence[str], rm: Callable[[Sequence[str]], None]) -> None:
+            if not names:
+                return
+            try:
+                rm(names)  # one call for all; per item only to pinpoint a failure
+            except FlotillaError:
+                for name in names:
+                    attempt(f"{kind}:{name}", functools.partial(rm, [name]))
+            else:
+                removed.extend(f"{kind}:{name}" for name in names)
+
+        batch("container", containers, self._rm_containers)
+        self._parallel(
+            functools.partial(batch, "volume", volumes, self._rm_volumes),
+            functools.partial(batch, "network", networks, self._rm_networks),
+        )
+        vol_dir = self.data_dir / "volumes" / cluster_uuid
+        for dev, back in _loops_under(vol_dir):
+            attempt(f"loop:{dev} ({back})", functools.partial(_detach_loop, dev))
+        for d in (vol_dir, self.data_dir / "nodes" / cluster_uuid):
+            if d.exists():
+                attempt(f"dir:{d}", functools.partial(shutil.rmtree, d))
+        if removed:
+            log.info("cluster %s: swept %d object(s): %s", cluster_uuid, len(removed), ", ".join(removed))
+        if failed:
+            raise FlotillaError(f"cluster {cluster_uuid}: sweep could not remove: " + "; ".join(failed))
+        return removed
+
+    def close(self) -> None:
+        """Release the provider's worker threads (the engine is left running)."""
+        self._pool.shutdown(wait=False)
+
+
+def leaks(engine: Engine, cluster_uuid: str | None = None) -> list[str]:
+    """Everything Flotilla left behind for one cluster (or all clusters).
+
+    Containers, networks and volumes labelled ``flotilla.cluster[=uuid]``, loop devices
+    whose backing file lives under ``DATA_DIR/volumes[/uuid]``, and non-empty per-cluster
+    dirs under ``DATA_DIR/nodes`` and ``DATA_DIR/volumes``. Entries look like
+    ``"container:c1-master-0"``; an empty list means clean.
+    """
+    flt = _label_filter(cluster_uuid)
+    queries = {
+        "container": ["ps", "-a", "--filter", flt, "--format", "{{.Names}}"],
+        "network": ["network", "ls", "--filter", flt, "--format", "{{.Name}}"],
+        "volume": ["volume", "ls", "--filter", flt, "--format", "{{.Name}}"],
+    }
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = {kind: pool.submit(engine.run, argv) for kind, argv in queries.items()}
+        found = [f"{kind}:{name}" for kind, fut in futures.items() for name in fut.result().stdout.split()]
+    vol_root = engine.data_dir / "volumes"
+    found += [
+        f"loop:{dev} ({back})"
+        for dev, back in _loops_under(vol_root / cluster_uuid if cluster_uuid else vol_root)
+    ]
+    for sub in ("nodes", "volumes"):
+        root = engine.data_dir / sub
+        dirs = (
+            [root / cluster_uuid]
+            if cluster_uuid
+            else (sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else [])
+        )
+        for d in dirs:
+            if d.is_dir() and any(d.iterdir()):
+                found.append(f"dir:{d}")
+    return found
