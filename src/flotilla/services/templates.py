@@ -155,7 +155,11 @@ def create(session: Session, ctx: RequestContext, values: dict[str, Any], view: 
 
 
 def writable_view(row: m.ClusterTemplate) -> dict[str, Any]:
-    return {k: getattr(row, k) for k in WRITABLE}
+    """The writable fields as clients see them: unset labels read back as ``{}`` (reference §5)."""
+    out = {k: getattr(row, k) for k in WRITABLE}
+    if out["labels"] is None:
+        out["labels"] = {}
+    return out
 
 
 def in_use(session: Session, row: m.ClusterTemplate) -> bool:
