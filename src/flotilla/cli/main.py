@@ -23,6 +23,7 @@ MODULES = (
     "flotilla.cli.clusters",
     "flotilla.cli.certs",
     "flotilla.cli.catalog",
+    "flotilla.cli.workloads",
 )
 
 
