@@ -33,6 +33,8 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     try:
         eng = Engine.connect(os.environ.get("FLOTILLA_E2E_DOCKER_HOST") or None, data_dir)
     except Unavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"no Docker Engine for e2e tests under CI: {exc}")
         pytest.skip(f"no Docker Engine for e2e tests: {exc}")
     log.info("engine ready in %.2f s: %r", time.monotonic() - started, eng)
     try:

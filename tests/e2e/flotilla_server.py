@@ -1,0 +1,151 @@
+"""A real ``flotilla serve`` subprocess on the session's Docker Engine, for e2e tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+FLOTILLA = str(Path(sys.executable).with_name("flotilla"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    data_dir: Path
+    docker_host: str
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    token: str = ""
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OS_", "FLOTILLA_", "DOCKER_"))}
+        env.update(
+            FLOTILLA_LOCAL__DOCKER_HOST=self.docker_host,
+            FLOTILLA_CONDUCTOR__LEASE_SECONDS="4",
+            FLOTILLA_CONDUCTOR__SYNC_INTERVAL="2",
+            **self.extra_env,
+        )
+        return env
+
+    def start(self) -> Server:
+        log = (self.data_dir / "serve.log").open("ab")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [FLOTILLA, "--data-dir", str(self.data_dir), "serve", "--bind", f"127.0.0.1:{self.port}"],
+            env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        clouds = self.data_dir / "clouds.yaml"
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"flotilla serve exited: {self.log()[-3000:]}")
+            try:
+                if clouds.is_file() and httpx.get(self.endpoint + "/", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"flotilla serve did not answer within 60 s: {self.log()[-3000:]}")
+            time.sleep(0.1)
+        self.token = yaml.safe_load(clouds.read_text())["clouds"]["flotilla"]["auth"]["token"]
+        return self
+
+    def log(self) -> str:
+        path = self.data_dir / "serve.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL: the crash the conductor must survive."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+    def fl(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """Run the ``flotilla`` CLI against this server."""
+        r = subprocess.run(
+            [FLOTILLA, "--data-dir", str(self.data_dir), *args],
+            env=self.env(), capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+        if check and r.returncode != 0:
+            raise AssertionError(
+                f"flotilla {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
+            )
+        return r
+
+    def api(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        headers = {"X-Auth-Token": self.token, "OpenStack-API-Version": "container-infra latest"}
+        return httpx.request(method, self.endpoint + path, headers=headers, timeout=30, **kw)
+
+    def cluster(self, ident: str) -> dict[str, Any]:
+        r = self.api("GET", f"/v1/clusters/{ident}")
+        r.raise_for_status()
+        data: dict[str, Any] = r.json()
+        return data
+
+    def wait(self, ident: str, timeout: float = 180) -> dict[str, Any]:
+        """Poll until the cluster leaves *_IN_PROGRESS (or is gone: returns {})."""
+        deadline = time.monotonic() + timeout
+        while True:
+            r = self.api("GET", f"/v1/clusters/{ident}")
+            if r.status_code == 404:
+                return {}
+            data: dict[str, Any] = r.json()
+            if not data["status"].endswith("IN_PROGRESS"):
+                return data
+            if time.monotonic() > deadline:
+                raise AssertionError(f"cluster {ident} still {data['status']} ({data['status_reason']})")
+            time.sleep(0.2)
+
+    def docker_env(self, cluster: str, cert_dir: Path) -> dict[str, str]:
+        """The environment `eval $(flotilla cluster-config ...)` gives, as a dict."""
+        cert_dir.mkdir(parents=True, exist_ok=True)
+        out = self.fl("cluster-config", cluster, "--dir", str(cert_dir), "--force").stdout
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+        for line in out.splitlines():
+            assert line.startswith("export "), f"unexpected stdout line from cluster-config: {line!r}"
+            key, _, value = line[len("export ") :].partition("=")
+            env[key] = value
+        return env
+
+
+def docker(
+    env: dict[str, str], *args: str, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(["docker", *args], env=env, capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def as_json(r: subprocess.CompletedProcess[str]) -> Any:
+    return json.loads(r.stdout)
