@@ -1,0 +1,121 @@
+"""Create, scale and delete times of real clusters on the local provider.
+
+Starts its own ``flotilla serve`` (temporary data dir, its own dockerd unless
+--docker-host is given), then for each run: create (bay-create → CREATE_COMPLETE),
+scale +1 worker (→ UPDATE_COMPLETE), delete (→ gone). Prints the median and the
+spread of several runs. Times are measured from the API request to the status,
+polled every 50 ms. Never asserts anything.
+
+    .venv/bin/python bench/lifecycle.py --coe swarm --masters 1 --nodes 2 --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "e2e"))
+from flotilla_server import Server  # noqa: E402
+
+
+def wait(srv: Server, uuid: str, timeout: float = 300) -> tuple[str, float]:
+    start = time.monotonic()
+    while True:
+        r = srv.api("GET", f"/v1/clusters/{uuid}")
+        if r.status_code == 404:
+            return "DELETED", time.monotonic() - start
+        status = r.json()["status"]
+        if not status.endswith("IN_PROGRESS"):
+            return status, time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            return f"TIMEOUT ({status})", time.monotonic() - start
+        time.sleep(0.05)
+
+
+def timed(
+    srv: Server, method: str, path: str, uuid: str | None, body: object | None = None
+) -> tuple[str, float, str]:
+    start = time.monotonic()
+    r = srv.api(method, path, json=body) if body is not None else srv.api(method, path)
+    if r.status_code >= 300:
+        return f"HTTP {r.status_code}", time.monotonic() - start, r.text
+    uuid = uuid or r.json()["uuid"]
+    status, _ = wait(srv, uuid)
+    return status, time.monotonic() - start, uuid
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--coe", default="swarm", choices=["swarm", "swarm-mode", "docker"])
+    p.add_argument("--masters", type=int, default=1)
+    p.add_argument("--nodes", type=int, default=2)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--tls-disabled", action="store_true")
+    p.add_argument("--docker-host", help="Use this Docker Engine instead of starting one.")
+    args = p.parse_args()
+    print("command:", " ".join(shlex.quote(a) for a in sys.argv))
+    data_dir = Path(tempfile.mkdtemp(prefix="flotilla-bench-"))
+    srv = Server(data_dir=data_dir, docker_host=args.docker_host or "")
+    if not args.docker_host:
+        srv.extra_env["FLOTILLA_LOCAL__DOCKER_HOST"] = ""
+    srv.start()
+    results: dict[str, list[float]] = {"create": [], "scale +1": [], "delete": []}
+    try:
+        srv.fl("image-build", "node", "--os-distro", "debian")
+        tpl = ["cluster-template-create", "bench", "--coe", args.coe, "--image", "node", "--external-network",
+               "public", "--flavor", "m1.small", "--docker-storage-driver", "overlay2"]  # fmt: skip
+        if args.masters > 1:
+            tpl.append("--master-lb-enabled")
+        if args.tls_disabled:
+            tpl.append("--tls-disabled")
+        srv.fl(*tpl)
+        for i in range(args.runs):
+            body = {"name": f"b{i}", "cluster_template_id": "bench", "master_count": args.masters,
+                    "node_count": 1 if args.coe == "docker" else args.nodes}  # fmt: skip
+            status, secs, uuid = timed(srv, "POST", "/v1/clusters", None, body)
+            print(f"run {i + 1}: create {status} in {secs:.2f} s", flush=True)
+            if status != "CREATE_COMPLETE":
+                print(srv.cluster(uuid)["status_reason"] if status.startswith("CREATE") else uuid)
+                break
+            results["create"].append(secs)
+            if args.coe != "docker":
+                patch = [{"op": "replace", "path": "/node_count", "value": args.nodes + 1}]
+                status, secs, _ = timed(srv, "PATCH", f"/v1/clusters/{uuid}", uuid, patch)
+                print(f"run {i + 1}: scale +1 {status} in {secs:.2f} s", flush=True)
+                if status == "UPDATE_COMPLETE":
+                    results["scale +1"].append(secs)
+            status, secs, _ = timed(srv, "DELETE", f"/v1/clusters/{uuid}", uuid, None)
+            print(f"run {i + 1}: delete {status} in {secs:.2f} s", flush=True)
+            if status == "DELETED":
+                results["delete"].append(secs)
+    except httpx.HTTPError as exc:
+        print(f"server error: {exc}")
+    finally:
+        srv.stop()
+        if not args.docker_host:
+            try:
+                from flotilla.drivers.providers.local.engine import Engine
+
+                Engine.connect(None, data_dir).stop()
+            except Exception as exc:
+                print(f"could not stop the bench dockerd: {exc}")
+    tls = "no TLS" if args.tls_disabled else "TLS"
+    print(f"\n{args.coe} {args.masters}+{args.nodes} ({tls}), {args.runs} runs, seconds:")
+    print(f"{'phase':<10} {'median':>8} {'min':>8} {'max':>8}  n")
+    for phase, values in results.items():
+        if values:
+            print(
+                f"{phase:<10} {statistics.median(values):8.2f} {min(values):8.2f} {max(values):8.2f}  {len(values)}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
