@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "e2e"))
-from flotilla_server import Server  # noqa: E402
+from flotilla_server import Server
 
 
 def wait(srv: Server, uuid: str, timeout: float = 300) -> tuple[str, float]:
