@@ -43,6 +43,12 @@ class ConductorSettings(BaseModel):
     poll_interval: float = Field(default=0.2, gt=0)
     lease_seconds: float = Field(default=30.0, gt=0)
     sync_interval: float = Field(default=10.0, gt=0)
+    #: Seconds between health checks (one provider listing + a native check per cluster).
+    health_interval: float = Field(default=10.0, gt=0)
+    #: A worker unhealthy this long is replaced when auto_healing_enabled=true.
+    health_grace: float = Field(default=30.0, ge=0)
+    #: Above this share of unhealthy nodes, auto-healing stops and says why.
+    max_unhealthy_share: float = Field(default=0.5, gt=0, le=1)
     heartbeat_interval: float = Field(default=10.0, gt=0)
     service_down_time: float = Field(default=60.0, gt=0)
 

@@ -13,9 +13,9 @@ import socket
 import threading
 from collections.abc import Callable
 
+from flotilla.conductor.health import HealthMonitor, HealthPolicy
 from flotilla.conductor.providers import ProviderPool
 from flotilla.conductor.runner import OpRunner
-from flotilla.conductor.sync import sync_once
 from flotilla.db.engine import Database
 from flotilla.drivers.registry import CoeRegistry
 from flotilla.services import certificates, operations
@@ -44,7 +44,8 @@ class Conductor:
         for i in range(cfg.workers):
             self._spawn(f"worker-{i}", lambda i=i: self._worker_loop(i))  # type: ignore[misc]
         self._spawn("heartbeat", self._heartbeat_loop)
-        self._spawn("sync", self._sync_loop)
+        self._spawn("reaper", self._reaper_loop)
+        self._spawn("health", self._health_loop)
 
     def wake(self) -> None:
         """Look for work now (called by the in-process API after it queues an operation)."""
@@ -83,16 +84,29 @@ class Conductor:
                 log.exception("conductor heartbeat failed")
             self._stop.wait(self.settings.conductor.heartbeat_interval)
 
-    def _sync_loop(self) -> None:
+    def _reaper_loop(self) -> None:
+        """Fail operations past their deadline whose worker is gone (always terminal)."""
         cfg = self.settings.conductor
         while not self._stop.wait(cfg.sync_interval):
             try:
                 with self.db.session() as s:
                     for op in operations.expired(s):
                         operations.reap(s, op, f"{self.host}/reaper", cfg.lease_seconds)
-                sync_once(self.db, self.providers)
             except Exception:
-                log.exception("periodic sync failed")
+                log.exception("reaper failed")
+
+    def _health_loop(self) -> None:
+        cfg = self.settings.conductor
+        monitor = HealthMonitor(
+            self.db, self.box, self.coes, self.providers,
+            HealthPolicy(grace_seconds=cfg.health_grace, max_unhealthy_share=cfg.max_unhealthy_share),
+        )  # fmt: skip
+        while not self._stop.wait(cfg.health_interval):
+            try:
+                if monitor.cycle():
+                    self.wake()
+            except Exception:
+                log.exception("health cycle failed")
 
     def stop(self) -> None:
         self._stop.set()
