@@ -23,9 +23,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.flotilla-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "==> pip install -e .[dev,keystone]"
+  echo "==> pip install -e '.[dev,keystone,amqp]'"
   .venv/bin/pip install -q --disable-pip-version-check -U pip >/dev/null
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev,keystone]'
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev,keystone,amqp]'
   touch "$stamp"
 fi
 echo "==> setup done"

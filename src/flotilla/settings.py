@@ -15,6 +15,8 @@ import yaml
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from flotilla.notify.config import NotificationSettings
+
 AuthStrategy = Literal["token", "keystone", "noauth"]
 
 
@@ -75,6 +77,7 @@ class Settings(BaseSettings):
     keystone: KeystoneSettings = Field(default_factory=KeystoneSettings)
     conductor: ConductorSettings = Field(default_factory=ConductorSettings)
     local: LocalProviderSettings = Field(default_factory=LocalProviderSettings)
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     enabled_providers: list[str] = Field(default_factory=lambda: ["local", "fake"])
     default_provider: str = "local"
     enabled_coe_drivers: list[str] = Field(default_factory=lambda: ["docker", "swarm_mode"])

@@ -18,7 +18,7 @@ from flotilla.api.errors import error_response
 from flotilla.api.local import router as local_router
 from flotilla.api.middleware import EdgeMiddleware
 from flotilla.api.v1 import certificates as certificates_api
-from flotilla.api.v1 import clusters, clustertemplates, nodegroups, root
+from flotilla.api.v1 import clusters, clustertemplates, mservices, nodegroups, quotas, root, stats
 from flotilla.db.engine import Database
 from flotilla.drivers.registry import CoeRegistry
 from flotilla.errors import FlotillaError
@@ -65,6 +65,9 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     app.include_router(clusters.clusters_router)
     app.include_router(clusters.bays_router)
     app.include_router(certificates_api.router)
+    app.include_router(quotas.router)
+    app.include_router(stats.router)
+    app.include_router(mservices.router)
     app.include_router(local_router)
     _install_error_handlers(app)
     app.add_middleware(EdgeMiddleware)

@@ -11,13 +11,18 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
+from datetime import timedelta
 
 from flotilla.conductor.health import HealthMonitor, HealthPolicy
 from flotilla.conductor.providers import ProviderPool
 from flotilla.conductor.runner import OpRunner
 from flotilla.db.engine import Database
 from flotilla.drivers.registry import CoeRegistry
+from flotilla.notify.config import build_sinks
+from flotilla.notify.dispatcher import deliver_pending, purge_delivered
+from flotilla.notify.sinks import close_sinks
 from flotilla.services import certificates, operations
 from flotilla.services import services as mservices
 from flotilla.settings import Settings
@@ -35,6 +40,7 @@ class Conductor:
         self.coes = CoeRegistry.from_names(settings.enabled_coe_drivers)
         self.providers = providers or ProviderPool(settings)
         self.box = certificates.secret_box(settings)
+        self.sinks = build_sinks(settings.notifications, settings.data_dir)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -46,6 +52,7 @@ class Conductor:
         self._spawn("heartbeat", self._heartbeat_loop)
         self._spawn("reaper", self._reaper_loop)
         self._spawn("health", self._health_loop)
+        self._spawn("notify", self._notify_loop)
 
     def wake(self) -> None:
         """Look for work now (called by the in-process API after it queues an operation)."""
@@ -108,8 +115,25 @@ class Conductor:
             except Exception:
                 log.exception("health cycle failed")
 
+    def _notify_loop(self) -> None:
+        """Deliver CADF notifications from the outbox (at least once, with backoff)."""
+        cfg = self.settings.notifications
+        last_purge = 0.0
+        while not self._stop.is_set():
+            sent = 0
+            try:
+                sent = deliver_pending(self.db, self.sinks, max_attempts=cfg.max_attempts)
+                if time.monotonic() - last_purge > 3600:
+                    purge_delivered(self.db, timedelta(hours=cfg.keep_delivered_hours))
+                    last_purge = time.monotonic()
+            except Exception:
+                log.exception("delivering notifications failed")
+            if not sent:
+                self._stop.wait(cfg.poll_interval)
+
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
         for t in self._threads:
             t.join(timeout=10)
+        close_sinks(self.sinks)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+import flotilla.db.outbox  # noqa: F401  (registers the outbox table on Base.metadata)
 from flotilla.db.models import Base
 
 config = context.config

@@ -21,7 +21,7 @@ from flotilla.drivers.registry import CoeRegistry
 from flotilla.errors import Forbidden, Invalid, InvalidTransition, NotFound
 from flotilla.idents import new_uuid, random_name
 from flotilla.lifecycle import Event, Status
-from flotilla.services import catalog, operations, template_rules, templates
+from flotilla.services import catalog, notifications, operations, template_rules, templates
 from flotilla.services.lookup import by_ident
 from flotilla.services.pagination import Page, paginate
 
@@ -235,7 +235,15 @@ def create(
     operations.enqueue(
         session, cluster, "create", timeout_minutes=timeout, user_id=ctx.user_id, project_id=ctx.project_id
     )
+    _notify(session, ctx, cluster, "create")
     return cluster
+
+
+def _notify(session: Session, ctx: RequestContext, cluster: m.Cluster, action: notifications.Action) -> None:
+    notifications.emit(
+        session, cluster=cluster, action=action, outcome="pending", ctx_user_id=ctx.user_id,
+        ctx_project_id=ctx.project_id,
+    )  # fmt: skip
 
 
 def _check_quota(session: Session, ctx: RequestContext, limits: Limits) -> None:
@@ -314,6 +322,7 @@ def scale(
     ng.node_names = names
     ng.status = Status.UPDATE_IN_PROGRESS.value
     ng.updated_at = utcnow()
+    _notify(session, ctx, cluster, "update")
     return operations.enqueue(
         session, cluster, "update",
         params={"nodegroup": ng.uuid, "previous_node_count": previous, "previous_names": current,
@@ -352,6 +361,7 @@ def delete(session: Session, ctx: RequestContext, cluster: m.Cluster, view: Clus
     cancelled = operations.cancel_active(session, cluster.uuid, "superseded by a delete")
     for ng in nodegroups(session, cluster):
         ng.status = Status.DELETE_IN_PROGRESS.value
+    _notify(session, ctx, cluster, "delete")
     return operations.enqueue(
         session, cluster, "delete", params={"cancelled": cancelled}, timeout_minutes=max(cluster.create_timeout, 10),
         user_id=ctx.user_id, project_id=ctx.project_id,
@@ -370,6 +380,7 @@ def rotate_ca(
     operations.transition(session, cluster, Event.UPDATE_REQUESTED, "CA rotation requested")
     ca = session.scalars(select(m.ClusterCa).where(m.ClusterCa.cluster_id == cluster.uuid)).first()
     target = (ca.generation if ca else 1) + 1
+    _notify(session, ctx, cluster, "update")
     return operations.enqueue(
         session, cluster, "rotate_ca", params={"ca_generation": target}, timeout_minutes=10,
         user_id=ctx.user_id, project_id=ctx.project_id,

@@ -24,6 +24,7 @@ from flotilla.db.models import utcnow
 from flotilla.errors import InvalidTransition
 from flotilla.idents import new_uuid
 from flotilla.lifecycle import Event, Status
+from flotilla.services import notifications
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +216,14 @@ def finish(
         status = transition(session, cluster, Event.FAILED, failed_reason)
     else:
         status = transition(session, cluster, Event.SUCCEEDED, _done_reason(row, now))
+    session.refresh(cluster)
+    action: notifications.Action = (
+        "create" if row.kind == "create" else "delete" if row.kind == "delete" else "update"
+    )
+    notifications.emit(
+        session, cluster=cluster, action=action, outcome="failure" if failed_reason else "success",
+        ctx_user_id=row.user_id, ctx_project_id=row.project_id, reason=failed_reason,
+    )  # fmt: skip
     if status == Status.DELETE_COMPLETE:
         purge_cluster(session, cluster.uuid)
         return status
