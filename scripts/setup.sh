@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(docker.io haproxy busybox-static postgresql openssh-client iproute2 procps)
+APT_PACKAGES=(docker.io haproxy busybox-static postgresql openssh-client openssh-server iproute2 procps curl)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -3,6 +3,7 @@ crash recovery, failure with a reason, and deletes that leave nothing behind."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +22,9 @@ def server(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     srv = Server(data_dir=tmp_path_factory.mktemp("srv-docker"), docker_host=engine.host).start()
     try:
         srv.fl("image-build", "flotilla-node", "--os-distro", "debian")
+        srv.fl("keypair-create", "testkey")
         srv.fl(
-            "cluster-template-create", "dtpl", "--coe", "docker", "--image", "flotilla-node",
+            "cluster-template-create", "dtpl", "--coe", "docker", "--image", "flotilla-node", "--keypair", "testkey",
             "--external-network", "public", "--flavor", "m1.small", "--docker-storage-driver", "overlay2",
             "--docker-volume-size", "2",
         )  # fmt: skip
@@ -50,6 +52,17 @@ def test_docker_cluster_tls_csr_rotation_and_clean_delete(
     df = docker(env, "run", "--rm", "-v", "/var/lib/docker:/d:ro", "busybox:local", "df", "-m", "/d").stdout
     size_mb = int(df.splitlines()[-1].split()[1])
     assert 1500 < size_mb < 2100, df
+
+    # The keypair's key logs in as the guide's login name.
+    key = server.data_dir / "keys" / "testkey"
+    ip = c["api_address"].removeprefix("tcp://").split(":")[0]
+    ssh = subprocess.run(
+        ["ssh", "-i", str(key), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+         "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", f"fedora@{ip}", "id -un; hostname"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert ssh.returncode == 0, ssh.stderr
+    assert ssh.stdout.split()[0] == "fedora" and "master-0" in ssh.stdout, ssh.stdout
 
     # A client without a certificate is refused.
     ca_only = tmp_path / "ca-only"

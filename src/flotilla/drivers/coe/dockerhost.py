@@ -57,7 +57,20 @@ def api_address(spec: ClusterSpec, ip: str) -> str:
     return f"tcp://{ip}:{port(spec)}"
 
 
+#: Starts sshd (when the image has it) for the guide's login, then execs the daemon.
+NODE_INIT = (
+    "if [ -x /usr/sbin/sshd ]; then mkdir -p /etc/ssh /run/sshd && ssh-keygen -A >/dev/null 2>&1 && "
+    "/usr/sbin/sshd -f /dev/null -o PasswordAuthentication=no -o PermitRootLogin=prohibit-password; fi; "
+    'exec "$@"'
+)
+
+
 def dockerd_command(spec: ClusterSpec) -> list[str]:
+    """The node's main process: sshd in the background, then dockerd."""
+    return ["sh", "-c", NODE_INIT, "node-init", *_dockerd(spec)]
+
+
+def _dockerd(spec: ClusterSpec) -> list[str]:
     storage = STORAGE_DRIVERS.get(spec.docker_storage_driver, "overlay2")
     cmd = ["dockerd", "--host", "unix:///var/run/docker.sock", f"--storage-driver={storage}"]
     if spec.tls_disabled:

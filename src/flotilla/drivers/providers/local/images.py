@@ -221,9 +221,42 @@ def hostroot_tarball() -> bytes:
             _add_symlink(tar, name, target)
         for entry in _HOSTROOT_ETC:
             src = Path("/etc") / entry
+            if entry in _ACCOUNT_FILES:
+                continue
             if src.exists() or src.is_symlink():
                 tar.add(str(src), arcname=f"etc/{entry}", recursive=True)
+        _add_login_user(tar)
     return buf.getvalue()
+
+
+#: The guide's login name for swarm nodes ("fedora"), added to the image's accounts.
+LOGIN_USER = "fedora"
+LOGIN_UID = 1500
+_ACCOUNT_FILES = ("passwd", "group", "shadow", "gshadow")
+
+
+def _add_login_user(tar: tarfile.TarFile) -> None:
+    """Copy the host's account files and add the login user (key-only: no password),
+    with ``/home/<user>/.ssh`` owned by it so sshd's StrictModes accept the key."""
+    lines = {
+        "passwd": f"{LOGIN_USER}:x:{LOGIN_UID}:{LOGIN_UID}:{LOGIN_USER}:/home/{LOGIN_USER}:/bin/sh",
+        "group": f"{LOGIN_USER}:x:{LOGIN_UID}:",
+        "shadow": f"{LOGIN_USER}:*:19000:0:99999:7:::",
+        "gshadow": f"{LOGIN_USER}:!::",
+    }
+    for name, line in lines.items():
+        src = Path("/etc") / name
+        text = src.read_text() if src.is_file() else ""
+        if not any(row.split(":", 1)[0] == LOGIN_USER for row in text.splitlines()):
+            text = text.rstrip("\n") + ("\n" if text else "") + line + "\n"
+        _add_file(tar, f"etc/{name}", text.encode(), 0o640 if "shadow" in name else 0o644)
+    for path, mode in ((f"home/{LOGIN_USER}", 0o755), (f"home/{LOGIN_USER}/.ssh", 0o700)):
+        info = tarfile.TarInfo(path)
+        info.type = tarfile.DIRTYPE
+        info.mode = mode
+        info.uid = info.gid = LOGIN_UID
+        info.mtime = int(time.time())
+        tar.addfile(info)
 
 
 def _is_static_elf(path: Path) -> bool:

@@ -94,7 +94,9 @@ def _check_name(what: str, value: str) -> str:
 
 def _file_mode(path: str) -> int:
     name = PurePosixPath(path).name
-    return 0o600 if "key" in name or name == "authorized_keys" else 0o644
+    # authorized_keys holds public keys and must be readable by the login user (sshd
+    # reads it with the user's uid; a root-owned 0644 file passes StrictModes).
+    return 0o600 if "key" in name and name != "authorized_keys" else 0o644
 
 
 def _volume_name(node: str) -> str:
@@ -504,7 +506,10 @@ class LocalProvider:
         """Write spec.files (and the SSH key) under the node dir; return (host path, node path)."""
         files: dict[str, bytes] = dict(spec.files)
         if spec.ssh_public_key:
-            files.setdefault("/root/.ssh/authorized_keys", spec.ssh_public_key.strip().encode() + b"\n")
+            key = spec.ssh_public_key.strip().encode() + b"\n"
+            files.setdefault("/root/.ssh/authorized_keys", key)
+            if spec.login_user and spec.login_user != "root":
+                files.setdefault(f"/home/{spec.login_user}/.ssh/authorized_keys", key)
         base = self._node_dir(spec.cluster_uuid, spec.name) / "files"
         mounts: list[tuple[Path, str]] = []
         for path, data in sorted(files.items()):
