@@ -15,7 +15,7 @@ from typing import Any, Literal
 from flotilla.errors import Invalid
 from flotilla.idents import is_uuid
 
-Kind = Literal["str", "int", "bool", "labels", "strlabels", "uuid", "strlist", "dict"]
+Kind = Literal["str", "int", "number", "bool", "labels", "strlabels", "uuid", "strlist", "dict"]
 
 _TRUE = {"true", "t", "yes", "y", "on", "1"}
 _FALSE = {"false", "f", "no", "n", "off", "0"}
@@ -68,6 +68,12 @@ def coerce(f: Field, value: Any) -> Any:
         return None
     if f.kind == "bool":
         return parse_bool(f.name, value)
+    if f.kind == "number":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise invalid(f.name, value, "Wrong type. Expected a number.")
+        if f.minimum is not None and value < f.minimum:
+            raise invalid(f.name, value, f"Value should be greater or equal to {f.minimum}")
+        return float(value)
     if f.kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise invalid(f.name, value, "Wrong type. Expected an integer.")

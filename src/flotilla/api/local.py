@@ -58,7 +58,7 @@ def list_flavors(rt: RuntimeDep, ctx: ContextDep) -> dict[str, Any]:
 def create_flavor(rt: RuntimeDep, ctx: ContextDep, body: BodyDep) -> JSONResponse:
     v = parse_body(
         body,
-        (Field("name", mandatory=True, min_len=1), Field("vcpus", "int", mandatory=True, minimum=1),
+        (Field("name", mandatory=True, min_len=1), Field("vcpus", "number", mandatory=True, minimum=0),
          Field("ram_mb", "int", mandatory=True, minimum=64)),
         argument="flavor",
     )  # fmt: skip

@@ -7,8 +7,6 @@ import logging
 import sys
 from typing import Any
 
-from flotilla.settings import load_settings
-
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
@@ -54,6 +52,8 @@ def register(sub: Any) -> None:
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Any:
+    from flotilla.settings import load_settings  # lazy: keeps every other command's start fast
+
     return load_settings(
         data_dir=args.data_dir, database_url=getattr(args, "database_url", None),
         log_level=getattr(args, "log_level", None), **extra,

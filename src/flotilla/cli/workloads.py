@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from flotilla.cli.main import CliError
+from flotilla.cli.output import api_command, connect
 from flotilla.domain import TlsMaterial
 
 
@@ -41,18 +42,20 @@ def _client_tls(client: Any, cluster_uuid: str) -> TlsMaterial:
     return TlsMaterial(ca_pem=ca + "\n", cert_pem=cert + "\n", key_pem=key)
 
 
+@api_command
 def cmd_image_load(args: argparse.Namespace) -> int:
-    from flotilla.client import Client
     from flotilla.drivers.coe import dockerapi
 
-    client = Client.from_environment(args.os_cloud, args.os_token, args.os_endpoint, args.data_dir)
+    client = connect(args)
     cluster = client.get_cluster(args.cluster)
     if not cluster.get("api_address"):
         raise CliError(f"cluster {args.cluster} has no api_address yet (status {cluster.get('status')}).")
     template = client.get_template(cluster["cluster_template_id"])
     tls = None if template.get("tls_disabled") else _client_tls(client, cluster["uuid"])
     port = cluster["api_address"].rsplit(":", 1)[1]
-    addresses = list(dict.fromkeys([*cluster.get("master_addresses", []), *cluster.get("node_addresses", [])]))
+    addresses = list(
+        dict.fromkeys([*cluster.get("master_addresses", []), *cluster.get("node_addresses", [])])
+    )
     data, mode, tag = _payload(args)
     for ip in addresses:
         with dockerapi.client(f"tcp://{ip}:{port}", tls, timeout=120) as c:

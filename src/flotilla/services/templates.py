@@ -44,7 +44,7 @@ BOOL_DEFAULTS = {
 
 
 def _label(view: View) -> str:
-    return "ClusterTemplate" if view == "clustertemplate" else "BayModel"
+    return "ClusterTemplate"  # Magnum says ClusterTemplate on both paths
 
 
 def visible(ctx: RequestContext, view: View, *, listing: bool) -> ColumnElement[bool]:
