@@ -71,6 +71,6 @@ Reach it with the plain docker CLI:
   eval \$($FL cluster-config $CLUSTER --dir $CERTS --force)
   docker info
 
-More: $FL cluster-show $CLUSTER | $FL --help
-Clean up: $FL cluster-delete $CLUSTER --wait && kill \$(cat $PIDFILE)
+More: $FL cluster-show $CLUSTER, $FL --help, the dashboard at http://$BIND/dashboard/
+Clean up: $FL cluster-delete $CLUSTER --wait && kill \$(cat $PIDFILE) && $FL engine-stop
 MSG

@@ -39,6 +39,17 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_conductor)
 
     p = sub.add_parser(
+        "engine-stop",
+        help="Stop the Docker Engine Flotilla started for this data dir (when no cluster uses it).",
+        description=(
+            "Stop the dockerd that Flotilla started and owns under DATA_DIR/docker, by its pid. "
+            "Refuses while containers of Flotilla clusters still exist (delete the clusters first)."
+        ),
+    )
+    p.add_argument("--force", action="store_true", help="Stop it even if cluster nodes still exist.")
+    p.set_defaults(func=cmd_engine_stop)
+
+    p = sub.add_parser(
         "token-create",
         help="Create an API token for a user in a project (prints it once).",
         description="Create an API token bound to a user, a project and a role. Works on the database directly.",
@@ -93,4 +104,25 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     db.dispose()
     print(token)
     print(f"# export OS_TOKEN={token} OS_ENDPOINT_OVERRIDE={settings.endpoint}/v1", file=sys.stderr)
+    return 0
+
+
+def cmd_engine_stop(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from flotilla.cli.main import CliError
+    from flotilla.drivers.providers.local.engine import Engine
+    from flotilla.drivers.providers.local.provider import leaks
+
+    settings = _settings(args)
+    pidfile = Path(settings.data_dir) / "docker" / "dockerd.pid"
+    if not pidfile.is_file():
+        print(f"no Flotilla-owned Docker Engine for {settings.data_dir}", file=sys.stderr)
+        return 0
+    engine = Engine.connect(None, Path(settings.data_dir))
+    left = leaks(engine)
+    if left and not args.force:
+        raise CliError(f"cluster resources still exist ({', '.join(left[:5])}...); delete the clusters or use --force")
+    engine.stop()
+    print(f"stopped the Docker Engine of {settings.data_dir}", file=sys.stderr)
     return 0
