@@ -66,7 +66,11 @@ TRANSITIONS: dict[tuple[Status, Event], Status] = {
     # Delete is allowed from every state but an ongoing delete (409 for the second of two
     # deletes). Deleting a cluster whose create or update still runs cancels that
     # operation: its worker stops at the next checkpoint, then the delete runs.
-    **{(s, E.DELETE_REQUESTED): S.DELETE_IN_PROGRESS for s in Status if s not in {S.DELETE_IN_PROGRESS, S.DELETE_COMPLETE}},
+    **{
+        (s, E.DELETE_REQUESTED): S.DELETE_IN_PROGRESS
+        for s in Status
+        if s not in {S.DELETE_IN_PROGRESS, S.DELETE_COMPLETE}
+    },
 }
 
 
