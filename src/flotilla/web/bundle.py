@@ -1,0 +1,107 @@
+"""The native-client config bundle: a zip with ``ca.pem``, ``cert.pem``, ``key.pem`` and
+``env`` (the export lines), like ``magnum cluster-config`` writes into a directory.
+
+The key and CSR are made here, in the dashboard process, and the CSR is signed by the
+cluster's CA through ``services.certificates.sign`` (same policy as the API); the
+private key goes to the browser and is not kept.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+
+from fastapi import Request, Response
+
+from flotilla.api.deps import runtime
+from flotilla.certs import authority
+from flotilla.drivers.registry import CoeRegistry
+from flotilla.errors import Forbidden, Invalid
+from flotilla.services import certificates, clusters
+from flotilla.web.render import page
+from flotilla.web.routing import new_router
+from flotilla.web.session import FormDep, ViewerDep
+
+router = new_router()
+
+
+def _pem(text: str) -> str:
+    return text if text.endswith("\n") else text + "\n"
+
+
+def _env_lines(coes: CoeRegistry, coe: str, api_address: str) -> list[str]:
+    """The COE driver's export lines for a bundle unpacked in the current directory."""
+    driver = coes.get(coe)
+    if driver is not None:
+        return driver.client_env(api_address, ".", True)
+    return [f"export DOCKER_HOST={api_address}", "export DOCKER_CERT_PATH=.", "export DOCKER_TLS_VERIFY=1"]
+
+
+@router.get("/clusters/{ident}/config")
+def config_page(request: Request, me: ViewerDep, ident: str) -> Response:
+    rt = runtime(request)
+    with rt.db.reader() as s:
+        c = clusters.get(s, me.ctx, ident, "cluster")
+        template = clusters.template_of(s, c)
+    tls = not template.tls_disabled
+    env = _env_lines(rt.coes, template.coe, c.api_address) if c.api_address and tls else []
+    if c.api_address and not tls:
+        env = [line for line in _env_lines(rt.coes, template.coe, c.api_address) if "DOCKER_HOST" in line]
+    return page(
+        request, "cluster_config.html", title=f"Client config for {c.name}", active="clusters", c=c,
+        tls=tls, ready=bool(c.api_address), env=env, coe=template.coe,
+    )  # fmt: skip
+
+
+@router.get("/clusters/{ident}/ca.pem")
+def ca_download(request: Request, me: ViewerDep, ident: str) -> Response:
+    with runtime(request).db.reader() as s:
+        c = clusters.get(s, me.ctx, ident, "cluster")
+        pem = certificates.ca_pem(s, me.ctx, c)
+    return Response(
+        _pem(pem), media_type="application/x-pem-file",
+        headers={"Content-Disposition": 'attachment; filename="ca.pem"', "Cache-Control": "no-store"},
+    )  # fmt: skip
+
+
+@router.post("/clusters/{ident}/config.zip")
+def config_zip(request: Request, me: ViewerDep, form: FormDep, ident: str) -> Response:
+    rt = runtime(request)
+    if not me.can_write:  # before any other message; certificates.sign enforces it too
+        raise Forbidden("Policy doesn't allow certificate:create to be performed.")
+    with rt.db.reader() as s:
+        c = clusters.get(s, me.ctx, ident, "cluster")
+        template = clusters.template_of(s, c)
+        if template.tls_disabled:
+            raise Invalid(
+                f"TLS is disabled for cluster {c.name}: there are no certificates to download; "
+                f"point DOCKER_HOST at {c.api_address or 'its API address'}."
+            )
+        if not c.api_address:
+            raise Invalid(f"Cluster {c.name} has no API address yet; wait until its creation completes.")
+        csr, key = authority.generate_csr()
+        ca = certificates.ca_pem(s, me.ctx, c)
+        cert = certificates.sign(s, me.ctx, rt.box, c, csr)
+        name, address = c.name or c.uuid, c.api_address
+    env = "\n".join(
+        [
+            f"# Flotilla cluster {name}: run `. ./env` in this directory.",
+            *_env_lines(rt.coes, template.coe, address),
+        ]
+    )
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for filename, text, mode in (
+            ("ca.pem", _pem(ca), 0o644), ("cert.pem", _pem(cert), 0o644), ("key.pem", _pem(key), 0o600),
+            ("env", env + "\n", 0o644),
+        ):  # fmt: skip
+            info = zipfile.ZipInfo(filename, date_time=(2024, 1, 1, 0, 0, 0))
+            info.external_attr = (0o100000 | mode) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, text)
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    return Response(
+        buf.getvalue(), media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{safe}-config.zip"', "Cache-Control": "no-store"},
+    )  # fmt: skip
