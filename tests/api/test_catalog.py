@@ -138,10 +138,11 @@ def test_flavor_lifecycle(api: TestClient, auth: Auth, register_image: Callable[
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ({"name": "f", "vcpus": 0, "ram_mb": 512}, "Invalid input for field/attribute vcpus. Value: '0'. Value should be greater or equal to 1"),
+        ({"name": "f", "vcpus": 0, "ram_mb": 512}, "A flavor needs vcpus > 0 and ram_mb >= 64."),
+        ({"name": "f", "vcpus": -1, "ram_mb": 512}, "Invalid input for field/attribute vcpus. Value: '-1'. Value should be greater or equal to 0"),
         ({"name": "f", "vcpus": 1, "ram_mb": 32}, "Invalid input for field/attribute ram_mb. Value: '32'. Value should be greater or equal to 64"),
         ({"name": "f", "vcpus": 1}, "Invalid input for field/attribute ram_mb. Value: 'None'. Mandatory field missing."),
-        ({"name": "f", "vcpus": "two", "ram_mb": 512}, "Invalid input for field/attribute vcpus. Value: 'two'. Wrong type. Expected an integer."),
+        ({"name": "f", "vcpus": "two", "ram_mb": 512}, "Invalid input for field/attribute vcpus. Value: 'two'. Wrong type. Expected a number."),
     ],
 )  # fmt: skip
 def test_flavor_validation(api: TestClient, auth: Auth, body: dict[str, Any], message: str) -> None:

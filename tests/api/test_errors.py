@@ -141,7 +141,7 @@ def test_404_unknown_template(api: TestClient, auth: Auth) -> None:
     r = api.delete(f"/v1/clustertemplates/{uuid}", headers=auth("p1_member"))
     assert_error(r, 404, f"ClusterTemplate {uuid} could not be found.")
     r = api.patch(f"/v1/baymodels/{uuid}", json=[], headers=auth("p1_member"))
-    assert_error(r, 404, f"BayModel {uuid} could not be found.")
+    assert_error(r, 404, f"ClusterTemplate {uuid} could not be found.")
 
 
 @pytest.mark.parametrize(

@@ -186,7 +186,7 @@ def test_another_projects_uuid_is_an_unknown_marker(
     r = api.get(f"/v1/clustertemplates?marker={other['uuid']}", headers=auth("p1_member"))
     assert error(r, 404) == f"ClusterTemplate {other['uuid']} could not be found."
     r = api.get(f"/v1/baymodels?marker={other['uuid']}", headers=auth("p1_member"))
-    assert error(r, 404) == f"BayModel {other['uuid']} could not be found."
+    assert error(r, 404) == f"ClusterTemplate {other['uuid']} could not be found."
 
 
 def test_admin_pages_across_projects(api: TestClient, auth: Auth, seven: list[dict[str, Any]]) -> None:

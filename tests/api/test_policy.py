@@ -98,10 +98,10 @@ def test_other_projects_private_template_is_404(
     api: TestClient, auth: Auth, world: dict[str, dict[str, Any]]
 ) -> None:
     p1 = world["p1"]
-    for coll, label in (("clustertemplates", "ClusterTemplate"), ("baymodels", "BayModel")):
+    for coll in ("clustertemplates", "baymodels"):  # Magnum says ClusterTemplate on both paths
         for ident in (p1["uuid"], p1["name"]):
             r = api.get(f"/v1/{coll}/{ident}", headers=auth("p2_member"))
-            assert error(r, 404) == f"{label} {ident} could not be found."
+            assert error(r, 404) == f"ClusterTemplate {ident} could not be found."
     # writes too: 404, not 403, so existence does not leak
     assert (
         error(rename(api, auth("p2_member"), p1["uuid"]), 404)
@@ -281,5 +281,5 @@ def test_admin_baymodel_view_has_no_all_projects_scope(
     p2 = world["p2"]["uuid"]
     assert (
         error(api.get(f"/v1/baymodels/{p2}", headers=auth("admin")), 404)
-        == f"BayModel {p2} could not be found."
+        == f"ClusterTemplate {p2} could not be found."
     )

@@ -454,7 +454,10 @@ def test_duplicate_names_conflict_on_lookup(api: TestClient, auth: Auth) -> None
         "Multiple ClusterTemplates exist with same name. Please use the ClusterTemplate uuid instead."
     )
     r = api.get("/v1/baymodels/dup", headers=h)
-    assert detail(r, 409) == "Multiple BayModels exist with same name. Please use the BayModel uuid instead."
+    assert (
+        detail(r, 409)
+        == "Multiple ClusterTemplates exist with same name. Please use the ClusterTemplate uuid instead."
+    )
     assert api.delete(f"/v1/clustertemplates/{a['uuid']}", headers=h).status_code == 204
     assert api.get("/v1/clustertemplates/dup", headers=h).json()["uuid"] == b["uuid"]
 
