@@ -80,7 +80,7 @@ if [ -z "${FLOTILLA_TEST_PG_URL:-}" ]; then
 fi
 log "PostgreSQL for tests: ${FLOTILLA_TEST_PG_URL%%://*}://…@${FLOTILLA_TEST_PG_URL##*@}"
 
-for helper in scripts/setup-compat.sh scripts/setup-keystone.sh; do
+for helper in scripts/setup-compat.sh scripts/setup-keystone.sh scripts/setup-browser.sh scripts/setup-rabbitmq.sh; do
   if [ -f "$helper" ]; then
     log "$helper"
     bash "$helper"

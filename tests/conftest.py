@@ -30,6 +30,8 @@ from flotilla.db.models import Base
 from flotilla.services import tokens as token_service
 from flotilla.settings import ConductorSettings, Settings
 
+pytest_plugins = ["engine_fixtures"]
+
 with warnings.catch_warnings():  # Starlette nudges towards httpx2; httpx is what we have
     warnings.filterwarnings("ignore", message=".*starlette.testclient.*")
     from fastapi.testclient import TestClient

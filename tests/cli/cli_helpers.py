@@ -40,8 +40,11 @@ class Server:
     token: str
     workdir: Path
     home: Path
+    docker_host: str = ""
 
     def env(self, **extra: str) -> dict[str, str]:
+        if self.docker_host:
+            extra.setdefault("FLOTILLA_LOCAL__DOCKER_HOST", self.docker_host)
         return clean_env(HOME=str(self.home), **extra)
 
     def run(

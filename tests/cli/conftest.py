@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 from cli_helpers import FLOTILLA, IMAGE, START_TIMEOUT, Server, clean_env, free_port
 
+from flotilla.drivers.providers.local import Engine
+
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory, engine: Engine) -> Iterator[Server]:
+    """On the session's Docker Engine (tests/engine_fixtures.py): one dockerd per test run."""
     root = tmp_path_factory.mktemp("flotilla-cli")
     data_dir, workdir, home = root / "data", root / "work", root / "home"
     for d in (workdir, home):
@@ -27,7 +27,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     proc = subprocess.Popen(
         [FLOTILLA, "--data-dir", str(data_dir), "serve", "--bind", f"127.0.0.1:{port}"],
         cwd=workdir,
-        env=clean_env(HOME=str(home)),
+        env=clean_env(HOME=str(home), FLOTILLA_LOCAL__DOCKER_HOST=engine.host),
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -46,7 +46,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                 pytest.fail(f"flotilla serve did not answer in {START_TIMEOUT} s")
             time.sleep(0.2)
         token = yaml.safe_load(clouds.read_text())["clouds"]["flotilla"]["auth"]["token"]
-        srv = Server(data_dir=data_dir, endpoint=endpoint, token=token, workdir=workdir, home=home)
+        srv = Server(
+            data_dir=data_dir,
+            endpoint=endpoint,
+            token=token,
+            workdir=workdir,
+            home=home,
+            docker_host=engine.host,
+        )
         srv.run("image-create", IMAGE, "--os-distro", "fedora-atomic", "--source", "flotilla-node:hostroot")
         yield srv
     finally:
@@ -57,20 +64,3 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             proc.kill()
             proc.wait(timeout=5)
         log.close()
-        _stop_owned_dockerd(data_dir)
-
-
-def _stop_owned_dockerd(data_dir: Path) -> None:
-    """Stop the dockerd the server (or ``image-build``) started for this data dir, by its pid."""
-    pidfile = data_dir / "docker" / "dockerd.pid"
-    try:
-        pid = int(pidfile.read_text().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return
-    from flotilla.drivers.providers.local.engine import Engine
-
-    try:
-        Engine.connect(None, data_dir).stop()
-    except Exception as exc:  # the tests are over; report, do not fail them
-        print(f"could not stop dockerd pid {pid}: {exc}", file=sys.stderr)

@@ -8,7 +8,6 @@ so pages can be checked in every state. The real thing runs in ``test_browser.py
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,21 +24,6 @@ from flotilla.web import routes as web_routes
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "browser: drives a real headless Chromium (scripts/setup-browser.sh)")
-
-
-def _load_e2e_fixtures() -> Any:
-    """``tests/e2e/conftest.py``'s engine and node-image fixtures, for the e2e browser flow."""
-    path = Path(__file__).parents[1] / "e2e" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("flotilla_tests_e2e_conftest", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_e2e = _load_e2e_fixtures()
-engine = _e2e.engine
-hostroot_image = _e2e.hostroot_image
 
 
 @pytest.fixture

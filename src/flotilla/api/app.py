@@ -25,6 +25,7 @@ from flotilla.errors import FlotillaError
 from flotilla.services import bootstrap, certificates
 from flotilla.services.clusters import Limits
 from flotilla.settings import Settings
+from flotilla.web import routes as web_routes
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     app.include_router(quotas.router)
     app.include_router(stats.router)
     app.include_router(mservices.router)
+    app.include_router(web_routes.router)
     app.include_router(local_router)
     _install_error_handlers(app)
     app.add_middleware(EdgeMiddleware)

@@ -122,7 +122,9 @@ def cmd_engine_stop(args: argparse.Namespace) -> int:
     engine = Engine.connect(None, Path(settings.data_dir))
     left = leaks(engine)
     if left and not args.force:
-        raise CliError(f"cluster resources still exist ({', '.join(left[:5])}...); delete the clusters or use --force")
+        raise CliError(
+            f"cluster resources still exist ({', '.join(left[:5])}...); delete the clusters or use --force"
+        )
     engine.stop()
     print(f"stopped the Docker Engine of {settings.data_dir}", file=sys.stderr)
     return 0
