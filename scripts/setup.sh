@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Set up a fresh Debian bookworm machine for Flotilla: system packages, the Python venv,
-# and (unless SETUP_SKIP_IMAGE=1) the default node image. Idempotent; safe to re-run.
+# Set up a fresh Debian bookworm machine for Flotilla: system packages (the node image is
+# built from the host's /usr, so docker.io, haproxy, sshd and docker-registry are what the
+# nodes run) and the Python venv. Idempotent; safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(docker.io haproxy busybox-static postgresql openssh-client openssh-server iproute2 procps curl)
+APT_PACKAGES=(docker.io haproxy busybox-static postgresql openssh-client openssh-server docker-registry iproute2 procps curl)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

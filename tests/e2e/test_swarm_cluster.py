@@ -124,3 +124,24 @@ def test_three_managers_behind_the_load_balancer(server: Server, engine: Engine,
         assert r.returncode == 0, r.stderr
     server.fl("bay-delete", "habay", "--wait")
     assert leaks(engine, c["uuid"]) == []
+
+
+def test_registry_enabled(server: Server, engine: Engine, tmp_path: Path) -> None:
+    """registry_enabled: a registry in the cluster, on a volume, reachable from every node."""
+    server.fl("cluster-template-create", "regtpl", "--coe", "swarm", "--image", "node", "--external-network",
+              "public", "--docker-storage-driver", "overlay2", "--registry-enabled")  # fmt: skip
+    server.fl("cluster-create", "reg", "--cluster-template", "regtpl", "--node-count", "1", "--wait")
+    c = server.cluster("reg")
+    assert c["status"] == "CREATE_COMPLETE", c["status_reason"]
+    registry = c["master_addresses"][0].rsplit(".", 1)[0] + ".6:5000"
+    env = server.docker_env("reg", tmp_path / "certs")
+    server.fl("cluster-image-load", "reg", "busybox")
+    docker(env, "tag", "busybox:local", f"{registry}/busybox:shared")
+    docker(env, "push", f"{registry}/busybox:shared")  # from the manager
+    # A worker pulls it: a service pinned to the worker runs the pushed image.
+    worker = next(h for h in _states(env) if "-node-" in h)
+    docker(env, "service", "create", "-q", "--name", "pulled", "--constraint", f"node.hostname=={worker}",
+           "--stop-grace-period", "1s", f"{registry}/busybox:shared", "sleep", "3600")  # fmt: skip
+    assert _wait_running(env, "pulled", 1) == [worker]
+    server.fl("cluster-delete", "reg", "--wait")
+    assert leaks(engine, c["uuid"]) == []

@@ -216,7 +216,8 @@ class OpRunner:
         kind: OpKind = op.kind  # type: ignore[assignment]
         steps = list(driver.plan(kind, spec))
         generation = int((op.params or {}).get("ca_generation", 1))
-        if kind in ("create", "rotate_ca") and not spec.tls_disabled:
+        # Every cluster gets a CA (cheap): TLS daemons, the registry and CSR signing use it.
+        if kind in ("create", "rotate_ca"):
             steps.insert(0, Step("generating certificates", _ensure_ca(self.db, self.box, spec, generation)))
         return steps, spec, provider
 

@@ -107,5 +107,5 @@ def _reinstall_certs(ctx: StepContext) -> None:
     name = _node_name(spec)
     ip = dockerhost.node_ip(net, "master", name)
     node = dockerhost.find_node(ctx, name)
-    ctx.provider.put_files(node, dockerhost.tls_files(ctx, name, [ip]))
+    ctx.provider.put_files(node, dockerhost.tls_files(ctx, name, [ip], net))
     ctx.provider.restart_node(node)

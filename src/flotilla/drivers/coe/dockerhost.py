@@ -95,11 +95,28 @@ def proxy_env(spec: ClusterSpec) -> dict[str, str]:
     return env
 
 
-def tls_files(ctx: StepContext, name: str, ips: list[str]) -> dict[str, bytes]:
-    if ctx.spec.tls_disabled:
+REGISTRY_PORT = 5000
+
+
+def registry_address(net: NetworkInfo) -> str:
+    """``IP:5000`` of the cluster's registry (``registry_enabled``): the subnet's ``.6``."""
+    return f"{node_ip(net, 'registry', 'registry-0')}:{REGISTRY_PORT}"
+
+
+def tls_files(
+    ctx: StepContext, name: str, ips: list[str], net: NetworkInfo | None = None
+) -> dict[str, bytes]:
+    """The daemon's server certificate, and the cluster CA as the registry's trust root."""
+    if ctx.spec.tls_disabled and not ctx.spec.registry_enabled:
         return {}
     tls = ctx.server_tls(name, [name, "localhost"], ips)
+    files: dict[str, bytes] = {}
+    if ctx.spec.registry_enabled and net is not None:
+        files[f"/etc/docker/certs.d/{registry_address(net)}/ca.crt"] = tls.ca_pem.encode()
+    if ctx.spec.tls_disabled:
+        return files
     return {
+        **files,
         f"{TLS_DIR}/ca.pem": tls.ca_pem.encode(),
         f"{TLS_DIR}/server-cert.pem": tls.cert_pem.encode(),
         f"{TLS_DIR}/server-key.pem": tls.key_pem.encode(),
@@ -121,7 +138,7 @@ def node_spec(
         cluster_uuid=spec.uuid, name=name, role=group.role, image_ref=group.image_ref, network=net.name,
         cpus=group.flavor.vcpus, memory_mb=group.flavor.ram_mb, command=dockerd_command(spec),
         volume_gb=spec.docker_volume_size, ip=ip, env=proxy_env(spec),
-        files=tls_files(ctx, name, [ip, *(extra_ips or [])]), ssh_public_key=spec.ssh_public_key,
+        files=tls_files(ctx, name, [ip, *(extra_ips or [])], net), ssh_public_key=spec.ssh_public_key,
         login_user=LOGIN_USER, labels=dict(labels or {}),
     )  # fmt: skip
 

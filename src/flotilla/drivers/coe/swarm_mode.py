@@ -60,6 +60,8 @@ class SwarmModeCoe:
             ]
             if _lb_enabled(spec):
                 steps.append(Step("starting the load balancer", _start_lb))
+            if spec.registry_enabled:
+                steps.append(Step("starting the registry", _start_registry))
             steps.append(Step("waiting for nodes to be Ready", _wait_ready))
             return steps
         if kind == "update":
@@ -305,6 +307,36 @@ def _start_lb(ctx: StepContext) -> None:
     )  # fmt: skip
 
 
+def _registry_name(spec: ClusterSpec) -> str:
+    return spec.master.names[0].rsplit("-master-", 1)[0] + "-registry-0"
+
+
+def _start_registry(ctx: StepContext) -> None:
+    """A Docker registry (Debian's docker-registry) on its own node, storing images on the
+    node's volume, serving TLS with a certificate of the cluster's CA; every daemon trusts
+    it through /etc/docker/certs.d/<address>/ca.crt."""
+    spec = ctx.spec
+    net = dockerhost.ensure_network(ctx)
+    name = _registry_name(spec)
+    ip = dockerhost.node_ip(net, "registry", "registry-0")
+    tls = ctx.server_tls(name, [name, "localhost"], [ip])
+    config = (
+        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /var/lib/docker/registry\n"
+        "  delete:\n    enabled: true\nhttp:\n  addr: :5000\n  tls:\n"
+        "    certificate: /etc/docker/registry/cert.pem\n    key: /etc/docker/registry/key.pem\n"
+    )
+    ctx.provider.ensure_node(
+        NodeSpec(
+            cluster_uuid=spec.uuid, name=name, role="registry", image_ref=spec.master.image_ref, network=net.name,
+            cpus=0.5, memory_mb=512, command=["docker-registry", "serve", "/etc/docker/registry/config.yml"],
+            volume_gb=spec.docker_volume_size, ip=ip,
+            files={"/etc/docker/registry/config.yml": config.encode(),
+                   "/etc/docker/registry/cert.pem": tls.cert_pem.encode(),
+                   "/etc/docker/registry/key.pem": tls.key_pem.encode()},
+        )
+    )  # fmt: skip
+
+
 def _remove_workers(ctx: StepContext) -> None:
     spec = ctx.spec
     gone = [n for n in spec.previous_worker_names if n not in spec.worker.names]
@@ -347,7 +379,7 @@ def _reinstall_certs(ctx: StepContext) -> None:
         node = dockerhost.find_node(ctx, name)
         role = _group(spec, name).role
         ip = _ip(ctx, net, name)
-        ctx.provider.put_files(node, dockerhost.tls_files(ctx, name, [ip, *_extra_ips(spec, net, role)]))
+        ctx.provider.put_files(node, dockerhost.tls_files(ctx, name, [ip, *_extra_ips(spec, net, role)], net))
         ctx.provider.restart_node(node)
 
     _parallel([*spec.master.names, *spec.worker.names], one, ctx, "certificates installed")

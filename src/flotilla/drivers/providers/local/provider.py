@@ -648,7 +648,8 @@ class LocalProvider:
         if not any(path == "/etc/resolv.conf" for _, path in mounts):
             argv += ["--volume", f"{resolv}:/etc/resolv.conf:ro"]
         for host, path in mounts:
-            argv += ["--volume", f"{host}:{path}:ro"]
+            # --mount, not -v: node paths may hold colons (/etc/docker/certs.d/IP:5000/ca.crt).
+            argv += ["--mount", f"type=bind,source={host},target={path},readonly"]
         if hostroot:
             argv += ["--volume", "/usr:/usr:ro"]
         if spec.cpus and spec.cpus > 0:
