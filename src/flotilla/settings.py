@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     secret_key: str | None = None
     max_limit: int = Field(default=1000, ge=1)
     max_clusters_per_project: int = Field(default=20, ge=0)
+    #: Masters + workers one cluster may have (a guard against typos like node_count=10000).
+    max_nodes_per_cluster: int = Field(default=200, ge=1)
     log_level: str = "INFO"
 
     @field_validator("bind")

@@ -73,6 +73,8 @@ def coerce(f: Field, value: Any) -> Any:
             raise invalid(f.name, value, "Wrong type. Expected a number.")
         if f.minimum is not None and value < f.minimum:
             raise invalid(f.name, value, f"Value should be greater or equal to {f.minimum}")
+        if f.maximum is not None and value > f.maximum:
+            raise invalid(f.name, value, f"Value should be lower or equal to {f.maximum}")
         return float(value)
     if f.kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):

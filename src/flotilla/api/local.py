@@ -58,8 +58,8 @@ def list_flavors(rt: RuntimeDep, ctx: ContextDep) -> dict[str, Any]:
 def create_flavor(rt: RuntimeDep, ctx: ContextDep, body: BodyDep) -> JSONResponse:
     v = parse_body(
         body,
-        (Field("name", mandatory=True, min_len=1), Field("vcpus", "number", mandatory=True, minimum=0),
-         Field("ram_mb", "int", mandatory=True, minimum=64)),
+        (Field("name", mandatory=True, min_len=1), Field("vcpus", "number", mandatory=True, minimum=0, maximum=1024),
+         Field("ram_mb", "int", mandatory=True, minimum=64, maximum=2**31 - 1)),
         argument="flavor",
     )  # fmt: skip
     with rt.db.session() as s:

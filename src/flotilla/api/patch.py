@@ -85,9 +85,11 @@ def apply_patch(
 
 
 def _literal(text: str) -> Any:
+    if len(text) > 65536:
+        raise Invalid("Couldn't apply patch: the value is longer than 65536 characters.")
     try:
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError) as exc:
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
         try:
             return json.loads(text)
         except ValueError:

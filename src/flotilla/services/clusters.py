@@ -36,6 +36,15 @@ class Limits:
 
     max_clusters_per_project: int
     max_limit: int
+    max_nodes_per_cluster: int = 200
+
+
+def _check_size(limits: Limits, masters: int, workers: int) -> None:
+    if masters + workers > limits.max_nodes_per_cluster:
+        raise Invalid(
+            f"A cluster may have at most {limits.max_nodes_per_cluster} nodes here (asked for {masters} masters "
+            f"and {workers} workers); the operator sets this with max_nodes_per_cluster."
+        )
 
 
 def _label(view: ClusterView) -> str:
@@ -156,6 +165,7 @@ def create(
     if node_count < 0 or (node_count < 1 and (view == "bay" or version_minor < 10)):
         raise Invalid("Resizing a nodegroup to zero is not supported in the provided microversion." if node_count == 0
                       else f"Invalid input for field/attribute node_count. Value: '{node_count}'. Value should be greater or equal to 1")  # fmt: skip
+    _check_size(limits, master_count, node_count)
     timeout = values.get("create_timeout")
     timeout = 60 if timeout is None else timeout
     if timeout <= 0:
@@ -283,9 +293,12 @@ def scale(
     coes: CoeRegistry,
     version_minor: int,
     resize: bool,
+    limits: Limits | None = None,
 ) -> m.Operation | None:
     """Change a worker nodegroup's size. Returns the operation, or None for a no-op."""
     _policy(ctx, "cluster", "resize" if resize else "update")
+    if limits is not None:
+        _check_size(limits, _count(session, cluster, "master"), node_count)
     if node_count < 0:
         raise Invalid(
             f"Invalid input for field/attribute node_count. Value: '{node_count}'. Value should be greater or equal to 0"

@@ -60,7 +60,7 @@ def paginate(
     if marker is not None:
         ref: Any
         if marker_is_id:
-            if not marker.isdigit():
+            if not marker.isdigit() or int(marker) > 2**63 - 1:
                 raise Invalid(f"Invalid marker {marker}: expected an integer id.")
             ref = session.scalars(stmt.where(columns["id"] == int(marker))).first()
         else:

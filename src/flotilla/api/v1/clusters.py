@@ -26,12 +26,15 @@ from flotilla.lifecycle import FAILED
 from flotilla.services import clusters
 from flotilla.services.clusters import ClusterView
 
+INT32 = 2**31 - 1
+#: create_timeout is in minutes; a week is plenty and keeps deadlines representable.
+MAX_TIMEOUT = 7 * 24 * 60
 COMMON_FIELDS: tuple[Field, ...] = (
     Field("uuid"),
     Field("name", min_len=1, max_len=242),
-    Field("node_count", "int", minimum=0),
-    Field("master_count", "int", minimum=1),
-    Field("docker_volume_size", "int", minimum=1),
+    Field("node_count", "int", minimum=0, maximum=INT32),
+    Field("master_count", "int", minimum=1, maximum=INT32),
+    Field("docker_volume_size", "int", minimum=1, maximum=INT32),
     Field("master_flavor_id", min_len=1),
     Field("flavor_id", min_len=1),
     Field("fixed_network", min_len=1),
@@ -51,13 +54,13 @@ CLUSTER_FIELDS = (
     Field("keypair", min_len=1),
     Field("labels", "labels"),
     Field("merge_labels", "bool"),
-    Field("create_timeout", "int", minimum=0),
+    Field("create_timeout", "int", minimum=0, maximum=MAX_TIMEOUT),
 )
 BAY_FIELDS = (
     *COMMON_FIELDS,
     Field("baymodel_id", mandatory=True, min_len=1),
     Field("labels", "strlabels"),
-    Field("bay_create_timeout", "int", minimum=0),
+    Field("bay_create_timeout", "int", minimum=0, maximum=MAX_TIMEOUT),
 )
 INTERNAL = (
     "/api_address", "/node_addresses", "/master_addresses", "/stack_id", "/ca_cert_ref", "/magnum_cert_ref",
@@ -208,7 +211,7 @@ def make_router(view: ClusterView) -> APIRouter:
                 )
                 clusters.scale(
                     s, ctx, row, node_count=node_count, nodes_to_remove=None, nodegroup=None, coes=rt.coes,
-                    version_minor=10 if view == "cluster" and version.minor >= 10 else 9, resize=False,
+                    version_minor=10 if view == "cluster" and version.minor >= 10 else 9, resize=False, limits=rt.limits,
                 )  # fmt: skip
             if "health_status" in changed or "health_status_reason" in changed:
                 clusters.update_health(
@@ -236,7 +239,7 @@ def make_router(view: ClusterView) -> APIRouter:
                 raise _not_acceptable()
             v = parse_body(
                 body,
-                (Field("node_count", "int", mandatory=True, minimum=0), Field("nodes_to_remove", "strlist"),
+                (Field("node_count", "int", mandatory=True, minimum=0, maximum=INT32), Field("nodes_to_remove", "strlist"),
                  Field("nodegroup", min_len=1)),
                 argument="cluster resize",
             )  # fmt: skip
@@ -244,7 +247,7 @@ def make_router(view: ClusterView) -> APIRouter:
                 row = clusters.get(s, ctx, ident, view, for_update=True)
                 clusters.scale(
                     s, ctx, row, node_count=v["node_count"], nodes_to_remove=v.get("nodes_to_remove"),
-                    nodegroup=v.get("nodegroup"), coes=rt.coes, version_minor=version.minor, resize=True,
+                    nodegroup=v.get("nodegroup"), coes=rt.coes, version_minor=version.minor, resize=True, limits=rt.limits,
                 )  # fmt: skip
                 uuid = row.uuid
             rt.wake()

@@ -31,7 +31,7 @@ TEMPLATE_FIELDS: tuple[Field, ...] = (
     Field("network_driver", min_len=1),
     Field("volume_driver", min_len=1),
     Field("apiserver_port", "int", minimum=1024, maximum=65535),
-    Field("docker_volume_size", "int", minimum=1),
+    Field("docker_volume_size", "int", minimum=1, maximum=2**31 - 1),
     Field("docker_storage_driver", min_len=1),
     Field("cluster_distro"),
     Field("http_proxy", min_len=1),
