@@ -45,9 +45,16 @@ class EdgeMiddleware:
 
         if path == "/v1" or path.startswith("/v1/"):
             header = None
+            accept = ""
             for k, v in scope.get("headers", []):
                 if k.lower() == b"openstack-api-version":
                     header = v.decode("latin-1")
+                elif k.lower() == b"accept":
+                    accept = v.decode("latin-1").lower()
+            if accept and not any(t in accept for t in ("json", "*/*", "application/*")):
+                # JSON only (reference: Accept: application/xml gets 406).
+                await _send_json(send, 406, error_body(406, "", code=""), extra)
+                return
             try:
                 version = mv.negotiate(header)
             except mv.Malformed:
