@@ -44,8 +44,8 @@ class Server:
             FLOTILLA_LOCAL__DOCKER_HOST=self.docker_host,
             FLOTILLA_CONDUCTOR__LEASE_SECONDS="4",
             FLOTILLA_CONDUCTOR__SYNC_INTERVAL="2",
-            **self.extra_env,
         )
+        env.update(self.extra_env)  # overrides the defaults above
         return env
 
     def start(self) -> Server:
