@@ -364,10 +364,19 @@ class Result:
         return debug_error(self)
 
 
-def _run(argv: list[str], env: dict[str, str], stdin: str | None = None) -> Result:
-    proc = subprocess.run(
-        argv, env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT, input=stdin, cwd=REPO, check=False
-    )
+def _run(argv: list[str], env: dict[str, str], server: Server) -> Result:
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(
+            argv, env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT, cwd=REPO, check=False
+        )
+    except subprocess.TimeoutExpired as e:
+        # a hung request: report it as a failed command, with what the server was doing
+        def text(b: bytes | str | None) -> str:
+            return b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
+
+        note = f"\nTIMEOUT: no exit after {time.monotonic() - started:.0f}s; server log tail:\n{server.log_tail()}"
+        return Result(argv, -1, text(e.stdout), text(e.stderr) + note)
     return Result(argv, proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -400,7 +409,7 @@ def magnum(magnum_bin: Path, server: Server) -> Magnum:
         if debug:
             argv.append("--debug")
         argv += ["--os-token", token or srv.token, "--os-endpoint-override", srv.endpoint, *args]
-        return _run(argv, _clean_env())
+        return _run(argv, _clean_env(), srv)
 
     return run
 
@@ -434,6 +443,6 @@ def openstack(openstack_bin: Path, server: Server) -> Openstack:
         else:
             argv += ["--os-auth-type", "admin_token", "--os-token", token, "--os-endpoint", server.endpoint]
             env = _clean_env(OS_CLIENT_CONFIG_FILE=os.devnull)
-        return _run([*argv, *args], env)
+        return _run([*argv, *args], env, server)
 
     return run
