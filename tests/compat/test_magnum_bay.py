@@ -227,13 +227,6 @@ def test_bay_update(magnum: Magnum, baymodel: dict[str, str]) -> None:
             400,
             ("node_count", "0"),
             id="zero-nodes",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="server bug: POST /v1/bays with node_count 0 (at 'latest') answers 400 'Resizing a "
-                "nodegroup to zero is not supported in the provided microversion.'; bays need node_count >= 1 at "
-                "every version: Magnum says 'Invalid input for field/attribute node_count. Value: '0'. Value "
-                "should be greater or equal to 1'",
-            ),
         ),
         pytest.param(["--node-count", "1", "--master-count", "2"], 400, ("master",), id="two-masters-no-lb"),
     ],

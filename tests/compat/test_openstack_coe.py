@@ -27,12 +27,7 @@ pytestmark = pytest.mark.compat
 
 IMAGE = "fedora-atomic-latest"
 # python-magnumclient 5.0.0 sends every creation key, including the `driver` field that
-# Magnum added to templates in 2025; Flotilla rejects the unknown key, so no create works.
-DRIVER_KEY_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="server bug: POST /v1/clustertemplates with '\"driver\": null' (always sent by "
-    "python-magnumclient 5.0.0) answers 400 'Unknown attribute for argument cluster_template: driver'",
-)
+# Magnum added to templates in 2025 (Flotilla accepts and returns it).
 REQUEST_ID = re.compile(r"\(Request-ID: req-[0-9a-f-]{36}\)")
 
 
@@ -77,7 +72,6 @@ def test_help(openstack: Openstack) -> None:
     assert "usage: openstack coe cluster template list" in out.stdout
 
 
-@DRIVER_KEY_BUG
 def test_create_swarm_template(openstack: Openstack) -> None:
     """Client 5.0.0 sends every creation key, including ``"driver": null``."""
     name = unique("osc-create")
@@ -232,7 +226,6 @@ def test_bad_update(openstack: Openstack, template: dict[str, Any]) -> None:
     assert shown["external_network_id"] == "public"
 
 
-@DRIVER_KEY_BUG  # the server answers the `driver` key before it looks at the bad input
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -101,6 +101,8 @@ class ClusterTemplate(Base, Timestamps):
     master_lb_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     floating_ip_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     tags: Mapped[str | None] = mapped_column(String(255))
+    #: Explicit COE driver (Magnum 2025+); null means "the enabled driver for coe".
+    driver: Mapped[str | None] = mapped_column(String(255))
 
 
 class Cluster(Base, Timestamps):

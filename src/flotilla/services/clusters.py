@@ -147,6 +147,11 @@ def create(
             raise Invalid(exc.message) from None
         raise
     driver = coes.require(template.coe, template.cluster_distro, template.server_type)
+    if template.driver and template.driver != driver.name:
+        raise Invalid(
+            f"Cluster template {template.uuid} asks for driver {template.driver}, but COE {template.coe} is served "
+            f"by {driver.name} here."
+        )
 
     name = values.get("name") or random_name("cluster" if view == "cluster" else "bay")
     if len(name) > 242 or not NAME_RE.match(name):
@@ -162,7 +167,11 @@ def create(
         raise Invalid(
             f"Invalid input for field/attribute master_count. Value: '{master_count}'. Value should be greater or equal to 1"
         )
-    if node_count < 0 or (node_count < 1 and (view == "bay" or version_minor < 10)):
+    if view == "bay" and node_count < 1:
+        raise Invalid(
+            f"Invalid input for field/attribute node_count. Value: '{node_count}'. Value should be greater or equal to 1"
+        )
+    if node_count < 0 or (node_count < 1 and version_minor < 10):
         raise Invalid("Resizing a nodegroup to zero is not supported in the provided microversion." if node_count == 0
                       else f"Invalid input for field/attribute node_count. Value: '{node_count}'. Value should be greater or equal to 1")  # fmt: skip
     _check_size(limits, master_count, node_count)

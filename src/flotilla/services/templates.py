@@ -31,7 +31,7 @@ WRITABLE = (
     "external_network_id", "fixed_network", "fixed_subnet", "network_driver", "volume_driver",
     "apiserver_port", "docker_volume_size", "docker_storage_driver", "http_proxy", "https_proxy",
     "no_proxy", "registry_enabled", "insecure_registry", "labels", "tls_disabled", "public", "hidden",
-    "server_type", "master_lb_enabled", "floating_ip_enabled", "tags", "cluster_distro",
+    "server_type", "master_lb_enabled", "floating_ip_enabled", "tags", "cluster_distro", "driver",
 )  # fmt: skip
 BOOL_DEFAULTS = {
     "registry_enabled": False,

@@ -47,6 +47,7 @@ TEMPLATE_FIELDS: tuple[Field, ...] = (
     Field("master_lb_enabled", "bool"),
     Field("floating_ip_enabled", "bool"),
     Field("tags", min_len=0),
+    Field("driver", min_len=1),
     Field("project_id", readonly=True),
     Field("user_id", readonly=True),
     Field("links", readonly=True),
