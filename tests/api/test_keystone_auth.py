@@ -219,41 +219,6 @@ def test_concurrent_identify(deployment: Deployment, validator: KeystoneValidato
         assert ctx is not None and ctx.user_id == deployment.user_ids[who]
 
 
-@pytest.mark.keystone
-def test_keystone_stopped(deployment: Deployment, tmp_path: Path) -> None:
-    """Cached tokens keep working while Keystone is down; new ones get Unavailable (503)."""
-
-    twin = deployment.server.clone()  # same users and keys, its own process: stop it freely
-    try:
-        service = deployment.service.model_copy(update={"auth_url": twin.url})
-        validator = KeystoneValidator(service)
-        seen = deployment.token("member")
-        unseen = deployment.token("reader")
-        before = validator.identify(seen)
-        assert before is not None
-        app = create_app(
-            Settings(
-                data_dir=tmp_path,
-                auth_strategy="keystone",
-                keystone=service,
-                conductor=ConductorSettings(enabled=False),
-            )
-        )
-        with TestClient(app) as api:
-            assert api.get("/v1/clustertemplates", headers={"X-Auth-Token": seen}).status_code == 200
-            twin.stop()
-            assert not twin.running()
-            assert validator.identify(seen) == before  # from the cache
-            with pytest.raises(Unavailable, match="Keystone cannot validate tokens right now"):
-                validator.identify(unseen)
-            assert api.get("/v1/clustertemplates", headers={"X-Auth-Token": seen}).status_code == 200
-            r = api.get("/v1/clustertemplates", headers={"X-Auth-Token": unseen})
-            assert r.status_code == 503, r.text
-            assert "Keystone" in r.text
-    finally:
-        twin.stop()
-
-
 # -- end to end through the app ----------------------------------------------------------
 
 
@@ -285,3 +250,44 @@ def test_app_with_keystone_tokens(deployment: Deployment, keystone_api: TestClie
 
     missing = keystone_api.get("/v1/clustertemplates")
     assert missing.status_code == 401, missing.text
+
+
+# -- Keystone goes away (keep this last: it stops the session's Keystone) ------------
+
+
+@pytest.mark.keystone
+def test_keystone_stopped(deployment: Deployment, tmp_path: Path) -> None:
+    """Cached tokens keep working while Keystone is down; new ones get Unavailable (503).
+
+    Last in this module on purpose: it stops the session's Keystone (starting a second
+    one just to stop it cost minutes on this 2-core machine).
+    """
+    twin = deployment.server
+    try:
+        service = deployment.service.model_copy(update={"auth_url": twin.url})
+        validator = KeystoneValidator(service)
+        seen = deployment.token("member")
+        unseen = deployment.token("reader")
+        before = validator.identify(seen)
+        assert before is not None
+        app = create_app(
+            Settings(
+                data_dir=tmp_path,
+                auth_strategy="keystone",
+                keystone=service,
+                conductor=ConductorSettings(enabled=False),
+            )
+        )
+        with TestClient(app) as api:
+            assert api.get("/v1/clustertemplates", headers={"X-Auth-Token": seen}).status_code == 200
+            twin.stop()
+            assert not twin.running()
+            assert validator.identify(seen) == before  # from the cache
+            with pytest.raises(Unavailable, match="Keystone cannot validate tokens right now"):
+                validator.identify(unseen)
+            assert api.get("/v1/clustertemplates", headers={"X-Auth-Token": seen}).status_code == 200
+            r = api.get("/v1/clustertemplates", headers={"X-Auth-Token": unseen})
+            assert r.status_code == 503, r.text
+            assert "Keystone" in r.text
+    finally:
+        twin.stop()

@@ -261,7 +261,8 @@ def test_two_nodes_tls_sized_volume_exec_and_cleanup(
     cat = provider.exec(worker, ["cat", "/etc/flotilla/hello", "/etc/resolv.conf"])
     assert cat.ok and cat.stdout == "hello\nnameserver 127.0.0.1\n", cat
     key = provider.exec(master, ["stat", "-c", "%a %s", "/root/.ssh/authorized_keys"])
-    assert key.ok and key.stdout.split()[0] == "600", key
+    # Public keys: 0644 so the login user's sshd can read them (StrictModes accepts root 0644).
+    assert key.ok and key.stdout.split()[0] == "644", key
     env = provider.exec(master, ["sh", "-c", "echo $NO_PROXY"])
     assert env.stdout.strip() == "localhost"
     limits = engine.run(["inspect", "--format", "{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}}", m0]).stdout
