@@ -92,6 +92,26 @@ def nodegroups(session: Session, cluster: m.Cluster) -> list[m.NodeGroup]:
     )
 
 
+def node_counts(session: Session, cluster_uuids: list[str]) -> dict[str, tuple[int, int]]:
+    """(masters, workers) per cluster, in one query."""
+    out: dict[str, tuple[int, int]] = {}
+    if not cluster_uuids:
+        return out
+    rows = session.execute(
+        select(m.NodeGroup.cluster_id, m.NodeGroup.role, func.sum(m.NodeGroup.node_count))
+        .where(m.NodeGroup.cluster_id.in_(cluster_uuids))
+        .group_by(m.NodeGroup.cluster_id, m.NodeGroup.role)
+    )
+    for cluster_id, role, total in rows:
+        masters, workers = out.get(cluster_id, (0, 0))
+        if role == "master":
+            masters += int(total or 0)
+        else:
+            workers += int(total or 0)
+        out[cluster_id] = (masters, workers)
+    return out
+
+
 def default_group(session: Session, cluster: m.Cluster, role: str) -> m.NodeGroup:
     ng = session.scalars(
         select(m.NodeGroup).where(

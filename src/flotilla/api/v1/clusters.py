@@ -130,8 +130,20 @@ def _faults(groups: list[m.NodeGroup], row: m.Cluster) -> dict[str, str]:
     return {g.name: reason for g in groups if g.is_default} or {"cluster": reason}
 
 
-def list_dict(full: dict[str, Any], view: ClusterView) -> dict[str, Any]:
-    return {k: full.get(k) for k in LIST_KEYS[view]}
+def summary_dict(row: m.Cluster, view: ClusterView, base: str, counts: tuple[int, int]) -> dict[str, Any]:
+    """The list representation (reference §7.2 / §7.7)."""
+    masters, workers = counts
+    coll = "clusters" if view == "cluster" else "bays"
+    full: dict[str, Any] = {
+        "uuid": row.uuid, "name": row.name, "cluster_template_id": row.cluster_template_id,
+        "baymodel_id": row.cluster_template_id, "keypair": row.keypair,
+        "docker_volume_size": row.docker_volume_size, "labels": row.labels or {}, "node_count": workers,
+        "master_count": masters, "status": row.status, "master_flavor_id": row.master_flavor_id,
+        "flavor_id": row.flavor_id, "create_timeout": row.create_timeout, "bay_create_timeout": row.create_timeout,
+        "stack_id": row.stack_id, "health_status": row.health_status, "merge_labels": False,
+        "floating_ip_enabled": row.floating_ip_enabled, "links": links(base, coll, row.uuid),
+    }  # fmt: skip
+    return {k: full[k] for k in LIST_KEYS[view]}
 
 
 def make_router(view: ClusterView) -> APIRouter:
@@ -148,8 +160,11 @@ def make_router(view: ClusterView) -> APIRouter:
                 sort_key=params.get("sort_key", "id"), sort_dir=params.get("sort_dir", "asc"),
                 max_limit=rt.settings.max_limit,
             )  # fmt: skip
-            fulls = [full_dict(s, r, view, base) for r in page.items]
-        items = fulls if detail else [list_dict(f, view) for f in fulls]
+            if detail:
+                items = [full_dict(s, r, view, base) for r in page.items]
+            else:  # the summary needs only the node counts: one query for the whole page
+                counts = clusters.node_counts(s, [r.uuid for r in page.items])
+                items = [summary_dict(r, view, base, counts.get(r.uuid, (0, 0))) for r in page.items]
         out: dict[str, Any] = {coll: items}
         if page.full:
             out["next"] = next_link(base, request.url.path, page, items[-1]["uuid"])
