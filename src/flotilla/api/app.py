@@ -17,6 +17,7 @@ from flotilla.api.deps import Runtime
 from flotilla.api.errors import error_response
 from flotilla.api.local import router as local_router
 from flotilla.api.middleware import EdgeMiddleware
+from flotilla.api.openapi import describe as describe_openapi
 from flotilla.api.v1 import certificates as certificates_api
 from flotilla.api.v1 import clusters, clustertemplates, mservices, nodegroups, quotas, root, stats
 from flotilla.db.engine import Database
@@ -70,6 +71,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     app.include_router(stats.router)
     app.include_router(mservices.router)
     app.include_router(web_routes.router)
+    describe_openapi(app)
     app.include_router(local_router)
     _install_error_handlers(app)
     app.add_middleware(EdgeMiddleware)

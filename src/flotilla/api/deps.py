@@ -65,9 +65,22 @@ async def json_body(request: Request) -> Any:
     if "json" not in ctype:
         raise Invalid(f'Unknown argument: "{raw[:200].decode("utf-8", "replace")}"')
     try:
-        return json.loads(raw)
-    except ValueError as exc:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
         raise Invalid(f"The request body is not valid JSON: {exc}.") from None
+    if _has_nul(body):
+        raise Invalid("The request body contains a NUL character (\\u0000), which no field accepts.")
+    return body
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def base_url(request: Request) -> str:

@@ -30,6 +30,18 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
+        if (
+            "\x00" in path
+            or b"%00" in scope.get("query_string", b"")
+            or b"\x00" in scope.get("query_string", b"")
+        ):
+            await _send_json(
+                send,
+                400,
+                error_body(400, "The URL contains a NUL character, which no resource name accepts."),
+                [],
+            )
+            return
         if len(path) > 1 and path.endswith("/"):
             path = path.rstrip("/") or "/"
         first = path.split("/")[1] if path != "/" else ""

@@ -63,6 +63,11 @@ def _policy(ctx: RequestContext, view: ClusterView, action: str) -> None:
         raise Forbidden(f"Policy doesn't allow {view}:{action} to be performed.")
 
 
+def check_write(ctx: RequestContext, cluster: m.Cluster, action: str) -> None:
+    """Raises Forbidden unless the caller may change ``cluster`` (readers may not)."""
+    _policy(ctx, "cluster", action)
+
+
 def get(
     session: Session, ctx: RequestContext, ident: str, view: ClusterView, *, for_update: bool = False
 ) -> m.Cluster:

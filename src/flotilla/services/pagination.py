@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select
+from sqlalchemy import JSON, Select
 from sqlalchemy.orm import Session
 
 from flotilla.errors import Invalid, NotFound
@@ -48,7 +48,7 @@ def paginate(
     if sort_dir not in ("asc", "desc"):
         raise Invalid(f"Invalid sort direction: {sort_dir}. Acceptable values are 'asc' or 'desc'")
     columns = model.__table__.columns
-    if sort_key not in columns:
+    if sort_key not in columns or isinstance(columns[sort_key].type, JSON):
         raise Invalid(f'The sort_key value "{sort_key}" is an invalid field for sorting')
     if limit is not None and limit <= 0:
         raise Invalid("Limit must be positive")
@@ -60,7 +60,7 @@ def paginate(
     if marker is not None:
         ref: Any
         if marker_is_id:
-            if not marker.isdigit() or int(marker) > 2**63 - 1:
+            if not marker.isdigit() or int(marker) > 2**31 - 1:
                 raise Invalid(f"Invalid marker {marker}: expected an integer id.")
             ref = session.scalars(stmt.where(columns["id"] == int(marker))).first()
         else:

@@ -276,6 +276,9 @@ def make_router(view: ClusterView) -> APIRouter:
                 raise _not_acceptable()
             if version.minor < 8:
                 raise Invalid("Cluster upgrade is not supported in the provided microversion.")
+            with rt.db.reader() as s:
+                row = clusters.get(s, ctx, ident, view)  # 404 for other projects, like every action
+                clusters.check_write(ctx, row, "upgrade")
             raise Invalid("Cluster upgrade is not supported by the enabled drivers yet.")
 
         @router.get("/{ident}/events")

@@ -20,7 +20,7 @@ QUOTA_FIELDS: tuple[Field, ...] = (
     Field("id", "int", readonly=True),
     Field("project_id", min_len=1, max_len=255),
     Field("resource", choices=quotas.RESOURCES),
-    Field("hard_limit", "int", minimum=0),
+    Field("hard_limit", "int", minimum=0, maximum=2**31 - 1),
     Field("created_at", readonly=True),
     Field("updated_at", readonly=True),
 )
