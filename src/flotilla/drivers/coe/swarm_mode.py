@@ -92,7 +92,9 @@ class SwarmModeCoe:
             reasons["api"] = "no manager running"
             return Observation("UNHEALTHY", reasons, tuple(k for k in reasons if k != "api"))
         if _is_fake(ctx):  # fake nodes run nothing: their container state is all there is
-            return Observation("UNHEALTHY", reasons, tuple(reasons)) if reasons else Observation("HEALTHY", {})
+            return (
+                Observation("UNHEALTHY", reasons, tuple(reasons)) if reasons else Observation("HEALTHY", {})
+            )
         states = _node_states(ctx, manager)
         for name in (*spec.master.names, *spec.worker.names):
             st = states.get(name)
@@ -260,8 +262,6 @@ def _wait_ready(ctx: StepContext, timeout: float = 90.0) -> None:
     wanted = [*spec.master.names, *spec.worker.names]
     deadline = time.monotonic() + timeout
     while True:
-        if _is_fake(ctx):  # fake nodes run nothing: their container state is all there is
-            return Observation("UNHEALTHY", reasons, tuple(reasons)) if reasons else Observation("HEALTHY", {})
         states = _node_states(ctx, manager)
         missing = [n for n in wanted if states.get(n) != "Ready"]
         if not missing or _is_fake(ctx):
