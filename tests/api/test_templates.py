@@ -24,7 +24,7 @@ TEMPLATE_KEYS = {
     "apiserver_port", "docker_volume_size", "docker_storage_driver", "cluster_distro", "http_proxy",
     "https_proxy", "no_proxy", "registry_enabled", "insecure_registry", "labels", "tls_disabled", "public",
     "hidden", "server_type", "master_lb_enabled", "floating_ip_enabled", "tags", "project_id", "user_id",
-    "links", "created_at", "updated_at",
+    "links", "created_at", "updated_at", "driver",
 }  # fmt: skip
 BAYMODEL_KEYS = TEMPLATE_KEYS - {"project_id", "user_id"}
 
@@ -130,7 +130,7 @@ def test_minimal_create_shows_every_field_with_nulls_and_defaults(api: TestClien
     for key in (
         "keypair_id", "flavor_id", "master_flavor_id", "dns_nameserver", "external_network_id", "fixed_network",
         "fixed_subnet", "volume_driver", "apiserver_port", "docker_volume_size", "docker_storage_driver",
-        "http_proxy", "https_proxy", "no_proxy", "insecure_registry", "tags", "updated_at",
+        "http_proxy", "https_proxy", "no_proxy", "insecure_registry", "tags", "updated_at", "driver",
     ):  # fmt: skip
         assert t[key] is None, key
     assert t["network_driver"] == "flannel"
