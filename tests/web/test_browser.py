@@ -177,14 +177,16 @@ def test_local_provider_flow(driver: Any, tmp_path: Path, engine: Any, hostroot_
 
         def progressed() -> bool:
             step = b.text("[data-field=step]")
-            if "waiting for Docker" in step and not any("waiting for Docker" in s for s in seen):
+            if re.match(r"^\d+ of \d+: ", step) and not any(re.match(r"^\d+ of \d+: ", x) for x in seen):
                 b.shot("07b-cluster-live")
             seen.add(step)
             seen.add("elapsed " + b.text("[data-field=elapsed]"))
             return _status(b) == "CREATE_COMPLETE"
 
         b.wait(progressed, 240, "the cluster did not complete")
-        assert any(re.match(r"^\d+ of \d+: waiting for Docker", s) for s in seen), seen  # live steps shown
+        # Live steps were shown (which ones depends on timing: a fast daemon can skip
+        # "waiting for Docker" between two page updates).
+        assert any(re.match(r"^\d+ of \d+: ", s) for s in seen), seen
         assert len({s for s in seen if s.startswith("elapsed ")}) > 1, seen  # and the clock moved
         b.wait(lambda: "tcp://" in b.text("#api-address"), 15, "no API address after the reload")
         b.shot("08-cluster-complete")
