@@ -67,9 +67,8 @@ class SwarmModeCoe:
         if kind == "update":
             return [
                 Step("draining and removing workers", _remove_workers),
-                Step("starting new workers", _start_new_workers),
-                Step("joining workers", _join_workers),
-                Step("waiting for nodes to be Ready", _wait_ready),
+                Step("starting and joining new workers", _add_workers),
+                Step("waiting for nodes to be Ready", _wait_ready_after_update),
             ]
         if kind == "delete":
             return [Step("removing nodes and network", dockerhost.delete_everything)]
@@ -255,7 +254,11 @@ def _node_states(ctx: StepContext, manager: NodeInfo) -> dict[str, str]:
     return states
 
 
-def _wait_ready(ctx: StepContext, timeout: float = 90.0) -> None:
+def _wait_ready_after_update(ctx: StepContext) -> None:
+    _wait_ready(ctx, read_version=False)  # a scale does not change the version: one exec less
+
+
+def _wait_ready(ctx: StepContext, timeout: float = 90.0, *, read_version: bool = True) -> None:
     spec = ctx.spec
     net = dockerhost.ensure_network(ctx)
     manager = _manager(ctx)
@@ -273,7 +276,7 @@ def _wait_ready(ctx: StepContext, timeout: float = 90.0) -> None:
     masters = [_ip(ctx, net, n) for n in spec.master.names]
     workers = [_ip(ctx, net, n) for n in spec.worker.names]
     address_ip = dockerhost.node_ip(net, "lb", _lb_name(spec)) if _lb_enabled(spec) else masters[0]
-    version = _docker(ctx, manager, "version", "--format", "{{.Server.Version}}")
+    version = _docker(ctx, manager, "version", "--format", "{{.Server.Version}}") if read_version else None
     ctx.save_outputs(
         api_address=dockerhost.api_address(spec, address_ip), master_addresses=masters, node_addresses=workers,
         coe_version=version, container_version=version,
@@ -367,12 +370,41 @@ def _remove_workers(ctx: StepContext) -> None:
         ctx.provider.exec(manager, ["docker", "node", "rm", "--force", name], timeout=15)
 
 
-def _start_new_workers(ctx: StepContext) -> None:
+def _add_workers(ctx: StepContext) -> None:
+    """Scale-up as one pipeline per new worker (start, daemon up, join) while the join
+    token is fetched: the step boundaries and state probes of the create path cost more
+    than the work itself when only one node is added. Idempotent: a resumed step finds
+    the node running and joined ("already part of a swarm" counts as done)."""
     spec = ctx.spec
-    net = dockerhost.ensure_network(ctx)
     new = [n for n in spec.worker.names if n not in spec.previous_worker_names]
-    _parallel(new, lambda n: _start(ctx, net, n), ctx, "starting workers")
-    _parallel(new, lambda n: dockerhost.wait_daemon(ctx, n, _ip(ctx, net, n)), ctx, "daemons answering")
+    if not new:
+        return
+    net = dockerhost.ensure_network(ctx)
+    leader = _ip(ctx, net, spec.master.names[0])
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        token = pool.submit(_docker, ctx, _manager(ctx), "swarm", "join-token", "-q", "worker")
+
+        def one(name: str) -> None:
+            node = _start(ctx, net, name)
+            ip = _ip(ctx, net, name)
+            dockerhost.wait_daemon(ctx, name, ip)
+            args = [
+                "docker",
+                "swarm",
+                "join",
+                "--token",
+                token.result(),
+                "--advertise-addr",
+                ip,
+                f"{leader}:{SWARM_PORT}",
+            ]
+            r = ctx.provider.exec(node, args, timeout=60)
+            if not r.ok and "already part of a swarm" not in (r.stderr + r.stdout):
+                raise RuntimeError(
+                    f"`docker swarm join` on {name} failed: {(r.stderr or r.stdout).strip()[-300:]}"
+                )
+
+        _parallel(new, one, ctx, "workers joined")
 
 
 def _reinstall_certs(ctx: StepContext) -> None:
