@@ -16,6 +16,7 @@ Every page is saved to ``artifacts/screenshots/`` at 1366x768.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -225,3 +226,8 @@ def test_local_provider_flow(driver: Any, tmp_path: Path, engine: Any, hostroot_
         assert "CREATE_FAILED" in b.text("#failure") and "no-such-tag" in b.text("#failure")
         b.shot("12-cluster-failed")
         assert server.api("DELETE", f"/v1/clusters/{failed}").status_code == 204
+        # Wait for the delete to finish: stopping the server mid-delete would leave the network behind.
+        deadline = time.monotonic() + 60
+        while server.api("GET", f"/v1/clusters/{failed}").status_code != 404:
+            assert time.monotonic() < deadline, "the failed cluster was not deleted"
+            time.sleep(0.2)
