@@ -21,7 +21,7 @@ from flotilla.api.deps import (
 from flotilla.api.fields import Field, coerce, parse_body
 from flotilla.api.v1.render import iso, links, next_link
 from flotilla.db import models as m
-from flotilla.errors import Invalid
+from flotilla.errors import Invalid, NotAcceptable
 from flotilla.lifecycle import FAILED
 from flotilla.services import clusters
 from flotilla.services.clusters import ClusterView
@@ -251,7 +251,7 @@ def make_router(view: ClusterView) -> APIRouter:
             ident: str, rt: RuntimeDep, ctx: ContextDep, version: VersionDep, body: BodyDep
         ) -> JSONResponse:
             if version.minor < 7:
-                raise _not_acceptable()
+                raise NotAcceptable("")
             v = parse_body(
                 body,
                 (Field("node_count", "int", mandatory=True, minimum=0, maximum=INT32), Field("nodes_to_remove", "strlist"),
@@ -273,7 +273,7 @@ def make_router(view: ClusterView) -> APIRouter:
             ident: str, rt: RuntimeDep, ctx: ContextDep, version: VersionDep, body: BodyDep
         ) -> JSONResponse:
             if version.minor < 7:
-                raise _not_acceptable()
+                raise NotAcceptable("")
             if version.minor < 8:
                 raise Invalid("Cluster upgrade is not supported in the provided microversion.")
             with rt.db.reader() as s:
@@ -293,12 +293,6 @@ def make_router(view: ClusterView) -> APIRouter:
                 }
 
     return router
-
-
-def _not_acceptable() -> Exception:
-    from flotilla.errors import NotAcceptable
-
-    return NotAcceptable("")
 
 
 clusters_router = make_router("cluster")

@@ -9,9 +9,10 @@ from fastapi.responses import JSONResponse
 
 from flotilla.api import patch as jpatch
 from flotilla.api.deps import BodyDep, ContextDep, RuntimeDep, base_url, check_query, int_param
-from flotilla.api.fields import Field, check_all, parse_body
+from flotilla.api.fields import Field, check_all, invalid, parse_body
 from flotilla.api.v1.render import iso, links, next_link
 from flotilla.db import models as m
+from flotilla.errors import Invalid
 from flotilla.services import templates
 from flotilla.services.templates import View
 
@@ -143,12 +144,12 @@ def make_router(view: View) -> APIRouter:
             patched = jpatch.apply_patch(current, body, non_removable=NON_REMOVABLE)
             unknown = set(patched) - set(current)
             if unknown:
-                raise _unknown(sorted(unknown)[0])
+                raise Invalid(
+                    f"Adding a new attribute /{sorted(unknown)[0]} to the root of the resource is not allowed."
+                )
             new = check_all(patched, fields)
             for f in fields:
                 if f.mandatory and new.get(f.name) is None:
-                    from flotilla.api.fields import invalid
-
                     raise invalid(f.name, None, "Mandatory field missing.")
             row = templates.update(s, ctx, row, new, view)
             return to_dict(row, view, base)
@@ -161,12 +162,6 @@ def make_router(view: View) -> APIRouter:
         return Response(status_code=204)
 
     return router
-
-
-def _unknown(key: str) -> Exception:
-    from flotilla.errors import Invalid
-
-    return Invalid(f"Adding a new attribute /{key} to the root of the resource is not allowed.")
 
 
 clustertemplates_router = make_router("clustertemplate")
