@@ -18,7 +18,7 @@ import httpx
 from flotilla.domain import TlsMaterial
 
 
-def _ssl_context(tls: TlsMaterial) -> ssl.SSLContext:
+def ssl_context(tls: TlsMaterial) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cadata=tls.ca_pem)
     ctx.check_hostname = False  # daemons are addressed by IP; the CA pins identity
     with tempfile.TemporaryDirectory(prefix="flotilla-tls-") as d:
@@ -36,7 +36,7 @@ def client(address: str, tls: TlsMaterial | None, timeout: float = 5.0) -> httpx
     """An httpx client for ``tcp://HOST:PORT`` (TLS when ``tls`` is given)."""
     hostport = address.removeprefix("tcp://")
     if tls is not None:
-        return httpx.Client(base_url=f"https://{hostport}", verify=_ssl_context(tls), timeout=timeout)
+        return httpx.Client(base_url=f"https://{hostport}", verify=ssl_context(tls), timeout=timeout)
     return httpx.Client(base_url=f"http://{hostport}", timeout=timeout)
 
 

@@ -57,10 +57,13 @@ def api_address(spec: ClusterSpec, ip: str) -> str:
     return f"tcp://{ip}:{port(spec)}"
 
 
-#: Starts sshd (when the image has it) for the guide's login, then execs the daemon.
+#: Starts sshd (when the image has it) in the background for the guide's login, and
+#: execs the daemon at once: host keys are generated (``ssh-keygen -A``, seconds for RSA
+#: on a small machine when the image has none) while dockerd comes up, not before.
 NODE_INIT = (
-    "if [ -x /usr/sbin/sshd ]; then mkdir -p /etc/ssh /run/sshd && ssh-keygen -A >/dev/null 2>&1 && "
-    "/usr/sbin/sshd -f /dev/null -o PasswordAuthentication=no -o PermitRootLogin=prohibit-password; fi; "
+    "if [ -x /usr/sbin/sshd ]; then (mkdir -p /etc/ssh /run/sshd && ssh-keygen -A >/dev/null 2>&1 && "
+    "exec /usr/sbin/sshd -f /dev/null -o PasswordAuthentication=no -o PermitRootLogin=prohibit-password) "
+    "</dev/null >/dev/null 2>&1 & fi; "
     'exec "$@"'
 )
 

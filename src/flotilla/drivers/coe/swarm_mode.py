@@ -27,11 +27,11 @@ from flotilla.drivers.base import (
     Step,
     StepContext,
 )
-from flotilla.drivers.coe import dockerhost
+from flotilla.drivers.coe import dockerhost, swarm_channel
 from flotilla.drivers.coe.docker import check_local_storage
+from flotilla.drivers.coe.swarm_channel import SwarmChannel
 from flotilla.errors import Invalid
 
-SWARM_PORT = 2377
 DRAIN_GRACE = 10.0
 
 
@@ -64,12 +64,13 @@ class SwarmModeCoe:
                 steps.append(Step("starting the registry", _start_registry))
             steps.append(Step("waiting for nodes to be Ready", _wait_ready))
             return steps
-        if kind == "update":
-            return [
-                Step("draining and removing workers", _remove_workers),
-                Step("starting and joining new workers", _add_workers),
-                Step("waiting for nodes to be Ready", _wait_ready_after_update),
-            ]
+        if kind == "update":  # only the steps this change needs (the plan is rebuilt alike on resume)
+            steps = []
+            if set(spec.previous_worker_names) - set(spec.worker.names):
+                steps.append(Step("draining and removing workers", _remove_workers))
+            if set(spec.worker.names) - set(spec.previous_worker_names):
+                steps.append(Step("starting and joining new workers", _add_workers))
+            return [*steps, Step("waiting for nodes to be Ready", _wait_ready_after_update)]
         if kind == "delete":
             return [Step("removing nodes and network", dockerhost.delete_everything)]
         if kind == "rotate_ca":
@@ -94,7 +95,7 @@ class SwarmModeCoe:
             return (
                 Observation("UNHEALTHY", reasons, tuple(reasons)) if reasons else Observation("HEALTHY", {})
             )
-        states = _node_states(ctx, manager)
+        states = swarm_channel.for_context(ctx).node_states(manager.name, manager.address or "")
         for name in (*spec.master.names, *spec.worker.names):
             st = states.get(name)
             if name not in reasons and st != "Ready":
@@ -175,50 +176,24 @@ def _wait_all(ctx: StepContext) -> None:
     _parallel(names, lambda n: dockerhost.wait_daemon(ctx, n, _ip(ctx, net, n)), ctx, "daemons answering")
 
 
-def _docker(ctx: StepContext, node: NodeInfo, *args: str, timeout: float = 30.0) -> str:
-    r = ctx.provider.exec(node, ["docker", *args], timeout=timeout)
-    if not r.ok:
-        raise RuntimeError(
-            f"`docker {' '.join(args[:3])}` on {node.name} failed: {(r.stderr or r.stdout).strip()[-300:]}"
-        )
-    return r.stdout.strip()
-
-
-def _swarm_state(ctx: StepContext, node: NodeInfo) -> str:
-    return _docker(ctx, node, "info", "--format", "{{.Swarm.LocalNodeState}}")
-
-
-def _manager(ctx: StepContext) -> NodeInfo:
-    return dockerhost.find_node(ctx, ctx.spec.master.names[0])
+def _leader(ctx: StepContext, net: NetworkInfo) -> tuple[str, str]:
+    """``(name, ip)`` of the first manager: it initializes the swarm and answers for it."""
+    name = ctx.spec.master.names[0]
+    return name, _ip(ctx, net, name)
 
 
 def _init_swarm(ctx: StepContext) -> None:
     net = dockerhost.ensure_network(ctx)
-    node = _manager(ctx)
-    if _swarm_state(ctx, node) == "active":
-        return
-    ip = _ip(ctx, net, node.name)
-    _docker(ctx, node, "swarm", "init", "--advertise-addr", ip, "--listen-addr", f"{ip}:{SWARM_PORT}")
+    chan = swarm_channel.for_context(ctx)
+    name, ip = _leader(ctx, net)
+    if chan.swarm_state(name, ip) != "active":
+        chan.init(name, ip)
 
 
-def _join(ctx: StepContext, net: NetworkInfo, name: str, token: str) -> None:
-    node = dockerhost.find_node(ctx, name)
-    if _swarm_state(ctx, node) == "active":
-        return
+def _join(ctx: StepContext, chan: SwarmChannel, net: NetworkInfo, name: str, token: str) -> None:
     ip = _ip(ctx, net, name)
-    leader = _ip(ctx, net, ctx.spec.master.names[0])
-    _docker(
-        ctx,
-        node,
-        "swarm",
-        "join",
-        "--token",
-        token,
-        "--advertise-addr",
-        ip,
-        f"{leader}:{SWARM_PORT}",
-        timeout=60,
-    )
+    if chan.swarm_state(name, ip) != "active":
+        chan.join(name, ip, token, _leader(ctx, net)[1])
 
 
 def _join_managers(ctx: StepContext) -> None:
@@ -226,9 +201,10 @@ def _join_managers(ctx: StepContext) -> None:
     if not others:
         return
     net = dockerhost.ensure_network(ctx)
-    token = _docker(ctx, _manager(ctx), "swarm", "join-token", "-q", "manager")
+    chan = swarm_channel.for_context(ctx)
+    token = chan.join_token(*_leader(ctx, net), "manager")
     for name in others:  # one at a time: raft membership changes are serialized anyway
-        _join(ctx, net, name, token)
+        _join(ctx, chan, net, name, token)
         ctx.progress(f"{name} joined")
 
 
@@ -237,46 +213,35 @@ def _join_workers(ctx: StepContext) -> None:
     if not names:
         return
     net = dockerhost.ensure_network(ctx)
-    token = _docker(ctx, _manager(ctx), "swarm", "join-token", "-q", "worker")
-    _parallel(names, lambda n: _join(ctx, net, n, token), ctx, "workers joined")
-
-
-def _node_states(ctx: StepContext, manager: NodeInfo) -> dict[str, str]:
-    r = ctx.provider.exec(
-        manager, ["docker", "node", "ls", "--format", "{{.Hostname}} {{.Status}}"], timeout=15
-    )
-    states: dict[str, str] = {}
-    if r.ok:
-        for line in r.stdout.splitlines():
-            host, _, status = line.strip().partition(" ")
-            if host and (host not in states or status == "Ready"):
-                states[host] = status
-    return states
+    chan = swarm_channel.for_context(ctx)
+    token = chan.join_token(*_leader(ctx, net), "worker")
+    _parallel(names, lambda n: _join(ctx, chan, net, n, token), ctx, "workers joined")
 
 
 def _wait_ready_after_update(ctx: StepContext) -> None:
-    _wait_ready(ctx, read_version=False)  # a scale does not change the version: one exec less
+    _wait_ready(ctx, read_version=False)  # a scale does not change the version: one call less
 
 
 def _wait_ready(ctx: StepContext, timeout: float = 90.0, *, read_version: bool = True) -> None:
     spec = ctx.spec
     net = dockerhost.ensure_network(ctx)
-    manager = _manager(ctx)
+    chan = swarm_channel.for_context(ctx)
+    leader = _leader(ctx, net)
     wanted = [*spec.master.names, *spec.worker.names]
     deadline = time.monotonic() + timeout
     while True:
-        states = _node_states(ctx, manager)
+        states = chan.node_states(*leader)
         missing = [n for n in wanted if states.get(n) != "Ready"]
         if not missing or _is_fake(ctx):
             break
         if time.monotonic() > deadline:
             raise TimeoutError(f"nodes not Ready within {timeout:.0f} s: {', '.join(missing)}")
         ctx.progress(f"{len(wanted) - len(missing)} of {len(wanted)} Ready")
-        time.sleep(0.1)
+        time.sleep(0.05)
     masters = [_ip(ctx, net, n) for n in spec.master.names]
     workers = [_ip(ctx, net, n) for n in spec.worker.names]
     address_ip = dockerhost.node_ip(net, "lb", _lb_name(spec)) if _lb_enabled(spec) else masters[0]
-    version = _docker(ctx, manager, "version", "--format", "{{.Server.Version}}") if read_version else None
+    version = chan.version(*leader) if read_version else None
     ctx.save_outputs(
         api_address=dockerhost.api_address(spec, address_ip), master_addresses=masters, node_addresses=workers,
         coe_version=version, container_version=version,
@@ -349,25 +314,19 @@ def _remove_workers(ctx: StepContext) -> None:
     gone = [n for n in spec.previous_worker_names if n not in spec.worker.names]
     if not gone:
         return
-    manager = _manager(ctx)
+    net = dockerhost.ensure_network(ctx)
+    chan = swarm_channel.for_context(ctx)
+    leader = _leader(ctx, net)
     present = {n.name for n in ctx.provider.list_nodes(spec.uuid)}
-    for name in gone:
-        if name in present:
-            ctx.provider.exec(
-                manager, ["docker", "node", "update", "--availability", "drain", name], timeout=15
-            )
+    chan.drain(*leader, [n for n in gone if n in present])
     deadline = time.monotonic() + DRAIN_GRACE
     while time.monotonic() < deadline and not _is_fake(ctx):
-        r = ctx.provider.exec(
-            manager, ["docker", "node", "ps", *gone, "--filter", "desired-state=running", "-q"], timeout=15
-        )
-        if r.ok and not r.stdout.strip():
+        if not chan.tasks_running(*leader, gone):
             break
         ctx.progress("draining")
         time.sleep(0.2)
     _parallel(gone, lambda n: ctx.provider.delete_node(spec.uuid, n), ctx, "removing workers")
-    for name in gone:
-        ctx.provider.exec(manager, ["docker", "node", "rm", "--force", name], timeout=15)
+    chan.remove_nodes(*leader, gone)
 
 
 def _add_workers(ctx: StepContext) -> None:
@@ -380,29 +339,16 @@ def _add_workers(ctx: StepContext) -> None:
     if not new:
         return
     net = dockerhost.ensure_network(ctx)
-    leader = _ip(ctx, net, spec.master.names[0])
+    chan = swarm_channel.for_context(ctx)
+    leader = _leader(ctx, net)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        token = pool.submit(_docker, ctx, _manager(ctx), "swarm", "join-token", "-q", "worker")
+        token = pool.submit(chan.join_token, *leader, "worker")
 
         def one(name: str) -> None:
-            node = _start(ctx, net, name)
+            _start(ctx, net, name)
             ip = _ip(ctx, net, name)
             dockerhost.wait_daemon(ctx, name, ip)
-            args = [
-                "docker",
-                "swarm",
-                "join",
-                "--token",
-                token.result(),
-                "--advertise-addr",
-                ip,
-                f"{leader}:{SWARM_PORT}",
-            ]
-            r = ctx.provider.exec(node, args, timeout=60)
-            if not r.ok and "already part of a swarm" not in (r.stderr + r.stdout):
-                raise RuntimeError(
-                    f"`docker swarm join` on {name} failed: {(r.stderr or r.stdout).strip()[-300:]}"
-                )
+            chan.join(name, ip, token.result(), leader[1])
 
         _parallel(new, one, ctx, "workers joined")
 
