@@ -177,6 +177,7 @@ class OpRunner:
                 self._fail(op, f"Timed out at step {index + 1}/{total} ({step.name}).")
                 return
             self._prefix = f"{index + 1}/{total} {step.name}"
+            # One transaction per step boundary: "steps before this one are done, this one runs".
             with self.db.session() as s:
                 if not operations.checkpoint(
                     s, op.id, self.owner, step_index=index, step_count=total, step_name=step.name
@@ -195,11 +196,6 @@ class OpRunner:
             log.info(
                 "cluster %s: step %s done in %.2fs", op.cluster_id, step.name, time.monotonic() - started
             )
-            with self.db.session() as s:
-                if not operations.checkpoint(
-                    s, op.id, self.owner, step_index=index + 1, step_count=total, step_name=step.name
-                ):
-                    raise LeaseLost
         with self.db.session() as s:
             status = operations.finish(s, op, self.owner)
         log.info("cluster %s: %s operation finished: %s", op.cluster_id, op.kind, status)
