@@ -12,7 +12,7 @@ import logging
 import os
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -284,18 +284,24 @@ def test_two_nodes_tls_sized_volume_exec_and_cleanup(
     timings["workload image + inner run"] = time.monotonic() - t0
     assert run.stdout.strip() == "inner ok", run.stderr
 
-    # list_nodes: both nodes, one ps + one inspect.
-    calls: list[Sequence[str]] = []
-    real_run: Callable[..., subprocess.CompletedProcess[str]] = engine.run
+    # list_nodes: both nodes, from one API request and no CLI process.
+    calls: list[str] = []
+    real_request = engine.api.request
+    real_run = engine.run
 
-    def counting_run(argv: Sequence[str], **kw: Any) -> subprocess.CompletedProcess[str]:
-        calls.append(argv)
+    def counting_request(method: str, path: str, **kw: Any) -> Any:
+        calls.append(f"{method} {path}")
+        return real_request(method, path, **kw)
+
+    def no_cli(argv: Sequence[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+        calls.append(f"docker {' '.join(argv)}")
         return real_run(argv, **kw)
 
-    monkeypatch.setattr(engine, "run", counting_run)
+    monkeypatch.setattr(engine.api, "request", counting_request)
+    monkeypatch.setattr(engine, "run", no_cli)
     nodes = provider.list_nodes(cluster_uuid)
     monkeypatch.undo()
-    assert len(calls) <= 2 and calls[0][0] == "ps"
+    assert calls == ["GET /containers/json"], calls
     assert {(n.name, n.role, n.state, n.address) for n in nodes} == {
         (m0, "master", "running", tls_ip),
         (w0, "worker", "running", worker.address),

@@ -14,7 +14,8 @@ starts and owns. The owned daemon keeps all of its state away from any system Do
 * ``--default-runtime capfix`` (the ``runc-capfix`` wrapper) only when the host's
   capability bounding set is incomplete, which breaks ``--privileged`` otherwise.
 
-All Docker calls go through the ``docker`` CLI (:meth:`Engine.run`); no SDK.
+Frequent calls go to the Engine API over the socket (:attr:`Engine.api`), the rest
+through the ``docker`` CLI (:meth:`Engine.run`); no SDK.
 """
 
 from __future__ import annotations
@@ -29,12 +30,15 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 
 from flotilla.errors import FlotillaError, Unavailable
+
+from .engine_api import EngineApi
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +150,8 @@ class Engine:
         self.pid = pid
         self._env = dict(env)
         self._process = process
+        self._api: EngineApi | None = None
+        self._api_lock = threading.Lock()
 
     # ----------------------------------------------------------------- construction
 
@@ -309,20 +315,21 @@ class Engine:
             delay = min(delay * 1.5, 0.2)
 
     def _pin_api_version(self) -> None:
-        """Ask the engine once for its API version and pin the CLI to it (no per-call negotiation)."""
+        """Ask the engine once for its API version and pin the CLI and the API client to it
+        (no per-call negotiation)."""
         if "DOCKER_API_VERSION" in self._env:
             return
+        probe = EngineApi(self.host, self._env, None)  # Unavailable for unsupported schemes
         try:
-            res = self.run(["version", "--format", "{{.Server.APIVersion}}"], timeout=15)
-        except EngineError as exc:
-            raise Unavailable(
-                f"the Docker Engine at {self.host} does not answer: {exc.stderr.strip()}"
-            ) from exc
-        except subprocess.TimeoutExpired as exc:
-            raise Unavailable(f"the Docker Engine at {self.host} did not answer within 15 s") from exc
-        version = res.stdout.strip()
-        if version:
-            self._env["DOCKER_API_VERSION"] = version
+            version = probe.request("GET", "/version", timeout=15) or {}
+        except FlotillaError as exc:
+            if isinstance(exc, Unavailable):
+                raise
+            raise Unavailable(f"the Docker Engine at {self.host} does not answer: {exc}") from exc
+        finally:
+            probe.close()
+        if isinstance(version, dict) and version.get("ApiVersion"):
+            self._env["DOCKER_API_VERSION"] = str(version["ApiVersion"])
 
     # ----------------------------------------------------------------- use
 
@@ -330,6 +337,14 @@ class Engine:
     def env(self) -> dict[str, str]:
         """The environment docker CLI subprocesses get (a copy)."""
         return dict(self._env)
+
+    @property
+    def api(self) -> EngineApi:
+        """The engine's HTTP API (created on first use, shared by threads)."""
+        with self._api_lock:
+            if self._api is None:
+                self._api = EngineApi(self.host, self._env, self._env.get("DOCKER_API_VERSION"))
+            return self._api
 
     def run(
         self,
@@ -367,13 +382,11 @@ class Engine:
     def ping(self) -> None:
         """Raise ``Unavailable`` unless the engine answers."""
         try:
-            self.run(["version", "--format", "{{.Server.Version}}"], timeout=15)
-        except EngineError as exc:
-            raise Unavailable(
-                f"the Docker Engine at {self.host} does not answer: {exc.stderr.strip()}"
-            ) from exc
-        except subprocess.TimeoutExpired as exc:
-            raise Unavailable(f"the Docker Engine at {self.host} did not answer within 15 s") from exc
+            self.api.request("GET", "/_ping", timeout=15)
+        except FlotillaError as exc:
+            if isinstance(exc, Unavailable):
+                raise
+            raise Unavailable(f"the Docker Engine at {self.host} does not answer: {exc}") from exc
 
     def info(self) -> dict[str, object]:
         """``docker info`` as a dict."""
@@ -412,6 +425,10 @@ class Engine:
                 self._process.wait(timeout=10)
         self.pid = None
         self._process = None
+        with self._api_lock:
+            if self._api is not None:
+                self._api.close()
+                self._api = None
         # The exec-root/socket dir is ours alone; netns mounts left by killed
         # containers may keep parts busy, which is harmless.
         shutil.rmtree(_short_run_dir(self.data_dir), ignore_errors=True)

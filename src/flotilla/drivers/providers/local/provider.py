@@ -58,7 +58,8 @@ from flotilla.drivers.base import (
 )
 from flotilla.errors import Conflict, FlotillaError, Invalid, NotFound
 
-from .engine import Engine, EngineError
+from .engine import Engine
+from .engine_api import ApiError, EngineApi, quoted
 from .images import DOCKER_INIT, KIND_HOSTROOT, KIND_LABEL
 
 log = logging.getLogger(__name__)
@@ -103,25 +104,9 @@ def _volume_name(node: str) -> str:
     return f"{node}-docker"
 
 
-def _parse_json_lines(text: str) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line and line != "null":
-            value = json.loads(line)
-            if isinstance(value, dict):
-                out.append(value)
-    return out
-
-
-def _is_missing(message: str) -> bool:
-    """True for Docker's "object does not exist" errors (wording differs per object type)."""
-    low = message.lower()
-    return "no such" in low or "not found" in low
-
-
 def _label_filter(cluster_uuid: str | None) -> str:
-    return f"label={LABEL_CLUSTER}={cluster_uuid}" if cluster_uuid else f"label={LABEL_CLUSTER}"
+    """An API label filter: ``flotilla.cluster=<uuid>``, or any cluster."""
+    return f"{LABEL_CLUSTER}={cluster_uuid}" if cluster_uuid else LABEL_CLUSTER
 
 
 def _list_loops() -> list[tuple[str, str]]:
@@ -173,6 +158,10 @@ class LocalProvider:
         self._loop_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="flotilla-local")
 
+    @property
+    def api(self) -> EngineApi:
+        return self.engine.api
+
     @classmethod
     def connect(
         cls, docker_host: str | None, data_dir: Path, subnet_pool: str = "172.29.0.0/16"
@@ -192,20 +181,9 @@ class LocalProvider:
     def _loop_file(self, cluster_uuid: str, name: str) -> Path:
         return self.data_dir / "volumes" / cluster_uuid / f"{name}.img"
 
-    def _inspect(self, kind: str, names: Sequence[str]) -> list[dict[str, Any]]:
-        """``docker inspect --type KIND`` of several objects; missing ones are skipped."""
-        if not names:
-            return []
-        res = self.engine.run(["inspect", "--type", kind, "--format", "{{json .}}", *names], check=False)
-        if res.returncode != 0:
-            errors = [ln for ln in res.stderr.splitlines() if ln.strip() and not _is_missing(ln)]
-            if errors:
-                raise EngineError(["inspect", "--type", kind, *names], res.returncode, "\n".join(errors))
-        return _parse_json_lines(res.stdout)
-
     def _inspect_one(self, kind: str, name: str) -> dict[str, Any] | None:
-        found = self._inspect(kind, [name])
-        return found[0] if found else None
+        """``docker inspect`` of one container, network, volume or image; None when missing."""
+        return self.api.inspect(kind, name)
 
     def _resolv_conf(self) -> Path:
         path = self.data_dir / "nodes" / "resolv.conf"
@@ -257,9 +235,8 @@ class LocalProvider:
 
     def _used_subnets(self) -> list[ipaddress.IPv4Network]:
         def docker_nets() -> list[ipaddress.IPv4Network]:
-            ids = self.engine.run(["network", "ls", "-q"]).stdout.split()
             nets: list[ipaddress.IPv4Network] = []
-            for net in self._inspect("network", ids):
+            for net in self.api.get("/networks") or []:
                 for cfg in (net.get("IPAM") or {}).get("Config") or []:
                     with contextlib.suppress(ValueError):
                         nets.append(ipaddress.IPv4Network(str(cfg.get("Subnet", "")), strict=False))
@@ -323,44 +300,31 @@ class LocalProvider:
             started = time.monotonic()
             for subnet in self._candidate_subnets(self._used_subnets()):
                 gateway = str(next(subnet.hosts()))
-                res = self.engine.run(
-                    [
-                        "network",
-                        "create",
-                        "--driver",
-                        "bridge",
-                        "--internal",
-                        "--subnet",
-                        str(subnet),
-                        "--gateway",
-                        gateway,
-                        "--opt",
-                        f"com.docker.network.bridge.name={bridge}",
-                        "--label",
-                        f"{LABEL_CLUSTER}={spec.cluster_uuid}",
-                        "--label",
-                        f"{LABEL_NETWORK}={spec.name}",
-                        spec.name,
-                    ],
-                    check=False,
+                body = {
+                    "Name": spec.name, "Driver": "bridge", "Internal": True, "CheckDuplicate": True,
+                    "IPAM": {"Driver": "default", "Config": [{"Subnet": str(subnet), "Gateway": gateway}]},
+                    "Options": {"com.docker.network.bridge.name": bridge},
+                    "Labels": {LABEL_CLUSTER: spec.cluster_uuid, LABEL_NETWORK: spec.name},
+                }  # fmt: skip
+                try:
+                    self.api.request("POST", "/networks/create", body=body)
+                except ApiError as exc:
+                    if "overlap" in exc.message.lower():
+                        continue  # taken meanwhile (another process or engine)
+                    if "already exists" in exc.message:
+                        net = self._inspect_one("network", spec.name)
+                        if net is not None and self._owned_by(net, spec.cluster_uuid):
+                            return self._network_info(net, owned=True)
+                    raise
+                log.info(
+                    "cluster %s: network %s %s (bridge %s) created in %.2f s",
+                    spec.cluster_uuid,
+                    spec.name,
+                    subnet,
+                    bridge,
+                    time.monotonic() - started,
                 )
-                if res.returncode == 0:
-                    log.info(
-                        "cluster %s: network %s %s (bridge %s) created in %.2f s",
-                        spec.cluster_uuid,
-                        spec.name,
-                        subnet,
-                        bridge,
-                        time.monotonic() - started,
-                    )
-                    return NetworkInfo(name=spec.name, subnet=str(subnet), gateway=gateway, owned=True)
-                if "overlap" in res.stderr.lower():
-                    continue  # taken meanwhile (another process or engine)
-                if "already exists" in res.stderr:
-                    net = self._inspect_one("network", spec.name)
-                    if net is not None and self._owned_by(net, spec.cluster_uuid):
-                        return self._network_info(net, owned=True)
-                raise EngineError(["network", "create", spec.name], res.returncode, res.stderr)
+                return NetworkInfo(name=spec.name, subnet=str(subnet), gateway=gateway, owned=True)
         raise FlotillaError(f"no free /24 left in the subnet pool {self.subnet_pool} for network {spec.name}")
 
     def delete_network(self, cluster_uuid: str, name: str) -> None:
@@ -372,16 +336,16 @@ class LocalProvider:
         if not self._owned_by(net, cluster_uuid):
             log.debug("cluster %s: network %s is not ours; keeping it", cluster_uuid, name)
             return
-        res = self.engine.run(["network", "rm", name], check=False)
-        if res.returncode != 0 and not _is_missing(res.stderr):
-            raise EngineError(["network", "rm", name], res.returncode, res.stderr)
+        self.api.remove("network", name)
         log.info("cluster %s: network %s removed", cluster_uuid, name)
         self._remove_empty_cluster_dirs(cluster_uuid)
 
     # nodes -------------------------------------------------------------------
 
     def _node_info(self, c: Mapping[str, Any]) -> NodeInfo:
-        labels: Mapping[str, str] = (c.get("Config") or {}).get("Labels") or {}
+        """From a container inspect, or a row of the container list (flatter: top-level
+        ``Labels``, ``Names``, ``State`` as a string)."""
+        labels: Mapping[str, str] = (c.get("Config") or {}).get("Labels") or c.get("Labels") or {}
         networks: Mapping[str, Any] = (c.get("NetworkSettings") or {}).get("Networks") or {}
         net_name = labels.get(LABEL_NETWORK)
         net = networks.get(net_name) if net_name else None
@@ -390,10 +354,12 @@ class LocalProvider:
         address: str | None = None
         if net:
             address = net.get("IPAddress") or ((net.get("IPAMConfig") or {}).get("IPv4Address")) or None
-        status = (c.get("State") or {}).get("Status")
+        state = c.get("State")
+        status = state.get("Status") if isinstance(state, Mapping) else state
+        name = c.get("Name") or (c.get("Names") or [""])[0]
         return NodeInfo(
             cluster_uuid=labels.get(LABEL_CLUSTER, ""),
-            name=labels.get(LABEL_NODE) or str(c.get("Name", "")).lstrip("/"),
+            name=labels.get(LABEL_NODE) or str(name).lstrip("/"),
             role=labels.get(LABEL_ROLE, ""),
             address=address,
             state="running" if status == "running" else "stopped",
@@ -401,18 +367,13 @@ class LocalProvider:
         )
 
     def _image_kind(self, node: str, image_ref: str) -> str | None:
-        res = self.engine.run(
-            ["image", "inspect", "--format", "{{json .Config.Labels}}", image_ref], check=False
-        )
-        if res.returncode != 0:
-            if _is_missing(res.stderr):
-                raise NotFound(
-                    f"node {node}: image {image_ref!r} does not exist in the Docker Engine at "
-                    f"{self.engine.host}; build it first "
-                    "(flotilla.drivers.providers.local.images.build_hostroot_image)"
-                )
-            raise EngineError(["image", "inspect", image_ref], res.returncode, res.stderr)
-        labels = json.loads(res.stdout.strip() or "null") or {}
+        image = self._inspect_one("image", image_ref)
+        if image is None:
+            raise NotFound(
+                f"node {node}: image {image_ref!r} does not exist in the Docker Engine at "
+                f"{self.engine.host}; build it first (flotilla image-build)"
+            )
+        labels = (image.get("Config") or {}).get("Labels") or {}
         kind = labels.get(KIND_LABEL)
         return str(kind) if kind else None
 
@@ -452,15 +413,10 @@ class LocalProvider:
     def _ensure_volume(self, spec: NodeSpec) -> str:
         """Create the node's labelled /var/lib/docker volume (sized when ``volume_gb``)."""
         vol = _volume_name(spec.name)
-        labels = [
-            "--label",
-            f"{LABEL_CLUSTER}={spec.cluster_uuid}",
-            "--label",
-            f"{LABEL_NODE}={spec.name}",
-        ]
+        labels = {LABEL_CLUSTER: spec.cluster_uuid, LABEL_NODE: spec.name}
         if not spec.volume_gb:
             # Idempotent: Docker returns an existing volume of that name unchanged.
-            self.engine.run(["volume", "create", *labels, vol])
+            self.api.request("POST", "/volumes/create", body={"Name": vol, "Labels": labels})
             return vol
         existing = self._inspect_one("volume", vol)
         if existing is not None and not self._owned_by(existing, spec.cluster_uuid):
@@ -471,25 +427,12 @@ class LocalProvider:
             if ((existing.get("Options") or {}).get("device")) == device:
                 return vol
             log.info("node %s: volume %s points to a stale loop device; recreating it", spec.name, vol)
-            self.engine.run(["volume", "rm", vol])
-        self.engine.run(
-            [
-                "volume",
-                "create",
-                "--driver",
-                "local",
-                "--opt",
-                "type=ext4",
-                "--opt",
-                f"device={device}",
-                "--opt",
-                "o=discard",
-                *labels,
-                "--label",
-                f"{LABEL_LOOP_FILE}={path}",
-                vol,
-            ]
-        )
+            self.api.remove("volume", vol)
+        body = {
+            "Name": vol, "Driver": "local", "DriverOpts": {"type": "ext4", "device": device, "o": "discard"},
+            "Labels": {**labels, LABEL_LOOP_FILE: str(path)},
+        }  # fmt: skip
+        self.api.request("POST", "/volumes/create", body=body)
         return vol
 
     def _validate_file_path(self, node: str, path: str, hostroot: bool) -> PurePosixPath:
@@ -561,11 +504,11 @@ class LocalProvider:
             if (existing.get("State") or {}).get("Status") == "running":
                 return self._node_info(existing)
             if self._loop_volume_stale(spec):
-                self.engine.run(["rm", "-f", spec.name])
+                self.api.remove("container", spec.name)
             else:
                 if (existing.get("State") or {}).get("Status") == "restarting":
-                    self.engine.run(["stop", "--time", "1", spec.name])  # leave the crash loop first
-                self.engine.run(["start", spec.name])
+                    self._stop(spec.name)  # leave the crash loop first
+                self.api.request("POST", f"/containers/{quoted(spec.name)}/start")
                 node = self._inspect_one("container", spec.name)
                 if node is None:
                     raise NotFound(f"node {spec.name}: container disappeared while starting")
@@ -581,14 +524,19 @@ class LocalProvider:
         resolv = self._resolv_conf()
         mounts = mounts_f.result()
         volume = volume_f.result()
-        argv = self._run_argv(spec, hostroot, volume, mounts, resolv)
-        res = self.engine.run(argv, check=False, timeout=300)
-        if res.returncode != 0:
-            if "is already in use" in res.stderr:  # created concurrently by another worker
+        body = self._create_body(spec, hostroot, volume, mounts, resolv)
+        try:
+            created = self.api.request("POST", "/containers/create", params={"name": spec.name}, body=body)
+        except ApiError as exc:
+            if "is already in use" in exc.message:  # created concurrently by another worker
                 node = self._container_for(spec)
                 if node is not None:
                     return self._node_info(node)
-            raise EngineError(["run", spec.name], res.returncode, res.stderr)
+            raise FlotillaError(f"node {spec.name}: creating the container failed: {exc.message}") from exc
+        try:
+            self.api.request("POST", f"/containers/{created['Id']}/start", timeout=300)
+        except ApiError as exc:
+            raise FlotillaError(f"node {spec.name}: starting the container failed: {exc.message}") from exc
         node = self._inspect_one("container", spec.name)
         if node is None:
             raise NotFound(f"node {spec.name}: container disappeared right after docker run")
@@ -610,54 +558,42 @@ class LocalProvider:
             state = node.get("State") or {}
             logs = self.engine.run(["logs", "--tail", "20", name], check=False)
             # Stop the restart loop; ensure_node on the stopped node starts it again.
-            self.engine.run(["stop", "--time", "1", name], check=False)
+            with contextlib.suppress(FlotillaError):
+                self._stop(name)
             raise FlotillaError(
                 f"node {name}: command exited at once (status {state.get('Status')}, exit code "
                 f"{state.get('ExitCode')}): {(logs.stdout + logs.stderr).strip()[-2000:]}"
             )
         return info
 
-    def _run_argv(
+    def _stop(self, name: str, seconds: int = 1) -> None:
+        self.api.request(
+            "POST", f"/containers/{quoted(name)}/stop", params={"t": seconds}, timeout=seconds + 60
+        )
+
+    def _create_body(
         self, spec: NodeSpec, hostroot: bool, volume: str, mounts: Sequence[tuple[Path, str]], resolv: Path
-    ) -> list[str]:
-        argv = [
-            "run",
-            "--detach",
-            "--name",
-            spec.name,
-            "--hostname",
-            spec.name,
-            "--privileged",
-            "--network",
-            spec.network,
-            "--restart",
-            "unless-stopped",
-            "--tmpfs",
-            "/run",
-            "--tmpfs",
-            "/tmp",
-            "--log-opt",
-            "max-size=10m",
-            "--log-opt",
-            "max-file=2",
-            "--volume",
-            f"{volume}:/var/lib/docker",
-        ]
-        if spec.ip:
-            argv += ["--ip", spec.ip]
+    ) -> dict[str, Any]:
+        """The container-create request for a node (what ``docker run -d --privileged ...`` sends)."""
+        binds = [f"{volume}:/var/lib/docker"]
         if not any(path == "/etc/resolv.conf" for _, path in mounts):
-            argv += ["--volume", f"{resolv}:/etc/resolv.conf:ro"]
-        for host, path in mounts:
-            # --mount, not -v: node paths may hold colons (/etc/docker/certs.d/IP:5000/ca.crt).
-            argv += ["--mount", f"type=bind,source={host},target={path},readonly"]
+            binds.append(f"{resolv}:/etc/resolv.conf:ro")
         if hostroot:
-            argv += ["--volume", "/usr:/usr:ro"]
+            binds.append("/usr:/usr:ro")
+        host: dict[str, Any] = {
+            "Privileged": True,
+            "NetworkMode": spec.network,
+            "RestartPolicy": {"Name": "unless-stopped"},
+            "Tmpfs": {"/run": "", "/tmp": ""},
+            "LogConfig": {"Type": "", "Config": {"max-size": "10m", "max-file": "2"}},
+            "Binds": binds,
+            # Mounts, not Binds: node paths may hold colons (/etc/docker/certs.d/IP:5000/ca.crt).
+            "Mounts": [{"Type": "bind", "Source": str(h), "Target": p, "ReadOnly": True} for h, p in mounts],
+        }
         if spec.cpus and spec.cpus > 0:
-            argv += ["--cpus", f"{spec.cpus:g}"]
+            host["NanoCpus"] = int(spec.cpus * 1e9)
         if spec.memory_mb and spec.memory_mb > 0:
-            argv += ["--memory", f"{spec.memory_mb}m", "--memory-swap", f"{spec.memory_mb}m"]
-        for key, value in sorted(spec.env.items()):
-            argv += ["--env", f"{key}={value}"]
+            host["Memory"] = host["MemorySwap"] = spec.memory_mb * 1024 * 1024
         labels = {
             **spec.labels,
             LABEL_CLUSTER: spec.cluster_uuid,
@@ -666,17 +602,28 @@ class LocalProvider:
             LABEL_NETWORK: spec.network,
             LABEL_VOLUME: volume,
         }
-        for key, value in sorted(labels.items()):
-            argv += ["--label", f"{key}={value}"]
+        body: dict[str, Any] = {
+            "Hostname": spec.name,
+            "Image": spec.image_ref,
+            "Env": [f"{k}={v}" for k, v in sorted(spec.env.items())],
+            "Labels": labels,
+            "HostConfig": host,
+        }
+        if spec.ip:
+            body["NetworkingConfig"] = {
+                "EndpointsConfig": {spec.network: {"IPAMConfig": {"IPv4Address": spec.ip}}}
+            }
         command = list(spec.command)
         if hostroot:
             if command:
-                argv += ["--entrypoint", DOCKER_INIT, spec.image_ref, "--", *command]
-            else:
-                argv += [spec.image_ref]  # the image's ENTRYPOINT is docker-init already
+                body["Entrypoint"] = [DOCKER_INIT]
+                body["Cmd"] = ["--", *command]
+            # else: the image's ENTRYPOINT is docker-init already
         else:
-            argv += ["--init", spec.image_ref, *command]
-        return argv
+            host["Init"] = True
+            if command:
+                body["Cmd"] = command
+        return body
 
     def delete_node(self, cluster_uuid: str, name: str) -> None:
         """Remove the node, its volume, loop device, backing file and files dir.
@@ -707,29 +654,26 @@ class LocalProvider:
         self._remove_empty_cluster_dirs(cluster_uuid)
         log.info("cluster %s: node %s deleted in %.2f s", cluster_uuid, name, time.monotonic() - started)
 
+    def _rm(self, kind: str, names: Sequence[str]) -> None:
+        """Remove objects of one kind; missing ones count as removed. Raises one
+        ``FlotillaError`` naming every failure after trying them all."""
+        errors: list[str] = []
+        for name in names:
+            try:
+                self.api.remove(kind, name)
+            except FlotillaError as exc:
+                errors.append(str(exc))
+        if errors:
+            raise FlotillaError("; ".join(errors))
+
     def _rm_containers(self, names: Sequence[str]) -> None:
-        if not names:
-            return
-        res = self.engine.run(["rm", "--force", "--volumes", *names], check=False)
-        errors = [ln for ln in res.stderr.splitlines() if ln.strip() and not _is_missing(ln)]
-        if res.returncode != 0 and errors:
-            raise EngineError(["rm", "--force", *names], res.returncode, "\n".join(errors))
+        self._rm("container", names)
 
     def _rm_volumes(self, names: Sequence[str]) -> None:
-        if not names:
-            return
-        res = self.engine.run(["volume", "rm", "--force", *names], check=False)
-        errors = [ln for ln in res.stderr.splitlines() if ln.strip() and not _is_missing(ln)]
-        if res.returncode != 0 and errors:
-            raise EngineError(["volume", "rm", *names], res.returncode, "\n".join(errors))
+        self._rm("volume", names)
 
     def _rm_networks(self, names: Sequence[str]) -> None:
-        if not names:
-            return
-        res = self.engine.run(["network", "rm", *names], check=False)
-        errors = [ln for ln in res.stderr.splitlines() if ln.strip() and not _is_missing(ln)]
-        if res.returncode != 0 and errors:
-            raise EngineError(["network", "rm", *names], res.returncode, "\n".join(errors))
+        self._rm("network", names)
 
     def _remove_empty_cluster_dirs(self, cluster_uuid: str) -> None:
         for d in (self.data_dir / "nodes" / cluster_uuid, self.data_dir / "volumes" / cluster_uuid):
@@ -739,21 +683,11 @@ class LocalProvider:
     def list_nodes(self, cluster_uuid: str | None = None) -> list[NodeInfo]:
         """Every node container of one cluster (or all), with state and address.
 
-        One ``docker ps`` plus one batched ``docker inspect``.
+        One container-list request (it carries labels, state and addresses).
         """
-        ids = self.engine.run(
-            [
-                "ps",
-                "-a",
-                "-q",
-                "--no-trunc",
-                "--filter",
-                _label_filter(cluster_uuid),
-                "--filter",
-                f"label={LABEL_NODE}",
-            ]
-        ).stdout.split()
-        nodes = [self._node_info(c) for c in self._inspect("container", ids)]
+        filters = json.dumps({"label": [_label_filter(cluster_uuid), LABEL_NODE]})
+        rows = self.api.get("/containers/json", all=1, filters=filters) or []
+        nodes = [self._node_info(c) for c in rows]
         return sorted(nodes, key=lambda n: (n.cluster_uuid, n.name))
 
     def exec(
@@ -807,15 +741,13 @@ class LocalProvider:
 
     def restart_node(self, node: NodeInfo) -> None:
         """``docker restart`` (SIGTERM, SIGKILL after 10 s); the command runs again on return."""
-        self.engine.run(
-            ["restart", "--time", str(_RESTART_TIMEOUT), node.name], timeout=_RESTART_TIMEOUT + 60
-        )
+        self.api.request(
+            "POST", f"/containers/{quoted(node.name)}/restart", params={"t": _RESTART_TIMEOUT},
+            timeout=_RESTART_TIMEOUT + 60,
+        )  # fmt: skip
 
     def image_exists(self, image_ref: str) -> bool:
-        return (
-            self.engine.run(["image", "inspect", "--format", "{{.Id}}", image_ref], check=False).returncode
-            == 0
-        )
+        return self._inspect_one("image", image_ref) is not None
 
     def sweep(self, cluster_uuid: str) -> list[str]:
         """Remove every container, volume and network labelled with the cluster, the loop
@@ -827,14 +759,8 @@ class LocalProvider:
         """
         _check_name("cluster uuid", cluster_uuid)
         flt = _label_filter(cluster_uuid)
-        containers, volumes, networks = self._parallel(
-            lambda: self.engine.run(["ps", "-a", "--filter", flt, "--format", "{{.Names}}"]).stdout.split(),
-            lambda: self.engine.run(
-                ["volume", "ls", "--filter", flt, "--format", "{{.Name}}"]
-            ).stdout.split(),
-            lambda: self.engine.run(
-                ["network", "ls", "--filter", flt, "--format", "{{.Name}}"]
-            ).stdout.split(),
+        containers, volumes, networks = (
+            self.api.names(kind, flt) for kind in ("container", "volume", "network")
         )
         removed: list[str] = []
         failed: list[str] = []
@@ -889,14 +815,11 @@ def leaks(engine: Engine, cluster_uuid: str | None = None) -> list[str]:
     ``"container:c1-master-0"``; an empty list means clean.
     """
     flt = _label_filter(cluster_uuid)
-    queries = {
-        "container": ["ps", "-a", "--filter", flt, "--format", "{{.Names}}"],
-        "network": ["network", "ls", "--filter", flt, "--format", "{{.Name}}"],
-        "volume": ["volume", "ls", "--filter", flt, "--format", "{{.Name}}"],
-    }
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        futures = {kind: pool.submit(engine.run, argv) for kind, argv in queries.items()}
-        found = [f"{kind}:{name}" for kind, fut in futures.items() for name in fut.result().stdout.split()]
+    found = [
+        f"{kind}:{name}"
+        for kind in ("container", "network", "volume")
+        for name in engine.api.names(kind, flt)
+    ]
     vol_root = engine.data_dir / "volumes"
     found += [
         f"loop:{dev} ({back})"
