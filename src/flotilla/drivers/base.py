@@ -29,6 +29,8 @@ CAP_LOAD_BALANCER = "load_balancer"
 CAP_EXEC = "exec"
 #: Node addresses are reachable from the conductor's host (and so from users there).
 CAP_HOST_REACHABLE = "host_reachable"
+#: The nodes' kernel has IPVS (swarm's ingress routing mesh and service VIPs need it).
+CAP_IPVS = "ipvs"
 
 
 @runtime_checkable

@@ -37,7 +37,6 @@ import io
 import ipaddress
 import json
 import logging
-import re
 import shutil
 import subprocess
 import tarfile
@@ -45,7 +44,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, TypeVar
 
 from flotilla.domain import ExecResult, NetworkInfo, NetworkSpec, NodeInfo, NodeSpec
@@ -53,23 +52,32 @@ from flotilla.drivers.base import (
     CAP_CONTAINERS_AS_NODES,
     CAP_EXEC,
     CAP_HOST_REACHABLE,
+    CAP_IPVS,
     CAP_LOAD_BALANCER,
     CAP_SIZED_VOLUMES,
 )
-from flotilla.errors import Conflict, FlotillaError, Invalid, NotFound
+from flotilla.errors import Conflict, FlotillaError, NotFound
 
+from . import host
+from .containers import (
+    LABEL_CLUSTER,
+    LABEL_LOOP_FILE,
+    LABEL_NETWORK,
+    LABEL_NODE,
+    check_name,
+    create_body,
+    file_mode,
+    label_filter,
+    node_info,
+    owned_by,
+    validate_file_path,
+    volume_name,
+)
 from .engine import Engine
 from .engine_api import ApiError, EngineApi, quoted
-from .images import DOCKER_INIT, KIND_HOSTROOT, KIND_LABEL
+from .images import KIND_HOSTROOT, KIND_LABEL
 
 log = logging.getLogger(__name__)
-
-LABEL_CLUSTER = "flotilla.cluster"
-LABEL_NODE = "flotilla.node"
-LABEL_ROLE = "flotilla.role"
-LABEL_NETWORK = "flotilla.network"
-LABEL_VOLUME = "flotilla.volume"
-LABEL_LOOP_FILE = "flotilla.loop-file"
 
 #: Always: nodes are containers, an LB is just another node, ``docker exec`` works.
 BASE_CAPABILITIES = frozenset({CAP_CONTAINERS_AS_NODES, CAP_LOAD_BALANCER, CAP_EXEC})
@@ -80,63 +88,9 @@ LOCAL_ENGINE_CAPABILITIES = frozenset({CAP_SIZED_VOLUMES, CAP_HOST_REACHABLE})
 _RESERVED_SUBNETS = tuple(
     ipaddress.IPv4Network(n) for n in ("172.17.0.0/16", "172.18.0.0/16", "10.0.0.0/8", "127.0.0.0/8")
 )
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-_FORBIDDEN_FILE_ROOTS = ("/proc", "/sys", "/dev")
 _RESTART_TIMEOUT = 10
 
 T = TypeVar("T")
-
-
-def _check_name(what: str, value: str) -> str:
-    if not _NAME_RE.match(value):
-        raise Invalid(f"{what} {value!r} is not valid: use 1-63 letters, digits, '_', '.' or '-'")
-    return value
-
-
-def _file_mode(path: str) -> int:
-    name = PurePosixPath(path).name
-    # authorized_keys holds public keys and must be readable by the login user (sshd
-    # reads it with the user's uid; a root-owned 0644 file passes StrictModes).
-    return 0o600 if "key" in name and name != "authorized_keys" else 0o644
-
-
-def _volume_name(node: str) -> str:
-    return f"{node}-docker"
-
-
-def _label_filter(cluster_uuid: str | None) -> str:
-    """An API label filter: ``flotilla.cluster=<uuid>``, or any cluster."""
-    return f"{LABEL_CLUSTER}={cluster_uuid}" if cluster_uuid else LABEL_CLUSTER
-
-
-def _list_loops() -> list[tuple[str, str]]:
-    """(device, backing file) of every loop device on the host."""
-    res = subprocess.run(
-        ["losetup", "--json", "--list", "--output", "NAME,BACK-FILE"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=30,
-    )
-    if res.returncode != 0 or not res.stdout.strip():
-        return []
-    loops: list[tuple[str, str]] = []
-    for dev in json.loads(res.stdout).get("loopdevices", []):
-        back = str(dev.get("back-file") or "")
-        back = back.removesuffix(" (deleted)")
-        loops.append((str(dev.get("name")), back))
-    return loops
-
-
-def _loops_under(directory: Path) -> list[tuple[str, str]]:
-    prefix = str(directory).rstrip("/") + "/"
-    return [(dev, back) for dev, back in _list_loops() if back.startswith(prefix)]
-
-
-def _detach_loop(device: str) -> None:
-    res = subprocess.run(["losetup", "-d", device], capture_output=True, text=True, check=False, timeout=30)
-    if res.returncode != 0 and "No such device" not in res.stderr:
-        raise FlotillaError(f"losetup -d {device}: {res.stderr.strip()}")
 
 
 class LocalProvider:
@@ -155,7 +109,6 @@ class LocalProvider:
         self.subnet_pool = ipaddress.IPv4Network(subnet_pool)
         self.data_dir = engine.data_dir
         self._net_lock = threading.Lock()
-        self._loop_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="flotilla-local")
 
     @property
@@ -196,22 +149,15 @@ class LocalProvider:
             tmp.replace(path)
         return path
 
-    @staticmethod
-    def _owned_by(obj: Mapping[str, Any] | None, cluster_uuid: str) -> bool:
-        if obj is None:
-            return False
-        labels = obj.get("Labels")
-        if labels is None:
-            labels = (obj.get("Config") or {}).get("Labels")
-        return isinstance(labels, dict) and labels.get(LABEL_CLUSTER) == cluster_uuid
-
     # ----------------------------------------------------------------- Provider
 
     def capabilities(self) -> frozenset[str]:
         """``containers_as_nodes``, ``load_balancer``, ``exec``; plus ``sized_volumes`` and
-        ``host_reachable`` when the engine runs on this host (owned, or a unix socket)."""
+        ``host_reachable`` when the engine runs on this host (owned, or a unix socket), and
+        ``ipvs`` when this host's kernel (the nodes' kernel then) has IPVS."""
         if self.engine.owned or self.engine.host.startswith("unix://"):
-            return BASE_CAPABILITIES | LOCAL_ENGINE_CAPABILITIES
+            local = LOCAL_ENGINE_CAPABILITIES | ({CAP_IPVS} if host.kernel_has_ipvs() else set())
+            return BASE_CAPABILITIES | local
         return BASE_CAPABILITIES
 
     def check(self) -> None:
@@ -242,26 +188,7 @@ class LocalProvider:
                         nets.append(ipaddress.IPv4Network(str(cfg.get("Subnet", "")), strict=False))
             return nets
 
-        def host_routes() -> list[ipaddress.IPv4Network]:
-            res = subprocess.run(
-                ["ip", "-j", "-4", "route", "show", "table", "all"],
-                capture_output=True,
-                text=True,
-                check=False,
-                timeout=10,
-            )
-            nets: list[ipaddress.IPv4Network] = []
-            if res.returncode == 0 and res.stdout.strip():
-                for route in json.loads(res.stdout):
-                    dst = str(route.get("dst", ""))
-                    if dst and dst != "default":
-                        with contextlib.suppress(ValueError):
-                            net = ipaddress.IPv4Network(dst, strict=False)
-                            if net.prefixlen > 0:
-                                nets.append(net)
-            return nets
-
-        a, b = self._parallel(docker_nets, host_routes)
+        a, b = self._parallel(docker_nets, host.routes)
         return [*a, *b]
 
     def _candidate_subnets(self, used: Iterable[ipaddress.IPv4Network]) -> list[ipaddress.IPv4Network]:
@@ -281,17 +208,17 @@ class LocalProvider:
         belongs to another cluster; ``Unavailable``-like ``FlotillaError`` when the pool
         has no free /24.
         """
-        _check_name("cluster uuid", spec.cluster_uuid)
+        check_name("cluster uuid", spec.cluster_uuid)
         if spec.fixed_network:
             net = self._inspect_one("network", spec.fixed_network)
             if net is None:
                 raise NotFound(f"fixed network {spec.fixed_network!r} does not exist in the Docker Engine")
             return self._network_info(net, owned=False)
-        _check_name("network name", spec.name)
+        check_name("network name", spec.name)
         with self._net_lock:
             net = self._inspect_one("network", spec.name)
             if net is not None:
-                if not self._owned_by(net, spec.cluster_uuid):
+                if not owned_by(net, spec.cluster_uuid):
                     raise Conflict(
                         f"network {spec.name!r} exists and does not belong to cluster {spec.cluster_uuid}"
                     )
@@ -313,7 +240,7 @@ class LocalProvider:
                         continue  # taken meanwhile (another process or engine)
                     if "already exists" in exc.message:
                         net = self._inspect_one("network", spec.name)
-                        if net is not None and self._owned_by(net, spec.cluster_uuid):
+                        if net is not None and owned_by(net, spec.cluster_uuid):
                             return self._network_info(net, owned=True)
                     raise
                 log.info(
@@ -333,7 +260,7 @@ class LocalProvider:
         net = self._inspect_one("network", name)
         if net is None:
             return
-        if not self._owned_by(net, cluster_uuid):
+        if not owned_by(net, cluster_uuid):
             log.debug("cluster %s: network %s is not ours; keeping it", cluster_uuid, name)
             return
         self.api.remove("network", name)
@@ -341,30 +268,6 @@ class LocalProvider:
         self._remove_empty_cluster_dirs(cluster_uuid)
 
     # nodes -------------------------------------------------------------------
-
-    def _node_info(self, c: Mapping[str, Any]) -> NodeInfo:
-        """From a container inspect, or a row of the container list (flatter: top-level
-        ``Labels``, ``Names``, ``State`` as a string)."""
-        labels: Mapping[str, str] = (c.get("Config") or {}).get("Labels") or c.get("Labels") or {}
-        networks: Mapping[str, Any] = (c.get("NetworkSettings") or {}).get("Networks") or {}
-        net_name = labels.get(LABEL_NETWORK)
-        net = networks.get(net_name) if net_name else None
-        if net is None and networks:
-            net = next(iter(networks.values()))
-        address: str | None = None
-        if net:
-            address = net.get("IPAddress") or ((net.get("IPAMConfig") or {}).get("IPv4Address")) or None
-        state = c.get("State")
-        status = state.get("Status") if isinstance(state, Mapping) else state
-        name = c.get("Name") or (c.get("Names") or [""])[0]
-        return NodeInfo(
-            cluster_uuid=labels.get(LABEL_CLUSTER, ""),
-            name=labels.get(LABEL_NODE) or str(name).lstrip("/"),
-            role=labels.get(LABEL_ROLE, ""),
-            address=address,
-            state="running" if status == "running" else "stopped",
-            provider_id=str(c.get("Id", "")),
-        )
 
     def _image_kind(self, node: str, image_ref: str) -> str | None:
         image = self._inspect_one("image", image_ref)
@@ -377,52 +280,19 @@ class LocalProvider:
         kind = labels.get(KIND_LABEL)
         return str(kind) if kind else None
 
-    def _ensure_loop(self, path: Path, size_gb: int) -> str:
-        """Attach ``path`` (created and formatted when new) to a loop device; return the device."""
-        with self._loop_lock:
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                partial = path.with_suffix(".partial")
-                with partial.open("wb") as f:
-                    f.truncate(size_gb * 1024**3)
-                subprocess.run(
-                    ["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "nodiscard", str(partial)],
-                    check=True,
-                    capture_output=True,
-                    timeout=120,
-                )
-                partial.replace(path)
-            elif path.stat().st_size != size_gb * 1024**3:
-                log.warning(
-                    "%s: keeping existing size %d bytes (asked %d GiB)", path, path.stat().st_size, size_gb
-                )
-            for dev, back in _list_loops():
-                if back == str(path):
-                    return dev
-            res = subprocess.run(
-                ["losetup", "--find", "--show", str(path)],
-                capture_output=True,
-                text=True,
-                check=False,
-                timeout=30,
-            )
-            if res.returncode != 0:
-                raise FlotillaError(f"losetup --find --show {path}: {res.stderr.strip()}")
-            return res.stdout.strip()
-
     def _ensure_volume(self, spec: NodeSpec) -> str:
         """Create the node's labelled /var/lib/docker volume (sized when ``volume_gb``)."""
-        vol = _volume_name(spec.name)
+        vol = volume_name(spec.name)
         labels = {LABEL_CLUSTER: spec.cluster_uuid, LABEL_NODE: spec.name}
         if not spec.volume_gb:
             # Idempotent: Docker returns an existing volume of that name unchanged.
             self.api.request("POST", "/volumes/create", body={"Name": vol, "Labels": labels})
             return vol
         existing = self._inspect_one("volume", vol)
-        if existing is not None and not self._owned_by(existing, spec.cluster_uuid):
+        if existing is not None and not owned_by(existing, spec.cluster_uuid):
             raise Conflict(f"node {spec.name}: volume {vol} exists and belongs to another cluster")
         path = self._loop_file(spec.cluster_uuid, spec.name)
-        device = self._ensure_loop(path, spec.volume_gb)
+        device = host.ensure_loop(path, spec.volume_gb)
         if existing is not None:
             if ((existing.get("Options") or {}).get("device")) == device:
                 return vol
@@ -435,16 +305,6 @@ class LocalProvider:
         self.api.request("POST", "/volumes/create", body=body)
         return vol
 
-    def _validate_file_path(self, node: str, path: str, hostroot: bool) -> PurePosixPath:
-        p = PurePosixPath(path)
-        if not p.is_absolute() or ".." in p.parts or p == PurePosixPath("/"):
-            raise Invalid(f"node {node}: file path {path!r} must be absolute without '..'")
-        roots = (*_FORBIDDEN_FILE_ROOTS, "/usr") if hostroot else _FORBIDDEN_FILE_ROOTS
-        for root in roots:
-            if p == PurePosixPath(root) or PurePosixPath(root) in p.parents:
-                raise Invalid(f"node {node}: cannot place a file at {path} (under {root})")
-        return p
-
     def _write_files(self, spec: NodeSpec, hostroot: bool) -> list[tuple[Path, str]]:
         """Write spec.files (and the SSH key) under the node dir; return (host path, node path)."""
         files: dict[str, bytes] = dict(spec.files)
@@ -456,19 +316,19 @@ class LocalProvider:
         base = self._node_dir(spec.cluster_uuid, spec.name) / "files"
         mounts: list[tuple[Path, str]] = []
         for path, data in sorted(files.items()):
-            rel = self._validate_file_path(spec.name, path, hostroot).relative_to("/")
-            host = base / rel
-            host.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            rel = validate_file_path(spec.name, path, hostroot).relative_to("/")
+            on_host = base / rel
+            on_host.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             # Rewrite in place (same inode) so a running node's bind mount sees the new content.
-            with host.open("wb") as f:
+            with on_host.open("wb") as f:
                 f.write(data)
-            host.chmod(_file_mode(path))
-            mounts.append((host, path))
+            on_host.chmod(file_mode(path))
+            mounts.append((on_host, path))
         return mounts
 
     def _container_for(self, spec: NodeSpec) -> dict[str, Any] | None:
         c = self._inspect_one("container", spec.name)
-        if c is not None and not self._owned_by(c, spec.cluster_uuid):
+        if c is not None and not owned_by(c, spec.cluster_uuid):
             raise Conflict(
                 f"node {spec.name}: a container with that name exists and is not part of this cluster"
             )
@@ -478,12 +338,12 @@ class LocalProvider:
         """True when the node's sized volume points to a loop device that no longer backs its file."""
         if not spec.volume_gb:
             return False
-        vol = self._inspect_one("volume", _volume_name(spec.name))
+        vol = self._inspect_one("volume", volume_name(spec.name))
         if vol is None:
             return True
         device = (vol.get("Options") or {}).get("device")
         path = str(self._loop_file(spec.cluster_uuid, spec.name))
-        return not any(dev == device and back == path for dev, back in _list_loops())
+        return not any(dev == device and back == path for dev, back in host.list_loops())
 
     def ensure_node(self, spec: NodeSpec) -> NodeInfo:
         """Create (or return, or start) the node container; its command is running on return.
@@ -494,15 +354,15 @@ class LocalProvider:
         Raises ``NotFound`` for a missing image, ``Conflict`` when the name is taken by
         another cluster, ``Invalid`` for bad names/file paths, ``EngineError`` otherwise.
         """
-        _check_name("cluster uuid", spec.cluster_uuid)
-        _check_name("node name", spec.name)
+        check_name("cluster uuid", spec.cluster_uuid)
+        check_name("node name", spec.name)
         started = time.monotonic()
         # The image lookup is wasted when the node exists, but costs less than a round trip.
         kind_f = self._pool.submit(self._image_kind, spec.name, spec.image_ref)
         existing = self._container_for(spec)
         if existing is not None:
             if (existing.get("State") or {}).get("Status") == "running":
-                return self._node_info(existing)
+                return node_info(existing)
             if self._loop_volume_stale(spec):
                 self.api.remove("container", spec.name)
             else:
@@ -524,14 +384,14 @@ class LocalProvider:
         resolv = self._resolv_conf()
         mounts = mounts_f.result()
         volume = volume_f.result()
-        body = self._create_body(spec, hostroot, volume, mounts, resolv)
+        body = create_body(spec, hostroot, volume, mounts, resolv)
         try:
             created = self.api.request("POST", "/containers/create", params={"name": spec.name}, body=body)
         except ApiError as exc:
             if "is already in use" in exc.message:  # created concurrently by another worker
                 node = self._container_for(spec)
                 if node is not None:
-                    return self._node_info(node)
+                    return node_info(node)
             raise FlotillaError(f"node {spec.name}: creating the container failed: {exc.message}") from exc
         try:
             self.api.request("POST", f"/containers/{created['Id']}/start", timeout=300)
@@ -553,7 +413,7 @@ class LocalProvider:
         return info
 
     def _checked_running(self, name: str, node: Mapping[str, Any]) -> NodeInfo:
-        info = self._node_info(node)
+        info = node_info(node)
         if info.state != "running":
             state = node.get("State") or {}
             logs = self.engine.run(["logs", "--tail", "20", name], check=False)
@@ -571,84 +431,30 @@ class LocalProvider:
             "POST", f"/containers/{quoted(name)}/stop", params={"t": seconds}, timeout=seconds + 60
         )
 
-    def _create_body(
-        self, spec: NodeSpec, hostroot: bool, volume: str, mounts: Sequence[tuple[Path, str]], resolv: Path
-    ) -> dict[str, Any]:
-        """The container-create request for a node (what ``docker run -d --privileged ...`` sends)."""
-        binds = [f"{volume}:/var/lib/docker"]
-        if not any(path == "/etc/resolv.conf" for _, path in mounts):
-            binds.append(f"{resolv}:/etc/resolv.conf:ro")
-        if hostroot:
-            binds.append("/usr:/usr:ro")
-        host: dict[str, Any] = {
-            "Privileged": True,
-            "NetworkMode": spec.network,
-            "RestartPolicy": {"Name": "unless-stopped"},
-            "Tmpfs": {"/run": "", "/tmp": ""},
-            "LogConfig": {"Type": "", "Config": {"max-size": "10m", "max-file": "2"}},
-            "Binds": binds,
-            # Mounts, not Binds: node paths may hold colons (/etc/docker/certs.d/IP:5000/ca.crt).
-            "Mounts": [{"Type": "bind", "Source": str(h), "Target": p, "ReadOnly": True} for h, p in mounts],
-        }
-        if spec.cpus and spec.cpus > 0:
-            host["NanoCpus"] = int(spec.cpus * 1e9)
-        if spec.memory_mb and spec.memory_mb > 0:
-            host["Memory"] = host["MemorySwap"] = spec.memory_mb * 1024 * 1024
-        labels = {
-            **spec.labels,
-            LABEL_CLUSTER: spec.cluster_uuid,
-            LABEL_NODE: spec.name,
-            LABEL_ROLE: spec.role,
-            LABEL_NETWORK: spec.network,
-            LABEL_VOLUME: volume,
-        }
-        body: dict[str, Any] = {
-            "Hostname": spec.name,
-            "Image": spec.image_ref,
-            "Env": [f"{k}={v}" for k, v in sorted(spec.env.items())],
-            "Labels": labels,
-            "HostConfig": host,
-        }
-        if spec.ip:
-            body["NetworkingConfig"] = {
-                "EndpointsConfig": {spec.network: {"IPAMConfig": {"IPv4Address": spec.ip}}}
-            }
-        command = list(spec.command)
-        if hostroot:
-            if command:
-                body["Entrypoint"] = [DOCKER_INIT]
-                body["Cmd"] = ["--", *command]
-            # else: the image's ENTRYPOINT is docker-init already
-        else:
-            host["Init"] = True
-            if command:
-                body["Cmd"] = command
-        return body
-
     def delete_node(self, cluster_uuid: str, name: str) -> None:
         """Remove the node, its volume, loop device, backing file and files dir.
 
         Missing pieces are ignored. Objects with this name that carry another cluster's
         label are left alone (``Conflict``).
         """
-        _check_name("cluster uuid", cluster_uuid)
-        _check_name("node name", name)
+        check_name("cluster uuid", cluster_uuid)
+        check_name("node name", name)
         started = time.monotonic()
-        vol = _volume_name(name)
+        vol = volume_name(name)
         container, volume = self._parallel(
             lambda: self._inspect_one("container", name),
             lambda: self._inspect_one("volume", vol),
         )
         if container is not None:
-            if not self._owned_by(container, cluster_uuid):
+            if not owned_by(container, cluster_uuid):
                 raise Conflict(f"node {name}: the container belongs to another cluster; not deleting it")
             self._rm_containers([name])
-        if volume is not None and self._owned_by(volume, cluster_uuid):
+        if volume is not None and owned_by(volume, cluster_uuid):
             self._rm_volumes([vol])
         loop_file = self._loop_file(cluster_uuid, name)
-        for dev, back in _list_loops():
+        for dev, back in host.list_loops():
             if back == str(loop_file):
-                _detach_loop(dev)
+                host.detach_loop(dev)
         loop_file.unlink(missing_ok=True)
         shutil.rmtree(self._node_dir(cluster_uuid, name), ignore_errors=True)
         self._remove_empty_cluster_dirs(cluster_uuid)
@@ -685,9 +491,9 @@ class LocalProvider:
 
         One container-list request (it carries labels, state and addresses).
         """
-        filters = json.dumps({"label": [_label_filter(cluster_uuid), LABEL_NODE]})
+        filters = json.dumps({"label": [label_filter(cluster_uuid), LABEL_NODE]})
         rows = self.api.get("/containers/json", all=1, filters=filters) or []
-        nodes = [self._node_info(c) for c in rows]
+        nodes = [node_info(c) for c in rows]
         return sorted(nodes, key=lambda n: (n.cluster_uuid, n.name))
 
     def exec(
@@ -716,10 +522,10 @@ class LocalProvider:
         base = self._node_dir(node.cluster_uuid, node.name) / "files"
         rest: dict[str, bytes] = {}
         for path, data in files.items():
-            rel = self._validate_file_path(node.name, path, hostroot=False).relative_to("/")
-            host = base / rel
-            if host.is_file():
-                with host.open("wb") as f:
+            rel = validate_file_path(node.name, path, hostroot=False).relative_to("/")
+            on_host = base / rel
+            if on_host.is_file():
+                with on_host.open("wb") as f:
                     f.write(data)
             else:
                 rest[path] = data
@@ -730,7 +536,7 @@ class LocalProvider:
             for path, data in sorted(rest.items()):
                 info = tarfile.TarInfo(path.lstrip("/"))
                 info.size = len(data)
-                info.mode = _file_mode(path)
+                info.mode = file_mode(path)
                 info.mtime = int(time.time())
                 tar.addfile(info, io.BytesIO(data))
         result = self.exec(node, ["tar", "-x", "-f", "-", "-C", "/", "--no-same-owner"], stdin=buf.getvalue())
@@ -757,8 +563,8 @@ class LocalProvider:
         Best effort: everything removable is removed, then a ``FlotillaError`` lists what
         could not be.
         """
-        _check_name("cluster uuid", cluster_uuid)
-        flt = _label_filter(cluster_uuid)
+        check_name("cluster uuid", cluster_uuid)
+        flt = label_filter(cluster_uuid)
         containers, volumes, networks = (
             self.api.names(kind, flt) for kind in ("container", "volume", "network")
         )
@@ -790,8 +596,8 @@ class LocalProvider:
             functools.partial(batch, "network", networks, self._rm_networks),
         )
         vol_dir = self.data_dir / "volumes" / cluster_uuid
-        for dev, back in _loops_under(vol_dir):
-            attempt(f"loop:{dev} ({back})", functools.partial(_detach_loop, dev))
+        for dev, back in host.loops_under(vol_dir):
+            attempt(f"loop:{dev} ({back})", functools.partial(host.detach_loop, dev))
         for d in (vol_dir, self.data_dir / "nodes" / cluster_uuid):
             if d.exists():
                 attempt(f"dir:{d}", functools.partial(shutil.rmtree, d))
@@ -814,7 +620,7 @@ def leaks(engine: Engine, cluster_uuid: str | None = None) -> list[str]:
     dirs under ``DATA_DIR/nodes`` and ``DATA_DIR/volumes``. Entries look like
     ``"container:c1-master-0"``; an empty list means clean.
     """
-    flt = _label_filter(cluster_uuid)
+    flt = label_filter(cluster_uuid)
     found = [
         f"{kind}:{name}"
         for kind in ("container", "network", "volume")
@@ -823,7 +629,7 @@ def leaks(engine: Engine, cluster_uuid: str | None = None) -> list[str]:
     vol_root = engine.data_dir / "volumes"
     found += [
         f"loop:{dev} ({back})"
-        for dev, back in _loops_under(vol_root / cluster_uuid if cluster_uuid else vol_root)
+        for dev, back in host.loops_under(vol_root / cluster_uuid if cluster_uuid else vol_root)
     ]
     for sub in ("nodes", "volumes"):
         root = engine.data_dir / sub

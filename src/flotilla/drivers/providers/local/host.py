@@ -1,0 +1,118 @@
+"""What the local provider needs from the host itself: loop devices for sized node
+volumes, the host's routes (cluster subnets must not shadow them) and kernel features."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import ipaddress
+import json
+import logging
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+from flotilla.errors import FlotillaError
+
+log = logging.getLogger(__name__)
+
+_LOOP_LOCK = threading.Lock()
+
+
+@functools.cache
+def kernel_has_ipvs() -> bool:
+    """Whether this kernel has IPVS: loaded (``/proc/net/ip_vs``), built in, or loadable."""
+    if Path("/proc/net/ip_vs").exists():
+        return True
+    modules = Path("/lib/modules") / os.uname().release
+    for index in ("modules.builtin", "modules.dep"):
+        with contextlib.suppress(OSError):
+            if "/ip_vs.ko" in (modules / index).read_text():
+                return True
+    return False
+
+
+def list_loops() -> list[tuple[str, str]]:
+    """(device, backing file) of every loop device on the host."""
+    res = subprocess.run(
+        ["losetup", "--json", "--list", "--output", "NAME,BACK-FILE"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    if res.returncode != 0 or not res.stdout.strip():
+        return []
+    loops: list[tuple[str, str]] = []
+    for dev in json.loads(res.stdout).get("loopdevices", []):
+        back = str(dev.get("back-file") or "")
+        back = back.removesuffix(" (deleted)")
+        loops.append((str(dev.get("name")), back))
+    return loops
+
+
+def loops_under(directory: Path) -> list[tuple[str, str]]:
+    prefix = str(directory).rstrip("/") + "/"
+    return [(dev, back) for dev, back in list_loops() if back.startswith(prefix)]
+
+
+def detach_loop(device: str) -> None:
+    res = subprocess.run(["losetup", "-d", device], capture_output=True, text=True, check=False, timeout=30)
+    if res.returncode != 0 and "No such device" not in res.stderr:
+        raise FlotillaError(f"losetup -d {device}: {res.stderr.strip()}")
+
+
+def ensure_loop(path: Path, size_gb: int) -> str:
+    """Attach ``path`` (created and formatted when new) to a loop device; return the device."""
+    with _LOOP_LOCK:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(".partial")
+            with partial.open("wb") as f:
+                f.truncate(size_gb * 1024**3)
+            subprocess.run(
+                ["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "nodiscard", str(partial)],
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
+            partial.replace(path)
+        elif path.stat().st_size != size_gb * 1024**3:
+            log.warning(
+                "%s: keeping existing size %d bytes (asked %d GiB)", path, path.stat().st_size, size_gb
+            )
+        for dev, back in list_loops():
+            if back == str(path):
+                return dev
+        res = subprocess.run(
+            ["losetup", "--find", "--show", str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+        if res.returncode != 0:
+            raise FlotillaError(f"losetup --find --show {path}: {res.stderr.strip()}")
+        return res.stdout.strip()
+
+
+def routes() -> list[ipaddress.IPv4Network]:
+    """Destinations of this host's IPv4 routes (every table), to keep cluster subnets off them."""
+    res = subprocess.run(
+        ["ip", "-j", "-4", "route", "show", "table", "all"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=10,
+    )
+    nets: list[ipaddress.IPv4Network] = []
+    if res.returncode == 0 and res.stdout.strip():
+        for route in json.loads(res.stdout):
+            dst = str(route.get("dst", ""))
+            if dst and dst != "default":
+                with contextlib.suppress(ValueError):
+                    net = ipaddress.IPv4Network(dst, strict=False)
+                    if net.prefixlen > 0:
+                        nets.append(net)
+    return nets
