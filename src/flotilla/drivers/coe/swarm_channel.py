@@ -47,6 +47,10 @@ class SwarmChannel(Protocol):
         """Join the node to the swarm at ``leader_ip``; a node already in a swarm counts as done."""
         ...
 
+    def remove_ingress(self, name: str, ip: str) -> None:
+        """Remove the swarm's ``ingress`` network (the routing mesh); gone already counts as done."""
+        ...
+
     def node_states(self, name: str, ip: str) -> dict[str, str]:
         """``{hostname: Ready|Down|Unknown|Disconnected}`` as the manager sees it; ``{}`` if it
         cannot answer. A hostname listed twice (a replaced node) keeps its Ready entry."""
@@ -153,6 +157,13 @@ class ApiChannel:
         }
         self._call(name, ip, "POST", "/swarm/join", body=body, timeout=60, ok_if=ALREADY_IN_SWARM)
 
+    def remove_ingress(self, name: str, ip: str) -> None:
+        try:
+            self._call(name, ip, "DELETE", "/networks/ingress", timeout=60)
+        except RuntimeError as exc:
+            if "HTTP 404" not in str(exc):
+                raise
+
     def node_states(self, name: str, ip: str) -> dict[str, str]:
         try:
             nodes = self._call(name, ip, "GET", "/nodes") or []
@@ -248,6 +259,15 @@ class ExecChannel:
             name, "swarm", "join", "--token", token, "--advertise-addr", ip, f"{leader_ip}:{SWARM_PORT}",
             timeout=60, ok_if=ALREADY_IN_SWARM,
         )  # fmt: skip
+
+    def remove_ingress(self, name: str, ip: str) -> None:
+        # The CLI asks for confirmation before removing the routing mesh: answer it.
+        r = self._ctx.provider.exec(
+            self._node(name), ["docker", "network", "rm", "ingress"], stdin=b"y\n", timeout=60
+        )
+        message = (r.stderr or r.stdout).strip()
+        if not r.ok and "not found" not in message.lower() and "no such" not in message.lower():
+            raise RuntimeError(f"`docker network rm ingress` on {name} failed: {message[-300:]}")
 
     def node_states(self, name: str, ip: str) -> dict[str, str]:
         try:

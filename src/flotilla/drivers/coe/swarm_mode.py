@@ -20,6 +20,7 @@ from flotilla.domain import NetworkInfo, NodeInfo, NodeSpec
 from flotilla.drivers.base import (
     CAP_CONTAINERS_AS_NODES,
     CAP_EXEC,
+    CAP_IPVS,
     ClusterSpec,
     NodeGroupSpec,
     Observation,
@@ -188,6 +189,12 @@ def _init_swarm(ctx: StepContext) -> None:
     name, ip = _leader(ctx, net)
     if chan.swarm_state(name, ip) != "active":
         chan.init(name, ip)
+    if CAP_IPVS not in ctx.provider.capabilities():
+        # Without IPVS the routing mesh cannot work (ingress-mode publish fails, service VIPs
+        # do not answer); removing it before anyone joins spares every node its ingress
+        # sandbox (a network namespace, a vxlan, a bridge), and publishing in ingress mode
+        # fails at once with a clear error instead. Users publish with mode=host.
+        chan.remove_ingress(name, ip)
 
 
 def _join(ctx: StepContext, chan: SwarmChannel, net: NetworkInfo, name: str, token: str) -> None:
