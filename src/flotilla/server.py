@@ -20,6 +20,10 @@ def _logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
+    # httpx logs every request at INFO; the conductor talks to cluster daemons many times a
+    # minute (health checks, joins), which would bury the operation log.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def run_server(settings: Settings) -> int:

@@ -406,6 +406,7 @@ class Engine:
         pid = self.pid
         if self._process is None and not _pid_alive(pid):
             return
+        bridges = self._bridges()
         log.info("stopping dockerd pid %d", pid)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
@@ -432,7 +433,35 @@ class Engine:
         # The exec-root/socket dir is ours alone; netns mounts left by killed
         # containers may keep parts busy, which is harmless.
         shutil.rmtree(_short_run_dir(self.data_dir), ignore_errors=True)
+        self._remove_bridges(bridges)
         log.info("dockerd pid %d stopped", pid)
+
+    def _bridges(self) -> list[str]:
+        """Host bridge names of this engine's bridge networks (best effort)."""
+        try:
+            nets = self.api.get("/networks") or []
+        except FlotillaError:
+            return []
+        return [
+            str(name)
+            for net in nets
+            if net.get("Driver") == "bridge"
+            and (name := (net.get("Options") or {}).get("com.docker.network.bridge.name"))
+        ]
+
+    @staticmethod
+    def _remove_bridges(names: Sequence[str]) -> None:
+        """Delete bridges a stopped daemon left on the host (it keeps them when it stops
+        with networks still defined, and they would shadow routes until reboot)."""
+        for name in names:
+            if Path(f"/sys/class/net/{name}").exists():
+                res = subprocess.run(
+                    ["ip", "link", "delete", name], capture_output=True, text=True, check=False, timeout=10
+                )
+                if res.returncode != 0:
+                    log.warning("could not delete bridge %s: %s", name, res.stderr.strip())
+                else:
+                    log.info("deleted bridge %s left by the stopped daemon", name)
 
     def __repr__(self) -> str:
         return f"Engine(host={self.host!r}, owned={self.owned}, pid={self.pid})"
