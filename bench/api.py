@@ -20,9 +20,6 @@ import itertools
 import os
 import random
 import shlex
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -34,7 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+import serving
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "bench-node"
@@ -56,62 +55,19 @@ class Result:
         return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))] * 1000
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def flotilla_bin() -> list[str]:
-    exe = Path(sys.executable).with_name("flotilla")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "flotilla.cli.main"]
-
-
 @contextmanager
 def server(data_dir: Path, database_url: str | None) -> Iterator[tuple[str, str, list[str]]]:
     """A running ``flotilla serve``; yields (endpoint, admin token, command). Stopped by pid."""
-    port = free_port()
-    cmd = [
-        *flotilla_bin(),
-        "--data-dir",
-        str(data_dir),
-        "serve",
-        "--no-conductor",
-        "--bind",
-        f"127.0.0.1:{port}",
-    ]
-    if database_url:
-        cmd += ["--database-url", database_url]
-    log = (data_dir / "serve.log").open("w")
+    extra = ["--no-conductor", *(["--database-url", database_url] if database_url else [])]
     env = {**os.environ, "FLOTILLA_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    endpoint = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(
-                    f"flotilla serve exited with {proc.returncode}:\n{(data_dir / 'serve.log').read_text()}"
-                )
-            try:
-                if httpx.get(endpoint + "/", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("flotilla serve did not answer within 120 s")
-            time.sleep(0.2)
-        clouds = yaml.safe_load((data_dir / "clouds.yaml").read_text())
-        yield endpoint, clouds["clouds"]["flotilla"]["auth"]["token"], cmd
+        launched = serving.launch(data_dir, env, timeout=120, extra_args=extra)
+    except serving.ServeFailed as exc:
+        raise SystemExit(str(exc)) from exc
+    try:
+        yield launched.url, launched.token, [serving.FLOTILLA, "--data-dir", str(data_dir), "serve", *extra]
     finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+        launched.stop()
 
 
 def template_body(i: int) -> dict[str, Any]:

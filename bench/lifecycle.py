@@ -7,6 +7,7 @@ spread of several runs. Times are measured from the API request to the status,
 polled every 50 ms. Never asserts anything.
 
     .venv/bin/python bench/lifecycle.py --coe swarm --masters 1 --nodes 2 --runs 3
+    .venv/bin/python bench/lifecycle.py --coe swarm --runs 3 --settle 5   # scale a settled cluster
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "e2e"))
 from flotilla_server import Server
 
@@ -58,6 +60,11 @@ def main() -> int:
     p.add_argument("--nodes", type=int, default=2)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--tls-disabled", action="store_true")
+    p.add_argument(
+        "--settle", type=float, default=0.0,
+        help="Seconds to wait after CREATE_COMPLETE before the scale (default 0: scale at once, "
+        "while the new nodes' daemons are still settling).",
+    )  # fmt: skip
     p.add_argument("--docker-host", help="Use this Docker Engine instead of starting one.")
     args = p.parse_args()
     print("command:", " ".join(shlex.quote(a) for a in sys.argv))
@@ -86,6 +93,7 @@ def main() -> int:
                 break
             results["create"].append(secs)
             if args.coe != "docker":
+                time.sleep(args.settle)
                 patch = [{"op": "replace", "path": "/node_count", "value": args.nodes + 1}]
                 status, secs, _ = timed(srv, "PATCH", f"/v1/clusters/{uuid}", uuid, patch)
                 print(f"run {i + 1}: scale +1 {status} in {secs:.2f} s", flush=True)
@@ -107,7 +115,8 @@ def main() -> int:
             except Exception as exc:
                 print(f"could not stop the bench dockerd: {exc}")
     tls = "no TLS" if args.tls_disabled else "TLS"
-    print(f"\n{args.coe} {args.masters}+{args.nodes} ({tls}), {args.runs} runs, seconds:")
+    settle = f", scale {args.settle:g} s after create" if args.settle else ""
+    print(f"\n{args.coe} {args.masters}+{args.nodes} ({tls}), {args.runs} runs{settle}, seconds:")
     print(f"{'phase':<10} {'median':>8} {'min':>8} {'max':>8}  n")
     for phase, values in results.items():
         if values:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -17,13 +16,6 @@ BIN = Path(sys.executable).parent
 FLOTILLA = str(BIN / "flotilla")
 START_TIMEOUT = 60.0
 IMAGE = "fedora-atomic-latest"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def clean_env(**extra: str) -> dict[str, str]:

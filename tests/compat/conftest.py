@@ -37,10 +37,7 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -49,9 +46,10 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+
+import serving
 
 REPO = Path(__file__).resolve().parents[2]
 MAGNUM = REPO / ".venv-magnum217" / "bin" / "magnum"
@@ -69,11 +67,6 @@ TRACEBACK = "Traceback (most recent call last)"
 _DEPRECATION = re.compile(r"^(WARNING: .* deprecated|Use (the OpenStack client|cluster commands) to avoid)")
 # What 2.17 prints in token mode for every JSON error body (see the module docstring).
 TOKEN_MODE_ERROR = "'HTTPResponse' object has no attribute 'json'"
-
-
-def _flotilla_bin() -> Path:
-    here = Path(sys.executable).with_name("flotilla")
-    return here if here.exists() else REPO / ".venv" / "bin" / "flotilla"
 
 
 def _in_ci() -> bool:
@@ -129,7 +122,7 @@ class Server:
     def token_create(self, project: str, user: str, role: str) -> str:
         out = subprocess.run(
             [
-                str(_flotilla_bin()),
+                serving.FLOTILLA,
                 "--data-dir",
                 str(self.data_dir),
                 "token-create",
@@ -163,72 +156,33 @@ def _public_key() -> str:
     )
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
 def _start(data_dir: Path, extra_env: dict[str, str]) -> Server:
-    flotilla = _flotilla_bin()
-    if not flotilla.exists():
-        pytest.fail(f"{flotilla} not found: run scripts/setup.sh")
-    last_error = ""
-    for _attempt in range(3):  # the free port can be taken between picking and binding it
-        port = _free_port()
-        log = data_dir / f"server-{port}.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [str(flotilla), "--data-dir", str(data_dir), "serve", "--bind", f"127.0.0.1:{port}"],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=_clean_env(**extra_env),
-                cwd=data_dir,
+    if not Path(serving.FLOTILLA).exists():
+        pytest.fail(f"{serving.FLOTILLA} not found: run scripts/setup.sh")
+    try:
+        launched = serving.launch(
+            data_dir, _clean_env(**extra_env), log=data_dir / "server.log", cwd=data_dir
+        )
+    except serving.ServeFailed as exc:
+        pytest.fail(str(exc))
+    server = Server(
+        url=launched.url, token=launched.token, data_dir=data_dir, proc=launched.proc, log=launched.log,
+        extra_env=extra_env,
+    )  # fmt: skip
+    try:
+        with server.http() as http:
+            r = http.post(
+                "/local/v1/images",
+                json={"name": IMAGE, "os_distro": "fedora-atomic", "source": "flotilla-node:latest"},
             )
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            with contextlib.suppress(httpx.HTTPError):
-                if (
-                    httpx.get(f"{url}/v1", timeout=2).status_code == 200
-                    and (data_dir / "clouds.yaml").exists()
-                ):
-                    break
-            time.sleep(0.2)
-        else:
-            last_error = log.read_text(errors="replace")[-4000:]
-            _stop(proc)
-            continue
-        clouds = yaml.safe_load((data_dir / "clouds.yaml").read_text())
-        token = clouds["clouds"]["flotilla"]["auth"]["token"]
-        server = Server(url=url, token=token, data_dir=data_dir, proc=proc, log=log, extra_env=extra_env)
-        try:
-            with server.http() as http:
-                r = http.post(
-                    "/local/v1/images",
-                    json={"name": IMAGE, "os_distro": "fedora-atomic", "source": "flotilla-node:latest"},
-                )
-                assert r.status_code == 201, f"image registration: {r.status_code} {r.text}"
-                # the guide's `--keypair-id testkey`: bay/cluster create checks it exists
-                r = http.post("/local/v1/keypairs", json={"name": KEYPAIR, "public_key": _public_key()})
-                assert r.status_code == 201, f"keypair registration: {r.status_code} {r.text}"
-        except BaseException:
-            _stop(proc)
-            raise
-        return server
-    pytest.fail(f"flotilla serve did not come up:\n{last_error}")
+            assert r.status_code == 201, f"image registration: {r.status_code} {r.text}"
+            # the guide's `--keypair-id testkey`: bay/cluster create checks it exists
+            r = http.post("/local/v1/keypairs", json={"name": KEYPAIR, "public_key": _public_key()})
+            assert r.status_code == 201, f"keypair registration: {r.status_code} {r.text}"
+    except BaseException:
+        launched.stop()
+        raise
+    return server
 
 
 @contextlib.contextmanager
@@ -239,7 +193,7 @@ def running_server(tmp_path_factory: pytest.TempPathFactory, name: str, **extra_
         yield server
     finally:
         died = server.proc.poll()
-        _stop(server.proc)
+        serving.stop(server.proc)
         if died is None:
             shutil.rmtree(data_dir, ignore_errors=True)
     if died is not None:  # kept: the data dir and log show what happened

@@ -5,24 +5,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
-FLOTILLA = str(Path(sys.executable).with_name("flotilla"))
+import serving
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+FLOTILLA = serving.FLOTILLA
+free_port = serving.free_port
 
 
 @dataclass
@@ -39,7 +33,7 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OS_", "FLOTILLA_", "DOCKER_"))}
+        env = serving.clean_env()
         env.update(
             FLOTILLA_LOCAL__DOCKER_HOST=self.docker_host,
             FLOTILLA_CONDUCTOR__LEASE_SECONDS="4",
@@ -49,26 +43,8 @@ class Server:
         return env
 
     def start(self) -> Server:
-        log = (self.data_dir / "serve.log").open("ab")
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [FLOTILLA, "--data-dir", str(self.data_dir), "serve", "--bind", f"127.0.0.1:{self.port}"],
-            env=self.env(), stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        clouds = self.data_dir / "clouds.yaml"
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"flotilla serve exited: {self.log()[-3000:]}")
-            try:
-                if clouds.is_file() and httpx.get(self.endpoint + "/", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"flotilla serve did not answer within 60 s: {self.log()[-3000:]}")
-            time.sleep(0.1)
-        self.token = yaml.safe_load(clouds.read_text())["clouds"]["flotilla"]["auth"]["token"]
+        launched = serving.launch(self.data_dir, self.env(), port=self.port)
+        self.proc, self.token = launched.proc, launched.token
         return self
 
     def log(self) -> str:
@@ -82,13 +58,8 @@ class Server:
             self.proc.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        if self.proc is not None:
+            serving.stop(self.proc)
 
     def fl(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         """Run the ``flotilla`` CLI against this server."""

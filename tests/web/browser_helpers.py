@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import base64
 import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,11 +18,11 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
+
+import serving
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-FLOTILLA = str(Path(sys.executable).parent / "flotilla")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 WIDTH, HEIGHT = 1366, 768
 CHROME_FLAGS = (
@@ -76,13 +73,6 @@ def chrome(profile_dir: Path) -> Iterator[Any]:
         driver.quit()
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @dataclass
 class Served:
     endpoint: str
@@ -98,44 +88,24 @@ class Served:
 @contextmanager
 def flotilla_serve(root: Path, **env: str) -> Iterator[Served]:
     """``flotilla serve`` on a free port with a fresh data dir; stopped by its pid."""
-    data_dir = root / "data"
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    log_path = root / "server.log"
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("OS_", "FLOTILLA_"))}
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [FLOTILLA, "--data-dir", str(data_dir), "serve", "--bind", f"127.0.0.1:{port}"],
-            cwd=root, env={**clean, "HOME": str(root), **env}, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        try:
-            clouds = data_dir / "clouds.yaml"
-            deadline = time.monotonic() + 60
-            while True:
-                if proc.poll() is not None:
-                    pytest.fail(f"flotilla serve exited {proc.returncode}:\n{log_path.read_text()}")
-                try:
-                    if clouds.is_file() and httpx.get(endpoint + "/", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"flotilla serve did not answer in 60 s:\n{log_path.read_text()}")
-                time.sleep(0.2)
-            token = yaml.safe_load(clouds.read_text())["clouds"]["flotilla"]["auth"]["token"]
-            served = Served(endpoint=endpoint, token=token, data_dir=data_dir, log=log_path)
-            if served.api("GET", "/dashboard/login").status_code == 404:
-                pytest.fail(
-                    "flotilla serve has no /dashboard: create_app must include flotilla.web.routes.router"
-                )
-            yield served
-        finally:
-            os.kill(proc.pid, 15)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, 9)
-                proc.wait(timeout=5)
+    try:
+        launched = serving.launch(
+            root / "data", {**clean, "HOME": str(root), **env}, log=root / "server.log", cwd=root
+        )
+    except serving.ServeFailed as exc:
+        pytest.fail(str(exc))
+    try:
+        served = Served(
+            endpoint=launched.url, token=launched.token, data_dir=launched.data_dir, log=launched.log
+        )
+        if served.api("GET", "/dashboard/login").status_code == 404:
+            pytest.fail(
+                "flotilla serve has no /dashboard: create_app must include flotilla.web.routes.router"
+            )
+        yield served
+    finally:
+        launched.stop()
 
 
 class Browser:
