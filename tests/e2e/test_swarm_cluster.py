@@ -86,6 +86,10 @@ def test_guide_swarm_flow(server: Server, engine: Engine, tmp_path: Path) -> Non
     assert len(states) == 2 and set(states.values()) == {"Ready"}, states
     nodes = _wait_running(env, "web", 6)
     assert set(nodes) <= set(states), nodes
+    # Drained, not cut off: the tasks of the removed workers stopped before their nodes went
+    # (a task on a node removed under it would be "Orphaned").
+    history = docker(env, "service", "ps", "web", "--format", "{{.CurrentState}}").stdout
+    assert "Shutdown" in history and "Orphaned" not in history, history
 
     server.fl("bay-delete", "swarmbay", "--wait")
     assert server.wait(uuid) == {}

@@ -28,6 +28,8 @@ from flotilla.drivers.coe import dockerapi, dockerhost
 
 SWARM_PORT = 2377
 ALREADY_IN_SWARM = "already part of a swarm"
+#: Task states in which a task's container may still run on its node.
+LIVE_TASK_STATES = frozenset({"assigned", "accepted", "preparing", "ready", "starting", "running"})
 
 
 class SwarmChannel(Protocol):
@@ -62,8 +64,9 @@ class SwarmChannel(Protocol):
         """Set the nodes' availability to drain (best effort: missing nodes are skipped)."""
         ...
 
-    def tasks_running(self, name: str, ip: str, nodes: Sequence[str]) -> bool:
-        """Whether any task meant to run is still on one of ``nodes``."""
+    def live_tasks(self, name: str, ip: str, nodes: Sequence[str]) -> int:
+        """How many tasks still run (or start) on ``nodes``: after a drain, until their
+        containers have actually stopped. -1 when the manager cannot tell."""
         ...
 
     def remove_nodes(self, name: str, ip: str, nodes: Sequence[str]) -> None:
@@ -188,7 +191,7 @@ class ApiChannel:
             except (RuntimeError, KeyError, TypeError):
                 continue  # gone already, or never joined: nothing to drain
 
-    def tasks_running(self, name: str, ip: str, nodes: Sequence[str]) -> bool:
+    def live_tasks(self, name: str, ip: str, nodes: Sequence[str]) -> int:
         ids: list[str] = []
         for node in nodes:
             try:
@@ -196,13 +199,13 @@ class ApiChannel:
             except (RuntimeError, KeyError, TypeError):
                 continue
         if not ids:
-            return False
-        filters = json.dumps({"node": ids, "desired-state": ["running"]})
+            return 0
+        filters = json.dumps({"node": ids})
         try:
-            tasks = self._call(name, ip, "GET", "/tasks", params={"filters": filters})
+            tasks = self._call(name, ip, "GET", "/tasks", params={"filters": filters}) or []
         except RuntimeError:
-            return True  # cannot tell: keep waiting until the grace period ends
-        return bool(tasks)
+            return -1
+        return sum(str((t.get("Status") or {}).get("State", "")).lower() in LIVE_TASK_STATES for t in tasks)
 
     def remove_nodes(self, name: str, ip: str, nodes: Sequence[str]) -> None:
         for node in nodes:
@@ -289,12 +292,14 @@ class ExecChannel:
                 self._node(name), ["docker", "node", "update", "--availability", "drain", node], timeout=15
             )
 
-    def tasks_running(self, name: str, ip: str, nodes: Sequence[str]) -> bool:
+    def live_tasks(self, name: str, ip: str, nodes: Sequence[str]) -> int:
         r = self._ctx.provider.exec(
-            self._node(name), ["docker", "node", "ps", *nodes, "--filter", "desired-state=running", "-q"],
-            timeout=15,
-        )  # fmt: skip
-        return not (r.ok and not r.stdout.strip())
+            self._node(name), ["docker", "node", "ps", *nodes, "--format", "{{.CurrentState}}"], timeout=15
+        )
+        if not r.ok:
+            return -1
+        states = [line.split()[0].lower() for line in r.stdout.splitlines() if line.strip()]
+        return sum(state in LIVE_TASK_STATES for state in states)
 
     def remove_nodes(self, name: str, ip: str, nodes: Sequence[str]) -> None:
         for node in nodes:

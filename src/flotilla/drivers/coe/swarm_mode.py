@@ -33,7 +33,10 @@ from flotilla.drivers.coe.docker import check_local_storage
 from flotilla.drivers.coe.swarm_channel import SwarmChannel
 from flotilla.errors import Invalid
 
-DRAIN_GRACE = 10.0
+#: How long a scale-in waits for the drained nodes' tasks to stop (so swarm starts their
+#: replacements elsewhere) before it removes the nodes anyway: a little over Docker's
+#: default stop grace period (10 s, then SIGKILL) for tasks that ignore SIGTERM.
+DRAIN_GRACE = 15.0
 
 
 class SwarmModeCoe:
@@ -328,9 +331,10 @@ def _remove_workers(ctx: StepContext) -> None:
     chan.drain(*leader, [n for n in gone if n in present])
     deadline = time.monotonic() + DRAIN_GRACE
     while time.monotonic() < deadline and not _is_fake(ctx):
-        if not chan.tasks_running(*leader, gone):
+        live = chan.live_tasks(*leader, gone)
+        if live == 0:
             break
-        ctx.progress("draining")
+        ctx.progress(f"draining: {live} task(s) still running" if live > 0 else "draining")
         time.sleep(0.2)
     _parallel(gone, lambda n: ctx.provider.delete_node(spec.uuid, n), ctx, "removing workers")
     chan.remove_nodes(*leader, gone)
