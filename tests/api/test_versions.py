@@ -169,6 +169,21 @@ def test_version_headers_on_controller_errors(api: TestClient, auth: Auth) -> No
     assert r.headers["vary"] == "OpenStack-API-Version"
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("GET", "/v1/no-such-collection", 404), ("PUT", "/v1/clustertemplates", 405)],
+)
+def test_no_version_headers_on_framework_errors(
+    api: TestClient, auth: Auth, method: str, path: str, status: int
+) -> None:
+    r = api.request(method, path, headers=auth("p1_member", "1.7"))
+    assert r.status_code == status
+    assert r.json()["errors"][0]["code"] == "" and r.json()["errors"][0]["title"] == ""
+    for h in (*HEADERS, "vary", "x-flotilla-framework-error"):
+        assert h not in r.headers, f"{h} must not be on a routing-level {status}"
+    assert r.headers["x-openstack-request-id"].startswith("req-")
+
+
 def test_version_headers_without_v1_prefix(api: TestClient, auth: Auth) -> None:
     r = api.get("/clustertemplates", headers=auth("p1_member", "latest"))
     assert r.status_code == 200

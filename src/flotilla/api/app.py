@@ -16,7 +16,7 @@ from flotilla.api.auth import Authenticator
 from flotilla.api.deps import Runtime
 from flotilla.api.errors import error_response
 from flotilla.api.local import router as local_router
-from flotilla.api.middleware import EdgeMiddleware
+from flotilla.api.middleware import FRAMEWORK_ERROR_MARK, EdgeMiddleware
 from flotilla.api.openapi import describe as describe_openapi
 from flotilla.api.v1 import certificates as certificates_api
 from flotilla.api.v1 import clusters, clustertemplates, mservices, nodegroups, quotas, root, stats
@@ -85,7 +85,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, "", code="", headers=getattr(exc, "headers", None))
+        # Routing-level 404/405: Magnum answers these without the microversion headers.
+        headers = {**(getattr(exc, "headers", None) or {}), FRAMEWORK_ERROR_MARK: "1"}
+        return error_response(exc.status_code, "", code="", headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -18,6 +18,10 @@ from flotilla.api import microversion as mv
 from flotilla.api.errors import error_body
 
 #: First path segments that are not Magnum resources (no ``/v1`` prefix added).
+#: Set by the routing-level 404/405 handler: the middleware then leaves out the microversion
+#: headers (as Magnum does) and drops this marker.
+FRAMEWORK_ERROR_MARK = "x-flotilla-framework-error"
+FRAMEWORK_ERROR_MARK_B = FRAMEWORK_ERROR_MARK.encode()
 OWN_PREFIXES = frozenset({"", "v1", "local", "dashboard", "healthcheck", "openapi.json", "docs", "static"})
 
 
@@ -55,6 +59,7 @@ class EdgeMiddleware:
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
 
+        versioned: list[tuple[bytes, bytes]] = []
         if path == "/v1" or path.startswith("/v1/"):
             header = None
             accept = ""
@@ -80,12 +85,17 @@ class EdgeMiddleware:
                 return
             state["version"] = version
             if path != "/v1":
-                extra += [(k.lower().encode(), v.encode()) for k, v in mv.response_headers(version).items()]
+                versioned = [
+                    (k.lower().encode(), v.encode()) for k, v in mv.response_headers(version).items()
+                ]
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message = dict(message)
-                message["headers"] = list(message.get("headers", [])) + extra
+                headers = list(message.get("headers", []))
+                framework = any(k == FRAMEWORK_ERROR_MARK_B for k, _ in headers)
+                kept = [(k, v) for k, v in headers if k != FRAMEWORK_ERROR_MARK_B]
+                message["headers"] = kept + extra + ([] if framework else versioned)
             await send(message)
 
         await self.app(scope, receive, send_wrapper)
