@@ -118,6 +118,19 @@ def _unix_ping(sock_path: Path, timeout: float = 1.0) -> bool:
     return data.startswith(b"HTTP/1.") and b" 200 " in data.split(b"\r\n", 1)[0]
 
 
+def _unmount_under(directory: Path) -> None:
+    """Lazily unmount every mount point below ``directory`` (deepest first)."""
+    prefix = str(directory).rstrip("/") + "/"
+    try:
+        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        return
+    for point in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
+        res = subprocess.run(["umount", "-l", point], capture_output=True, text=True, check=False, timeout=10)
+        if res.returncode != 0:
+            log.warning("could not unmount %s: %s", point, res.stderr.strip())
+
+
 def _log_tail(path: Path, lines: int = 8) -> str:
     try:
         text = path.read_text(errors="replace").splitlines()
@@ -430,9 +443,11 @@ class Engine:
             if self._api is not None:
                 self._api.close()
                 self._api = None
-        # The exec-root/socket dir is ours alone; netns mounts left by killed
-        # containers may keep parts busy, which is harmless.
-        shutil.rmtree(_short_run_dir(self.data_dir), ignore_errors=True)
+        # The exec-root/socket dir is ours alone. A daemon may leave namespace mounts
+        # there (exec/netns/default); unmount them so the dir can go.
+        run_dir = _short_run_dir(self.data_dir)
+        _unmount_under(run_dir)
+        shutil.rmtree(run_dir, ignore_errors=True)
         self._remove_bridges(bridges)
         log.info("dockerd pid %d stopped", pid)
 
