@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 import statistics
 import sys
 import tempfile
@@ -25,6 +26,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "e2e"))
 from flotilla_server import Server
+
+from flotilla.drivers.providers.local import Engine, leaks
 
 
 def wait(srv: Server, uuid: str, timeout: float = 300) -> tuple[str, float]:
@@ -61,6 +64,9 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--tls-disabled", action="store_true")
     p.add_argument(
+        "--keep", action="store_true", help="Keep the data dir (logs) even when nothing was left behind."
+    )
+    p.add_argument(
         "--settle", type=float, default=0.0,
         help="Seconds to wait after CREATE_COMPLETE before the scale (default 0: scale at once, "
         "while the new nodes' daemons are still settling).",
@@ -74,6 +80,7 @@ def main() -> int:
         srv.extra_env["FLOTILLA_LOCAL__DOCKER_HOST"] = ""
     srv.start()
     results: dict[str, list[float]] = {"create": [], "scale +1": [], "delete": []}
+    created: list[str] = []
     try:
         srv.fl("image-build", "node", "--os-distro", "debian")
         tpl = ["cluster-template-create", "bench", "--coe", args.coe, "--image", "node", "--external-network",
@@ -87,6 +94,8 @@ def main() -> int:
             body = {"name": f"b{i}", "cluster_template_id": "bench", "master_count": args.masters,
                     "node_count": 1 if args.coe == "docker" else args.nodes}  # fmt: skip
             status, secs, uuid = timed(srv, "POST", "/v1/clusters", None, body)
+            if not status.startswith("HTTP"):
+                created.append(uuid)
             print(f"run {i + 1}: create {status} in {secs:.2f} s", flush=True)
             if status != "CREATE_COMPLETE":
                 print(srv.cluster(uuid)["status_reason"] if status.startswith("CREATE") else uuid)
@@ -107,13 +116,21 @@ def main() -> int:
         print(f"server error: {exc}")
     finally:
         srv.stop()
-        if not args.docker_host:
-            try:
-                from flotilla.drivers.providers.local.engine import Engine
-
-                Engine.connect(None, data_dir).stop()
-            except Exception as exc:
-                print(f"could not stop the bench dockerd: {exc}")
+        clean = True
+        try:
+            engine = Engine.connect(args.docker_host or None, data_dir)
+            left = [item for uuid in created for item in leaks(engine, uuid)]
+            if left:
+                clean = False
+                print(f"LEFT BEHIND: {left}")
+            engine.stop()  # only our own dockerd; a given --docker-host is left running
+        except Exception as exc:
+            clean = False
+            print(f"could not check or stop the bench dockerd: {exc}")
+        if clean and not args.keep:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        else:
+            print(f"data dir (server log, dockerd log): {data_dir}")
     tls = "no TLS" if args.tls_disabled else "TLS"
     settle = f", scale {args.settle:g} s after create" if args.settle else ""
     print(f"\n{args.coe} {args.masters}+{args.nodes} ({tls}), {args.runs} runs{settle}, seconds:")

@@ -178,7 +178,11 @@ def wait_daemon(ctx: StepContext, name: str, ip: str, *, timeout: float = 90.0) 
     if CAP_HOST_REACHABLE in ctx.provider.capabilities():
         tls = None if spec.tls_disabled else ctx.client_tls()
         info = dockerapi.wait_ready(
-            api_address(spec, ip), tls, timeout=timeout, what=f"Docker daemon on {name}", tick=ctx.progress
+            api_address(spec, ip),
+            tls,
+            timeout=timeout,
+            what=f"Docker daemon on {name}",
+            tick=lambda elapsed: ctx.progress(f"Docker daemon on {name} starting, {elapsed}"),
         )
         return str(info.get("Version", ""))
     node = find_node(ctx, name)
