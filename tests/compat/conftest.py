@@ -216,6 +216,28 @@ def small_page_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serv
         yield s
 
 
+@pytest.fixture(scope="module")
+def engine_server(
+    tmp_path_factory: pytest.TempPathFactory, engine: Any, hostroot_image: str
+) -> Iterator[Server]:
+    """A server whose clusters run on the session's real Docker Engine (local provider), the
+    guide's image name pointing at the engine's node image. ``engine`` comes from
+    tests/engine_fixtures.py."""
+    env = {
+        "FLOTILLA_ENABLED_PROVIDERS": '["local"]',
+        "FLOTILLA_DEFAULT_PROVIDER": "local",
+        "FLOTILLA_LOCAL__DOCKER_HOST": engine.host,
+    }
+    with running_server(tmp_path_factory, "flotilla-compat-engine", **env) as srv:
+        with srv.http() as http:
+            r = http.post(
+                "/local/v1/images",
+                json={"name": IMAGE, "os_distro": "fedora-atomic", "source": hostroot_image, "replace": True},
+            )
+            assert r.status_code == 201, r.text
+        yield srv
+
+
 # --------------------------------------------------------------------------- output parsing
 
 _ROW = re.compile(r"^\|(.*)\|\s*$")

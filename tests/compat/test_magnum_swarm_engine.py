@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,27 +22,6 @@ if TYPE_CHECKING:  # conftest.py is pytest's, not a package module: types only
     from conftest import Magnum, Server
 
 pytestmark = [pytest.mark.compat, pytest.mark.e2e]
-
-
-@pytest.fixture(scope="module")
-def engine_server(
-    tmp_path_factory: pytest.TempPathFactory, engine: Engine, hostroot_image: str
-) -> Iterator[Server]:
-    from conftest import IMAGE, running_server
-
-    env = {
-        "FLOTILLA_ENABLED_PROVIDERS": '["local"]',
-        "FLOTILLA_DEFAULT_PROVIDER": "local",
-        "FLOTILLA_LOCAL__DOCKER_HOST": engine.host,
-    }
-    with running_server(tmp_path_factory, "flotilla-compat-engine", **env) as srv:
-        with srv.http() as http:  # the guide's image name, pointing at the engine's node image
-            r = http.post(
-                "/local/v1/images",
-                json={"name": IMAGE, "os_distro": "fedora-atomic", "source": hostroot_image, "replace": True},
-            )
-            assert r.status_code == 201, r.text
-        yield srv
 
 
 def _wait(magnum: Magnum, srv: Server, bay: str, timeout: float = 180) -> dict[str, str]:
