@@ -52,6 +52,9 @@ class ConductorSettings(BaseModel):
     #: Above this share of unhealthy nodes, auto-healing stops and says why.
     max_unhealthy_share: float = Field(default=0.5, gt=0, le=1)
     heartbeat_interval: float = Field(default=10.0, gt=0)
+    #: The host name in ``/v1/mservices`` (Magnum's ``[DEFAULT] host``); default: the machine's.
+    #: Conductors with the same host share one row, as in Magnum.
+    host: str | None = Field(default=None, min_length=1, max_length=255)
     service_down_time: float = Field(default=60.0, gt=0)
 
 
@@ -86,6 +89,12 @@ class Settings(BaseSettings):
     max_clusters_per_project: int = Field(default=20, ge=0)
     #: Masters + workers one cluster may have (a guard against typos like node_count=10000).
     max_nodes_per_cluster: int = Field(default=200, ge=1)
+    #: Larger request bodies are refused with 413 before any route runs.
+    max_request_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    #: Labels one template or cluster may carry, and the longest key and value (characters).
+    max_labels: int = Field(default=100, ge=1)
+    max_label_key_length: int = Field(default=255, ge=1)
+    max_label_value_length: int = Field(default=8192, ge=1)
     log_level: str = "INFO"
 
     @field_validator("bind")

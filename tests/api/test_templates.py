@@ -98,6 +98,9 @@ def patch(
 
 
 def test_create_with_every_field(api: TestClient, auth: Auth) -> None:
+    # fixed_network must name a network an admin registered (tests/api/test_hardening.py)
+    r = api.post("/local/v1/networks", json={"name": "private-net"}, headers=auth("admin"))
+    assert r.status_code == 201, r.text
     r = create(api, auth("p1_member"), **FULL)
     assert r.status_code == 201, r.text
     t = r.json()

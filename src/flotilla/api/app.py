@@ -25,6 +25,7 @@ from flotilla.drivers.registry import CoeRegistry
 from flotilla.errors import FlotillaError
 from flotilla.services import bootstrap, certificates
 from flotilla.services.clusters import Limits
+from flotilla.services.template_rules import LabelLimits
 from flotilla.settings import Settings
 from flotilla.web import routes as web_routes
 
@@ -41,7 +42,14 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
         auth=Authenticator(settings, database),
         coes=CoeRegistry.from_names(settings.enabled_coe_drivers),
         limits=Limits(
-            max_clusters_per_project=settings.max_clusters_per_project, max_limit=settings.max_limit
+            max_clusters_per_project=settings.max_clusters_per_project,
+            max_limit=settings.max_limit,
+            max_nodes_per_cluster=settings.max_nodes_per_cluster,
+            labels=LabelLimits(
+                max_labels=settings.max_labels,
+                max_key_length=settings.max_label_key_length,
+                max_value_length=settings.max_label_value_length,
+            ),
         ),
         box=certificates.secret_box(settings),
     )
@@ -74,7 +82,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     describe_openapi(app)
     app.include_router(local_router)
     _install_error_handlers(app)
-    app.add_middleware(EdgeMiddleware)
+    app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_request_body_bytes)
     return app
 
 

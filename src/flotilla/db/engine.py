@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from flotilla.db.guard import refuse_unstorable
 from flotilla.settings import Settings
 
 
@@ -54,6 +55,8 @@ class Database:
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
         self.read_engine = make_engine(settings, immediate=False) if self.is_sqlite else self.engine
         self._read_factory = sessionmaker(self.read_engine, expire_on_commit=False)
+        for factory in (self._factory, self._read_factory):
+            event.listen(factory, "before_flush", refuse_unstorable)
 
     @property
     def is_sqlite(self) -> bool:

@@ -7,7 +7,7 @@ transaction before the API answers; the conductor does the work.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, func, select, true
@@ -37,6 +37,7 @@ class Limits:
     max_clusters_per_project: int
     max_limit: int
     max_nodes_per_cluster: int = 200
+    labels: template_rules.LabelLimits = field(default_factory=template_rules.LabelLimits)
 
 
 def _check_size(limits: Limits, masters: int, workers: int) -> None:
@@ -221,13 +222,16 @@ def create(
             labels = {**(template.labels or {}), **given}
         else:
             labels = dict(given)
-    template_rules.check_labels(labels)
+    template_rules.check_labels(labels, limits.labels)
     master_flavor_id = values.get("master_flavor_id") or template.master_flavor_id or "m1.small"
     flavor_id = values.get("flavor_id") or template.flavor_id or "m1.small"
     catalog.find_flavor(session, master_flavor_id)
     catalog.find_flavor(session, flavor_id)
     if keypair:
         catalog.find_keypair(session, ctx, keypair)
+    fixed_network = values.get("fixed_network") or template.fixed_network
+    if fixed_network:  # re-checked: the template's may predate the rule or name a removed network
+        fixed_network = catalog.find_fixed_network(session, fixed_network).name  # the provider's name
     lb = values.get("master_lb_enabled")
     master_lb_enabled = template.master_lb_enabled if lb is None or view == "bay" else bool(lb)
     if master_count > 1 and not master_lb_enabled:
@@ -245,7 +249,7 @@ def create(
         uuid=uuid, name=name, project_id=ctx.project_id, user_id=ctx.user_id,
         cluster_template_id=template.uuid, keypair=keypair, docker_volume_size=docker_volume_size,
         labels=labels, master_flavor_id=master_flavor_id, flavor_id=flavor_id,
-        fixed_network=values.get("fixed_network") or template.fixed_network,
+        fixed_network=fixed_network,
         fixed_subnet=values.get("fixed_subnet") or template.fixed_subnet,
         floating_ip_enabled=template.floating_ip_enabled if fip is None else bool(fip),
         master_lb_enabled=master_lb_enabled, create_timeout=timeout,
@@ -310,10 +314,28 @@ def _start_update(
 ) -> None:
     if Status(cluster.status) not in allowed:
         raise InvalidTransition(
-            f'Updating a cluster when status is "{cluster.status}" is not supported. '
-            "Wait for the current operation to end."
+            f'Updating a cluster when status is "{cluster.status}" is not supported. {_what_to_do(cluster)}'
         )
     operations.transition(session, cluster, Event.UPDATE_REQUESTED, None)
+
+
+def _what_to_do(cluster: m.Cluster) -> str:
+    """The way forward from a status that refuses an update (lifecycle.RESIZABLE is the rule)."""
+    status = Status(cluster.status)
+    reason = (cluster.status_reason or "no reason recorded")[:300]
+    if status in lifecycle.IN_PROGRESS:
+        return "Wait for the current operation to end."
+    if status == Status.UPDATE_FAILED:
+        return (
+            f"The last update failed ({reason}) and the node count was restored. Retry it with a resize, "
+            f"which a cluster in UPDATE_FAILED accepts: POST /v1/clusters/{cluster.uuid}/actions/resize "
+            '{"node_count": N} (`openstack coe cluster resize`, `flotilla cluster-resize`), or delete the cluster.'
+        )
+    if status == Status.CREATE_FAILED:
+        return f"The cluster was never created ({reason}); delete it and create it again."
+    if status == Status.DELETE_FAILED:
+        return f"The last delete failed ({reason}); delete the cluster again."
+    return f"Delete the cluster ({reason})."
 
 
 def scale(
@@ -392,6 +414,16 @@ def _find_group(session: Session, cluster: m.Cluster, ident: str) -> m.NodeGroup
 def update_health(
     session: Session, ctx: RequestContext, cluster: m.Cluster, status: str | None, reason: Any
 ) -> None:
+    """Set the health fields by hand. Admins only (the role Magnum's auto-healer uses):
+    the conductor's health monitor writes them, and its next observation replaces these.
+
+    Raises Forbidden for everyone else, Invalid for an unknown status.
+    """
+    if not ctx.is_admin:
+        raise Forbidden(
+            "Policy doesn't allow cluster:update_health_status to be performed: health_status and "
+            "health_status_reason are written by the service's health monitor, not by users."
+        )
     if status is not None and status not in ("HEALTHY", "UNHEALTHY", "UNKNOWN"):
         raise Invalid(
             f"Invalid input for field/attribute health_status. Value: '{status}'. Value should be one of: HEALTHY, UNHEALTHY, UNKNOWN"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from flotilla.errors import Invalid
@@ -40,6 +41,37 @@ _BOOL_LABELS = (
     "kube_dashboard_enabled",
     "rexray_preempt",
 )
+
+
+@dataclass(frozen=True)
+class LabelLimits:
+    """How many labels a template or cluster may carry and how long keys and values may be
+    (characters); built from Settings (``max_labels``, ``max_label_key_length``,
+    ``max_label_value_length``), whose defaults these repeat."""
+
+    max_labels: int = 100
+    max_key_length: int = 255
+    max_value_length: int = 8192
+
+
+def check_label_limits(labels: Mapping[str, Any], limits: LabelLimits) -> None:
+    """Raises Invalid naming the limit (and the setting that raises it) that ``labels`` passes."""
+    if len(labels) > limits.max_labels:
+        raise Invalid(
+            f"Too many labels: {len(labels)} given, at most {limits.max_labels} are accepted "
+            "(the operator sets max_labels)."
+        )
+    for key, value in labels.items():
+        if len(str(key)) > limits.max_key_length:
+            raise Invalid(
+                f"Label key {str(key)[:40]}... is {len(str(key))} characters long; at most "
+                f"{limits.max_key_length} are accepted (the operator sets max_label_key_length)."
+            )
+        if len(str(value)) > limits.max_value_length:
+            raise Invalid(
+                f"The value of label {str(key)[:255]} is {len(str(value))} characters long; at most "
+                f"{limits.max_value_length} are accepted (the operator sets max_label_value_length)."
+            )
 
 
 def check_coe(coe: str) -> None:
@@ -102,10 +134,12 @@ def check_server_type(value: str) -> None:
         )
 
 
-def check_labels(labels: Mapping[str, Any] | None) -> None:
-    """Validate the labels the guide documents; unknown labels pass through."""
+def check_labels(labels: Mapping[str, Any] | None, limits: LabelLimits | None = None) -> None:
+    """Validate the labels the guide documents (unknown labels pass through) and the
+    operator's caps on their number and size (``limits``, the defaults when None)."""
     if not labels:
         return
+    check_label_limits(labels, limits or LabelLimits())
     cidr = labels.get("flannel_network_cidr")
     if cidr is not None:
         try:

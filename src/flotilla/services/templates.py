@@ -21,6 +21,9 @@ from flotilla.idents import new_uuid, random_name
 from flotilla.services import catalog, template_rules
 from flotilla.services.lookup import by_ident
 from flotilla.services.pagination import Page, paginate
+from flotilla.services.template_rules import LabelLimits
+
+DEFAULT_LABEL_LIMITS = LabelLimits()
 
 View = Literal["clustertemplate", "baymodel"]
 
@@ -92,7 +95,9 @@ def list_page(
     )  # fmt: skip
 
 
-def _validate(session: Session, values: dict[str, Any], view: View, *, creating: bool) -> None:
+def _validate(
+    session: Session, values: dict[str, Any], view: View, *, creating: bool, label_limits: LabelLimits
+) -> None:
     """Semantic checks in Magnum's order (reference §6.3), with clear messages."""
     coe = values["coe"]
     template_rules.check_coe(coe)
@@ -113,7 +118,9 @@ def _validate(session: Session, values: dict[str, Any], view: View, *, creating:
             catalog.find_flavor(session, values[key])
     if values.get("external_network_id"):
         catalog.find_external_network(session, values["external_network_id"])
-    template_rules.check_labels(values.get("labels"))
+    if values.get("fixed_network"):
+        catalog.find_fixed_network(session, values["fixed_network"])
+    template_rules.check_labels(values.get("labels"), label_limits)
 
 
 def _check_publish(
@@ -125,7 +132,10 @@ def _check_publish(
             raise Forbidden("Not authorized to set public or hidden flag for cluster template.")
 
 
-def create(session: Session, ctx: RequestContext, values: dict[str, Any], view: View) -> m.ClusterTemplate:
+def create(
+    session: Session, ctx: RequestContext, values: dict[str, Any], view: View, *,
+    label_limits: LabelLimits = DEFAULT_LABEL_LIMITS,
+) -> m.ClusterTemplate:  # fmt: skip
     """Validate and insert a template. Raises Invalid/Forbidden with the reason."""
     _policy(ctx, view, "create")
     vals = {k: v for k, v in values.items() if k in WRITABLE or k == "uuid"}
@@ -136,7 +146,7 @@ def create(session: Session, ctx: RequestContext, values: dict[str, Any], view: 
     template_rules.check_coe(vals["coe"])
     if not vals.get("network_driver"):
         vals["network_driver"] = template_rules.default_network_driver(vals["coe"])
-    _validate(session, vals, view, creating=True)
+    _validate(session, vals, view, creating=True, label_limits=label_limits)
     _check_publish(ctx, view, vals, {})
     if not vals.get("name"):
         vals["name"] = random_name("template" if view == "clustertemplate" else "model")
@@ -172,8 +182,9 @@ def in_use(session: Session, row: m.ClusterTemplate) -> bool:
 
 
 def update(
-    session: Session, ctx: RequestContext, row: m.ClusterTemplate, new: dict[str, Any], view: View
-) -> m.ClusterTemplate:
+    session: Session, ctx: RequestContext, row: m.ClusterTemplate, new: dict[str, Any], view: View, *,
+    label_limits: LabelLimits = DEFAULT_LABEL_LIMITS,
+) -> m.ClusterTemplate:  # fmt: skip
     """Apply already-type-checked values ``new`` (the whole writable view after the patch)."""
     _owner_policy(ctx, row, view, "update")
     before = writable_view(row)
@@ -187,7 +198,7 @@ def update(
         if vals.get(key) is None:
             vals[key] = default
     if changed - IN_USE_MUTABLE:
-        _validate(session, vals, view, creating=False)
+        _validate(session, vals, view, creating=False, label_limits=label_limits)
     else:
         vals["cluster_distro"] = row.cluster_distro
     _check_publish(ctx, view, vals, before)
