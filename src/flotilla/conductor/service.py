@@ -36,7 +36,9 @@ class Conductor:
     def __init__(self, settings: Settings, db: Database, *, providers: ProviderPool | None = None) -> None:
         self.settings = settings
         self.db = db
-        self.host = f"{socket.gethostname()}:{os.getpid()}"
+        self.host = f"{socket.gethostname()}:{os.getpid()}"  # lease owner: this process
+        #: The mservices identity, (host, binary) as in Magnum: a restart reuses its row.
+        self.service_host = settings.conductor.host or socket.gethostname()
         self.coes = CoeRegistry.from_names(settings.enabled_coe_drivers)
         self.providers = providers or ProviderPool(settings)
         self.box = certificates.secret_box(settings)
@@ -86,7 +88,7 @@ class Conductor:
         while not self._stop.is_set():
             try:
                 with self.db.session() as s:
-                    mservices.heartbeat(s, host=self.host, binary="magnum-conductor")
+                    mservices.heartbeat(s, host=self.service_host, binary="magnum-conductor")
             except Exception:
                 log.exception("conductor heartbeat failed")
             self._stop.wait(self.settings.conductor.heartbeat_interval)

@@ -12,6 +12,8 @@ from flotilla.db.models import utcnow
 
 
 def heartbeat(session: Session, *, host: str, binary: str) -> None:
+    """Record that ``binary`` on ``host`` is alive: its one row (keyed by (host, binary), as in
+    Magnum) is created on first report and reused after every restart."""
     row = session.scalars(select(m.Service).where(m.Service.host == host, m.Service.binary == binary)).first()
     now = utcnow()
     if row is None:
