@@ -105,6 +105,8 @@ def _default_public_key(name: str, data_dir: Path) -> tuple[str, str]:
             return path.read_text().strip(), str(path)
     keys = data_dir / "keys"
     private, public = keys / name, keys / f"{name}.pub"
+    if private.parent != keys or public.parent != keys:  # keypair_name_problem already refuses these
+        raise _cli_error(f"Keypair name {name!r} would write outside {keys}.")
     if private.is_file() and public.is_file():
         return public.read_text().strip(), f"{public} (existing key pair)"
     from cryptography.hazmat.primitives import serialization
@@ -127,6 +129,11 @@ def _default_public_key(name: str, data_dir: Path) -> tuple[str, str]:
 
 @api_command
 def cmd_keypair_create(args: argparse.Namespace) -> int:
+    from flotilla.idents import keypair_name_problem
+
+    problem = keypair_name_problem(args.name)
+    if problem is not None:  # before any file is written: the name becomes DATA_DIR/keys/NAME
+        raise _cli_error(problem)
     if args.public_key:
         path = Path(args.public_key).expanduser()
         if not path.is_file():
