@@ -325,6 +325,9 @@ class Client:
     def list_networks(self) -> list[dict[str, Any]]:
         return self._get_list("/local/v1/networks", "networks")
 
+    def create_network(self, name: str, *, external: bool = False) -> dict[str, Any]:
+        return self._dict("POST", "/local/v1/networks", json={"name": name, "external": external})
+
     def list_keypairs(self) -> list[dict[str, Any]]:
         return self._get_list("/local/v1/keypairs", "keypairs")
 

@@ -153,3 +153,38 @@ def test_tables_escape_control_characters(fake_server: serving.Launched, tmp_pat
     out = run("cluster-template-show", uuid, "--json", *data, home=tmp_path)
     assert json.loads(out.stdout)["name"] == EVIL
     assert "\x1b" not in out.stdout
+
+
+# ---- fixed networks: registered by an admin, then named ------------------------------------------------
+
+
+def test_fixed_network_must_be_registered(fake_server: serving.Launched, tmp_path: Path) -> None:
+    h = {"X-Auth-Token": fake_server.token}
+    r = httpx.post(
+        f"{fake_server.url}/local/v1/images", json={"name": "img-fx", "os_distro": "debian"}, headers=h
+    )
+    assert r.status_code == 201, r.text
+    data = ["--data-dir", str(fake_server.data_dir)]
+    create = [
+        "cluster-template-create",
+        "--coe",
+        "swarm",
+        "--image",
+        "img-fx",
+        "--external-network",
+        "public",
+    ]
+    create += ["--docker-storage-driver", "overlay2", *data]
+    refused = run(*create, "--name", "fx1", "--fixed-network", "shared-net", home=tmp_path)
+    assert (
+        refused.returncode == 1
+        and "ERROR: Unable to find network shared-net for fixed_network" in refused.stderr
+    )
+    made = run("network-create", "shared-net", "--json", *data, home=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["name"] == "shared-net"
+    ok = run(*create, "--name", "fx2", "--fixed-network", "shared-net", "--json", home=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["fixed_network"] == "shared-net"
+    host = run("network-create", "host", *data, home=tmp_path)
+    assert host.returncode == 1 and "ERROR: Invalid network name 'host'" in host.stderr

@@ -195,6 +195,13 @@ def cmd_network_list(args: argparse.Namespace) -> int:
     return 0
 
 
+@api_command
+def cmd_network_create(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        show(args, client.create_network(args.name, external=args.external), exclude=())
+    return 0
+
+
 # ----------------------------------------------------------------------------- registration
 
 
@@ -294,3 +301,16 @@ def register(sub: Any) -> None:
         "network-list", help="List networks.", description="List networks (external ones for templates)."
     )
     p.set_defaults(func=cmd_network_list)
+    p = sub.add_parser(
+        "network-create",
+        help="Register a network (admin).",
+        description=(
+            "Register a network in the catalog (admin). A non-external one may then be named as a "
+            "template's or cluster's --fixed-network (an existing Docker network of that name on the "
+            "local provider), by every project: registering it is the decision to share it. Docker's "
+            "host, none and bridge are refused."
+        ),
+    )
+    p.add_argument("name", metavar="<name>", help="Network name (letters, digits, '_', '.', '-').")
+    p.add_argument("--external", action="store_true", help="An external network (for --external-network-id).")
+    p.set_defaults(func=cmd_network_create)
