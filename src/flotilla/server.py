@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 
 import uvicorn
 
 from flotilla.api.app import create_app
+from flotilla.datadir import PRIVATE_UMASK, private_dir
 from flotilla.db.engine import Database
 from flotilla.services import bootstrap
 from flotilla.settings import Settings
@@ -26,9 +28,17 @@ def _logging(settings: Settings) -> None:
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
+def _private(settings: Settings) -> None:
+    """Files this process creates are private (database, keys, volume images); the data
+    dir is 0700. The owned dockerd gets its usual 022 back (see the local provider)."""
+    os.umask(PRIVATE_UMASK)
+    private_dir(settings.data_dir)
+
+
 def run_server(settings: Settings) -> int:
     """Serve until SIGINT/SIGTERM. Returns the exit code."""
     _logging(settings)
+    _private(settings)
     db = Database(settings)
     bootstrap.prepare_database(db)
     path = bootstrap.ensure_admin_credentials(settings, db)
@@ -60,6 +70,7 @@ def run_server(settings: Settings) -> int:
 
 def run_conductor(settings: Settings) -> int:
     _logging(settings)
+    _private(settings)
     from flotilla.conductor.service import Conductor
 
     db = Database(settings)

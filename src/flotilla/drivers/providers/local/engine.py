@@ -278,7 +278,8 @@ class Engine:
             argv += ["--add-runtime", f"capfix={wrapper}", "--default-runtime", "capfix"]
             log.info("capability bounding set is incomplete; using OCI runtime wrapper %s", wrapper)
         started = time.monotonic()
-        with logfile.open("ab") as out:
+        fd = os.open(logfile, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "ab") as out:
             process = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -286,6 +287,9 @@ class Engine:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
+                # The server runs with umask 077 (private data dir); dockerd writes files
+                # that non-root processes in containers read (hostname, resolv.conf).
+                umask=0o022,
             )
         log.info("started dockerd pid %d (data-root %s, socket %s, log %s)", process.pid, root, sock, logfile)
         cls._wait_ready(sock, process.pid, process, logfile, _START_TIMEOUT)

@@ -110,6 +110,7 @@ class LocalProvider:
         self.data_dir = engine.data_dir
         self._net_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="flotilla-local")
+        self._tighten_old_files()
 
     @property
     def api(self) -> EngineApi:
@@ -133,6 +134,19 @@ class LocalProvider:
 
     def _loop_file(self, cluster_uuid: str, name: str) -> Path:
         return self.data_dir / "volumes" / cluster_uuid / f"{name}.img"
+
+    def _tighten_old_files(self) -> None:
+        """Volume images and node files written by older versions were world-readable."""
+        host.private_dirs(self.data_dir)
+        for sub in ("volumes", "nodes"):
+            root = self.data_dir / sub
+            if root.is_dir():
+                host.private_dirs(root)
+                for d in root.iterdir():
+                    if d.is_dir():
+                        host.private_dirs(d)
+        for image in (self.data_dir / "volumes").glob("*/*.img"):
+            host.private_file(image)
 
     def _inspect_one(self, kind: str, name: str) -> dict[str, Any] | None:
         """``docker inspect`` of one container, network, volume or image; None when missing."""
@@ -314,6 +328,7 @@ class LocalProvider:
             if spec.login_user and spec.login_user != "root":
                 files.setdefault(f"/home/{spec.login_user}/.ssh/authorized_keys", key)
         base = self._node_dir(spec.cluster_uuid, spec.name) / "files"
+        host.private_dirs(base, levels=4)  # files, <node>, <cluster>, nodes
         mounts: list[tuple[Path, str]] = []
         for path, data in sorted(files.items()):
             rel = validate_file_path(spec.name, path, hostroot).relative_to("/")
