@@ -11,8 +11,9 @@ starts and owns. The owned daemon keeps all of its state away from any system Do
 * ``--bridge=none``: no default bridge. Starting a daemon with ``--bridge=none``
   deletes an existing ``docker0``, so we refuse to start when one exists (someone else's
   engine owns it; point ``docker_host`` at that engine instead);
-* ``--default-runtime capfix`` (the ``runc-capfix`` wrapper) only when the host's
-  capability bounding set is incomplete, which breaks ``--privileged`` otherwise.
+* ``--default-runtime capfix`` (the ``runc-capfix`` wrapper): drops host devices from
+  privileged containers' ``/dev`` (``devices.py``), and capabilities outside the host's
+  bounding set when it is incomplete (``--privileged`` breaks otherwise).
 
 Frequent calls go to the Engine API over the socket (:attr:`Engine.api`), the rest
 through the ``docker`` CLI (:meth:`Engine.run`); no SDK.
@@ -38,6 +39,7 @@ from pathlib import Path
 
 from flotilla.errors import FlotillaError, Unavailable
 
+from . import devices
 from .engine_api import EngineApi
 
 log = logging.getLogger(__name__)
@@ -266,17 +268,18 @@ class Engine:
             "--ip-forward=false",
             "--storage-driver=overlay2",
         ]
-        if needs_capfix():
-            wrapper = docker_dir / "runc-capfix"
-            script = (
-                resources.files("flotilla.drivers.providers.local").joinpath("runc-capfix.sh").read_bytes()
-            )
-            tmp = wrapper.with_suffix(".tmp")
-            tmp.write_bytes(script)
-            tmp.chmod(0o755)
-            tmp.replace(wrapper)
-            argv += ["--add-runtime", f"capfix={wrapper}", "--default-runtime", "capfix"]
-            log.info("capability bounding set is incomplete; using OCI runtime wrapper %s", wrapper)
+        # Always: it keeps host devices out of nodes (and fixes capabilities if needed).
+        wrapper = docker_dir / "runc-capfix"
+        script = resources.files("flotilla.drivers.providers.local").joinpath("runc-capfix.sh").read_text()
+        tmp = wrapper.with_suffix(".tmp")
+        tmp.write_text(script.replace("@NODE_DEVICES@", devices.wrapper_allowlist()))
+        tmp.chmod(0o755)
+        tmp.replace(wrapper)
+        argv += ["--add-runtime", f"capfix={wrapper}", "--default-runtime", "capfix"]
+        log.info("OCI runtime wrapper %s (device filter; capability fix: %s)", wrapper, needs_capfix())
+        # Nodes with a restart policy start with the daemon: their parent cgroup must
+        # deny host devices before that.
+        devices.ensure_parent_cgroup()
         started = time.monotonic()
         fd = os.open(logfile, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         with os.fdopen(fd, "ab") as out:

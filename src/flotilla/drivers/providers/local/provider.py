@@ -58,7 +58,7 @@ from flotilla.drivers.base import (
 )
 from flotilla.errors import Conflict, FlotillaError, NotFound
 
-from . import host
+from . import devices, host
 from .containers import (
     LABEL_CLUSTER,
     LABEL_LOOP_FILE,
@@ -110,6 +110,7 @@ class LocalProvider:
         self.data_dir = engine.data_dir
         self._net_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="flotilla-local")
+        self._cgroup_parent: str | None = None
         self._tighten_old_files()
 
     @property
@@ -134,6 +135,30 @@ class LocalProvider:
 
     def _loop_file(self, cluster_uuid: str, name: str) -> Path:
         return self.data_dir / "volumes" / cluster_uuid / f"{name}.img"
+
+    def _device_cgroup(self) -> str | None:
+        """The parent cgroup that denies host devices to nodes (``devices.py``); None when
+        the engine is not on this host or does not manage cgroups directly (systemd driver,
+        cgroup v2), which is logged once."""
+        if self._cgroup_parent is None:
+            parent = ""
+            local = self.engine.owned or self.engine.host.startswith("unix://")
+            driver = str((self.api.get("/info") or {}).get("CgroupDriver", "")) if local else ""
+            if driver == "cgroupfs":
+                try:
+                    parent = devices.ensure_parent_cgroup() or ""
+                except PermissionError as exc:
+                    log.warning("cannot set up the nodes' device cgroup (not root?): %s", exc)
+            else:
+                log.warning(
+                    "engine %s (cgroup driver %r): nodes get no device cgroup parent; host devices are "
+                    "only filtered from their /dev when the engine is Flotilla's own",
+                    self.engine.host, driver or "unknown",
+                )  # fmt: skip
+            self._cgroup_parent = parent
+        elif self._cgroup_parent:
+            devices.ensure_parent_cgroup()  # cheap; rewrites the rules if the dir is new
+        return self._cgroup_parent or None
 
     def _tighten_old_files(self) -> None:
         """Volume images and node files written by older versions were world-readable."""
@@ -399,7 +424,7 @@ class LocalProvider:
         resolv = self._resolv_conf()
         mounts = mounts_f.result()
         volume = volume_f.result()
-        body = create_body(spec, hostroot, volume, mounts, resolv)
+        body = create_body(spec, hostroot, volume, mounts, resolv, self._device_cgroup())
         try:
             created = self.api.request("POST", "/containers/create", params={"name": spec.name}, body=body)
         except ApiError as exc:
