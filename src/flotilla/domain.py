@@ -28,6 +28,9 @@ class NetworkSpec:
     name: str
     fixed_network: str | None = None
     dns_nameserver: str | None = None
+    #: Forward traffic between the network's nodes whatever its addresses (routed pod
+    #: networks, e.g. Kubernetes host-gw); otherwise only node address to node address.
+    routed: bool = False
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ LABEL_ROLE = "flotilla.role"
 LABEL_NETWORK = "flotilla.network"
 LABEL_VOLUME = "flotilla.volume"
 LABEL_LOOP_FILE = "flotilla.loop-file"
+#: On a network: forward routed (non-node) addresses between its nodes (firewall.py).
+LABEL_ROUTED = "flotilla.routed"
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 FORBIDDEN_FILE_ROOTS = ("/proc", "/sys", "/dev")

@@ -8,6 +8,8 @@ starts and owns. The owned daemon keeps all of its state away from any system Do
 * exec-root and socket under ``/run/flotilla-<hash of DATA_DIR>/`` (unix socket paths
   are limited to 108 bytes, so they cannot live under an arbitrary DATA_DIR);
 * ``--ip-forward=false``: the host's ``ip_forward`` and FORWARD policy stay as they are;
+* ``--iptables=false``: the daemon leaves iptables alone (a starting dockerd flushes the
+  isolation chains of every other engine); the provider owns the rules (``firewall.py``);
 * ``--bridge=none``: no default bridge. Starting a daemon with ``--bridge=none``
   deletes an existing ``docker0``, so we refuse to start when one exists (someone else's
   engine owns it; point ``docker_host`` at that engine instead);
@@ -262,7 +264,9 @@ class Engine:
             "--pidfile",
             str(pidfile),
             "--bridge=none",
-            "--iptables=true",
+            # A dockerd that starts flushes the DOCKER-ISOLATION chains all engines on
+            # the host share; Flotilla installs its own rules per network (firewall.py).
+            "--iptables=false",
             # Nodes sit on --internal bridges: nothing is routed, so leave the host's
             # ip_forward and FORWARD policy alone (dockerd would set them to 1/DROP).
             "--ip-forward=false",
@@ -352,6 +356,12 @@ class Engine:
             self._env["DOCKER_API_VERSION"] = str(version["ApiVersion"])
 
     # ----------------------------------------------------------------- use
+
+    @property
+    def engine_id(self) -> str:
+        """A short id of this Flotilla data dir's engine (labels host-wide objects such as
+        iptables rules, which several engines share)."""
+        return _short_run_dir(self.data_dir).name.removeprefix("flotilla-")
 
     @property
     def env(self) -> dict[str, str]:

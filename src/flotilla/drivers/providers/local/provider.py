@@ -58,12 +58,13 @@ from flotilla.drivers.base import (
 )
 from flotilla.errors import Conflict, FlotillaError, NotFound
 
-from . import devices, host
+from . import devices, firewall, host
 from .containers import (
     LABEL_CLUSTER,
     LABEL_LOOP_FILE,
     LABEL_NETWORK,
     LABEL_NODE,
+    LABEL_ROUTED,
     check_name,
     create_body,
     file_mode,
@@ -112,6 +113,12 @@ class LocalProvider:
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="flotilla-local")
         self._cgroup_parent: str | None = None
         self._tighten_old_files()
+        self._firewall = firewall.available() and (engine.owned or engine.host.startswith("unix://"))
+        if self._firewall:
+            try:
+                self._restore_firewall()
+            except FlotillaError as exc:
+                log.warning("could not restore the iptables rules of cluster networks: %s", exc)
 
     @property
     def api(self) -> EngineApi:
@@ -159,6 +166,36 @@ class LocalProvider:
         elif self._cgroup_parent:
             devices.ensure_parent_cgroup()  # cheap; rewrites the rules if the dir is new
         return self._cgroup_parent or None
+
+    def _guard(self, net: Mapping[str, Any]) -> None:
+        """Install the iptables rules of one of our networks (``firewall.py``)."""
+        if not self._firewall:
+            return
+        labels = net.get("Labels") or {}
+        bridge = (net.get("Options") or {}).get("com.docker.network.bridge.name")
+        info = self._network_info(net, owned=True)
+        if not bridge or not info.subnet:
+            log.warning("network %s has no bridge name or subnet; no iptables rules", net.get("Name"))
+            return
+        firewall.ensure(
+            firewall.NetworkRules(
+                engine_id=self.engine.engine_id, cluster_uuid=str(labels.get(LABEL_CLUSTER, "")),
+                network=str(net["Name"]), bridge=str(bridge), subnet=info.subnet,
+                routed=labels.get(LABEL_ROUTED) == "true",
+            )
+        )  # fmt: skip
+
+    def _restore_firewall(self) -> None:
+        """Rules for every cluster network of this engine (after a reboot, or networks made
+        by a version that let dockerd manage iptables), and none for networks now gone."""
+        flt = json.dumps({"label": [LABEL_CLUSTER]})
+        nets = [n for n in self.api.get("/networks", filters=flt) or [] if n.get("Driver") == "bridge"]
+        present = set()
+        for net in nets:
+            present.add((str((net.get("Labels") or {}).get(LABEL_CLUSTER, "")), str(net["Name"])))
+            self._guard(net)
+        for cluster, name in firewall.networks(self.engine.engine_id) - present:
+            firewall.remove(engine_id=self.engine.engine_id, cluster_uuid=cluster, network=name)
 
     def _tighten_old_files(self) -> None:
         """Volume images and node files written by older versions were world-readable."""
@@ -261,6 +298,7 @@ class LocalProvider:
                     raise Conflict(
                         f"network {spec.name!r} exists and does not belong to cluster {spec.cluster_uuid}"
                     )
+                self._guard(net)
                 return self._network_info(net, owned=True)
             bridge = "flt" + hashlib.sha256(f"{spec.cluster_uuid}/{spec.name}".encode()).hexdigest()[:11]
             started = time.monotonic()
@@ -270,7 +308,8 @@ class LocalProvider:
                     "Name": spec.name, "Driver": "bridge", "Internal": True, "CheckDuplicate": True,
                     "IPAM": {"Driver": "default", "Config": [{"Subnet": str(subnet), "Gateway": gateway}]},
                     "Options": {"com.docker.network.bridge.name": bridge},
-                    "Labels": {LABEL_CLUSTER: spec.cluster_uuid, LABEL_NETWORK: spec.name},
+                    "Labels": {LABEL_CLUSTER: spec.cluster_uuid, LABEL_NETWORK: spec.name,
+                               **({LABEL_ROUTED: "true"} if spec.routed else {})},
                 }  # fmt: skip
                 try:
                     self.api.request("POST", "/networks/create", body=body)
@@ -280,8 +319,10 @@ class LocalProvider:
                     if "already exists" in exc.message:
                         net = self._inspect_one("network", spec.name)
                         if net is not None and owned_by(net, spec.cluster_uuid):
+                            self._guard(net)
                             return self._network_info(net, owned=True)
                     raise
+                self._guard({**body, "Name": spec.name})
                 log.info(
                     "cluster %s: network %s %s (bridge %s) created in %.2f s",
                     spec.cluster_uuid,
@@ -297,12 +338,15 @@ class LocalProvider:
         """Remove the cluster's network. Missing networks and networks not labelled with
         this cluster (e.g. a fixed network) are left alone and count as success."""
         net = self._inspect_one("network", name)
-        if net is None:
-            return
-        if not owned_by(net, cluster_uuid):
+        if net is not None and not owned_by(net, cluster_uuid):
             log.debug("cluster %s: network %s is not ours; keeping it", cluster_uuid, name)
             return
-        self.api.remove("network", name)
+        if net is not None:
+            self.api.remove("network", name)
+        if self._firewall:
+            firewall.remove(engine_id=self.engine.engine_id, cluster_uuid=cluster_uuid, network=name)
+        if net is None:
+            return
         log.info("cluster %s: network %s removed", cluster_uuid, name)
         self._remove_empty_cluster_dirs(cluster_uuid)
 
@@ -635,6 +679,10 @@ class LocalProvider:
             functools.partial(batch, "volume", volumes, self._rm_volumes),
             functools.partial(batch, "network", networks, self._rm_networks),
         )
+        if self._firewall:
+            rules = firewall.rules(cluster_uuid=cluster_uuid)
+            if rules:
+                attempt(f"iptables:{len(rules)} rule(s)", lambda: firewall.remove(cluster_uuid=cluster_uuid))
         vol_dir = self.data_dir / "volumes" / cluster_uuid
         for dev, back in host.loops_under(vol_dir):
             attempt(f"loop:{dev} ({back})", functools.partial(host.detach_loop, dev))
@@ -665,6 +713,12 @@ def leaks(engine: Engine, cluster_uuid: str | None = None) -> list[str]:
         f"{kind}:{name}"
         for kind in ("container", "network", "volume")
         for name in engine.api.names(kind, flt)
+    ]
+    found += [
+        f"iptables:{rule}"
+        for rule in firewall.rules(
+            engine_id=None if cluster_uuid else engine.engine_id, cluster_uuid=cluster_uuid
+        )
     ]
     vol_root = engine.data_dir / "volumes"
     found += [
