@@ -81,6 +81,28 @@ class NodeInfo:
 
 
 @dataclass(frozen=True)
+class VolumeUsage:
+    """How full a node's Docker volume (its ``/var/lib/docker``) is, in bytes."""
+
+    cluster_uuid: str
+    node: str
+    size_bytes: int
+    free_bytes: int
+
+    #: Below this much free space (or 2 % of the size, whichever is more) a volume is full:
+    #: image pulls and container starts fail.
+    FULL_BELOW = 64 * 1024**2
+
+    @property
+    def full(self) -> bool:
+        return self.free_bytes < max(self.FULL_BELOW, self.size_bytes // 50)
+
+    def describe(self) -> str:
+        mib = 1024**2
+        return f"docker volume full: {self.free_bytes // mib} MiB free of {self.size_bytes // mib} MiB"
+
+
+@dataclass(frozen=True)
 class ExecResult:
     returncode: int
     stdout: str

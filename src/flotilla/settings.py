@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     max_clusters_per_project: int = Field(default=20, ge=0)
     #: Masters + workers one cluster may have (a guard against typos like node_count=10000).
     max_nodes_per_cluster: int = Field(default=200, ge=1)
+    #: The largest docker_volume_size (GB) a template or cluster may ask for, on any provider
+    #: (the local provider also refuses more than its free space).
+    max_docker_volume_size: int = Field(default=1024, ge=1)
     log_level: str = "INFO"
 
     @field_validator("bind")

@@ -7,7 +7,7 @@ transaction before the API answers; the conductor does the work.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, func, select, true
@@ -37,6 +37,7 @@ class Limits:
     max_clusters_per_project: int
     max_limit: int
     max_nodes_per_cluster: int = 200
+    volumes: template_rules.VolumeLimits = field(default_factory=template_rules.VolumeLimits)
 
 
 def _check_size(limits: Limits, masters: int, workers: int) -> None:
@@ -209,6 +210,7 @@ def create(
 
     docker_volume_size = values.get("docker_volume_size") or template.docker_volume_size
     template_rules.check_storage(template.docker_storage_driver, docker_volume_size)
+    limits.volumes.check(docker_volume_size, default_provider)
     if view == "bay":
         keypair = template.keypair_id
         labels: dict[str, Any] = dict(values.get("labels") or {})

@@ -129,7 +129,9 @@ def make_router(view: View) -> APIRouter:
         )
         base = base_url(request)
         with rt.db.session() as s:
-            row = templates.create(s, ctx, values, view)
+            row = templates.create(
+                s, ctx, values, view, volumes=rt.limits.volumes, provider=rt.settings.default_provider
+            )
             out = to_dict(row, view, base)
         return JSONResponse(out, status_code=201, headers={"Location": f"{base}/v1/{coll}/{out['uuid']}"})
 

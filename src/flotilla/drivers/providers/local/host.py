@@ -117,6 +117,20 @@ def private_file(path: Path) -> None:
             os.chmod(path, 0o600)
 
 
+def free_gib(path: Path) -> int:
+    """Whole GiB free (for root) on the filesystem of ``path`` (or of its nearest existing parent)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize // 1024**3
+
+
+def fs_usage(path: Path) -> tuple[int, int]:
+    """(size, free) in bytes of the filesystem holding ``path``."""
+    st = os.statvfs(path)
+    return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+
+
 def routes() -> list[ipaddress.IPv4Network]:
     """Destinations of this host's IPv4 routes (every table), to keep cluster subnets off them."""
     res = subprocess.run(

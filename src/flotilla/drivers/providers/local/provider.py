@@ -47,7 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from flotilla.domain import ExecResult, NetworkInfo, NetworkSpec, NodeInfo, NodeSpec
+from flotilla.domain import ExecResult, NetworkInfo, NetworkSpec, NodeInfo, NodeSpec, VolumeUsage
 from flotilla.drivers.base import (
     CAP_CONTAINERS_AS_NODES,
     CAP_EXEC,
@@ -638,6 +638,39 @@ class LocalProvider:
 
     def image_exists(self, image_ref: str) -> bool:
         return self._inspect_one("image", image_ref) is not None
+
+    @staticmethod
+    def free_volume_gb(data_dir: Path) -> int:
+        """Free GiB where sized node volumes live (``DATA_DIR/volumes``); needs no engine."""
+        return host.free_gib(Path(data_dir) / "volumes")
+
+    def max_volume_gb(self) -> int | None:
+        """The free space for volume images (they are sparse files: each may grow to its
+        size); None when volumes cannot be sized (engine on another host)."""
+        if CAP_SIZED_VOLUMES not in self.capabilities():
+            return None
+        return self.free_volume_gb(self.data_dir)
+
+    def volume_usage(self, cluster_uuid: str | None = None) -> list[VolumeUsage]:
+        """Fill level of the nodes' ``/var/lib/docker`` volumes, from one volume listing and a
+        ``statvfs`` each: a sized volume's own filesystem while it is mounted, an unsized
+        one's host filesystem. Empty when the engine is not on this host."""
+        if CAP_SIZED_VOLUMES not in self.capabilities():
+            return []
+        filters = json.dumps({"label": [label_filter(cluster_uuid), LABEL_NODE]})
+        found: list[VolumeUsage] = []
+        for vol in (self.api.get("/volumes", filters=filters) or {}).get("Volumes") or []:
+            labels = vol.get("Labels") or {}
+            mountpoint = Path(str(vol.get("Mountpoint") or "/nonexistent"))
+            sized = LABEL_LOOP_FILE in labels
+            if not mountpoint.is_dir() or (sized and not mountpoint.is_mount()):
+                continue  # a sized volume is mounted only while its node runs
+            with contextlib.suppress(OSError):
+                size, free = host.fs_usage(mountpoint)
+                found.append(
+                    VolumeUsage(str(labels.get(LABEL_CLUSTER)), str(labels.get(LABEL_NODE)), size, free)
+                )
+        return found
 
     def sweep(self, cluster_uuid: str) -> list[str]:
         """Remove every container, volume and network labelled with the cluster, the loop
