@@ -58,7 +58,7 @@ from flotilla.drivers.base import (
 )
 from flotilla.errors import Conflict, FlotillaError, NotFound
 
-from . import devices, firewall, host
+from . import firewall, host
 from .containers import (
     LABEL_CLUSTER,
     LABEL_LOOP_FILE,
@@ -76,6 +76,7 @@ from .containers import (
 )
 from .engine import Engine
 from .engine_api import ApiError, EngineApi, quoted
+from .guard import HostGuard
 from .images import KIND_HOSTROOT, KIND_LABEL
 
 log = logging.getLogger(__name__)
@@ -111,14 +112,12 @@ class LocalProvider:
         self.data_dir = engine.data_dir
         self._net_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="flotilla-local")
-        self._cgroup_parent: str | None = None
-        self._tighten_old_files()
-        self._firewall = firewall.available() and (engine.owned or engine.host.startswith("unix://"))
-        if self._firewall:
-            try:
-                self._restore_firewall()
-            except FlotillaError as exc:
-                log.warning("could not restore the iptables rules of cluster networks: %s", exc)
+        self.guard = HostGuard(engine)
+        self.guard.tighten_files(self.data_dir)
+        try:
+            self.guard.restore_networks()
+        except FlotillaError as exc:
+            log.warning("could not restore the iptables rules of cluster networks: %s", exc)
 
     @property
     def api(self) -> EngineApi:
@@ -142,73 +141,6 @@ class LocalProvider:
 
     def _loop_file(self, cluster_uuid: str, name: str) -> Path:
         return self.data_dir / "volumes" / cluster_uuid / f"{name}.img"
-
-    def _device_cgroup(self) -> str | None:
-        """The parent cgroup that denies host devices to nodes (``devices.py``); None when
-        the engine is not on this host or does not manage cgroups directly (systemd driver,
-        cgroup v2), which is logged once."""
-        if self._cgroup_parent is None:
-            parent = ""
-            local = self.engine.owned or self.engine.host.startswith("unix://")
-            driver = str((self.api.get("/info") or {}).get("CgroupDriver", "")) if local else ""
-            if driver == "cgroupfs":
-                try:
-                    parent = devices.ensure_parent_cgroup() or ""
-                except PermissionError as exc:
-                    log.warning("cannot set up the nodes' device cgroup (not root?): %s", exc)
-            else:
-                log.warning(
-                    "engine %s (cgroup driver %r): nodes get no device cgroup parent; host devices are "
-                    "only filtered from their /dev when the engine is Flotilla's own",
-                    self.engine.host, driver or "unknown",
-                )  # fmt: skip
-            self._cgroup_parent = parent
-        elif self._cgroup_parent:
-            devices.ensure_parent_cgroup()  # cheap; rewrites the rules if the dir is new
-        return self._cgroup_parent or None
-
-    def _guard(self, net: Mapping[str, Any]) -> None:
-        """Install the iptables rules of one of our networks (``firewall.py``)."""
-        if not self._firewall:
-            return
-        labels = net.get("Labels") or {}
-        bridge = (net.get("Options") or {}).get("com.docker.network.bridge.name")
-        info = self._network_info(net, owned=True)
-        if not bridge or not info.subnet:
-            log.warning("network %s has no bridge name or subnet; no iptables rules", net.get("Name"))
-            return
-        firewall.ensure(
-            firewall.NetworkRules(
-                engine_id=self.engine.engine_id, cluster_uuid=str(labels.get(LABEL_CLUSTER, "")),
-                network=str(net["Name"]), bridge=str(bridge), subnet=info.subnet,
-                routed=labels.get(LABEL_ROUTED) == "true",
-            )
-        )  # fmt: skip
-
-    def _restore_firewall(self) -> None:
-        """Rules for every cluster network of this engine (after a reboot, or networks made
-        by a version that let dockerd manage iptables), and none for networks now gone."""
-        flt = json.dumps({"label": [LABEL_CLUSTER]})
-        nets = [n for n in self.api.get("/networks", filters=flt) or [] if n.get("Driver") == "bridge"]
-        present = set()
-        for net in nets:
-            present.add((str((net.get("Labels") or {}).get(LABEL_CLUSTER, "")), str(net["Name"])))
-            self._guard(net)
-        for cluster, name in firewall.networks(self.engine.engine_id) - present:
-            firewall.remove(engine_id=self.engine.engine_id, cluster_uuid=cluster, network=name)
-
-    def _tighten_old_files(self) -> None:
-        """Volume images and node files written by older versions were world-readable."""
-        host.private_dirs(self.data_dir)
-        for sub in ("volumes", "nodes"):
-            root = self.data_dir / sub
-            if root.is_dir():
-                host.private_dirs(root)
-                for d in root.iterdir():
-                    if d.is_dir():
-                        host.private_dirs(d)
-        for image in (self.data_dir / "volumes").glob("*/*.img"):
-            host.private_file(image)
 
     def _inspect_one(self, kind: str, name: str) -> dict[str, Any] | None:
         """``docker inspect`` of one container, network, volume or image; None when missing."""
@@ -298,7 +230,7 @@ class LocalProvider:
                     raise Conflict(
                         f"network {spec.name!r} exists and does not belong to cluster {spec.cluster_uuid}"
                     )
-                self._guard(net)
+                self.guard.guard_network(net)
                 return self._network_info(net, owned=True)
             bridge = "flt" + hashlib.sha256(f"{spec.cluster_uuid}/{spec.name}".encode()).hexdigest()[:11]
             started = time.monotonic()
@@ -319,10 +251,10 @@ class LocalProvider:
                     if "already exists" in exc.message:
                         net = self._inspect_one("network", spec.name)
                         if net is not None and owned_by(net, spec.cluster_uuid):
-                            self._guard(net)
+                            self.guard.guard_network(net)
                             return self._network_info(net, owned=True)
                     raise
-                self._guard({**body, "Name": spec.name})
+                self.guard.guard_network({**body, "Name": spec.name})
                 log.info(
                     "cluster %s: network %s %s (bridge %s) created in %.2f s",
                     spec.cluster_uuid,
@@ -343,8 +275,7 @@ class LocalProvider:
             return
         if net is not None:
             self.api.remove("network", name)
-        if self._firewall:
-            firewall.remove(engine_id=self.engine.engine_id, cluster_uuid=cluster_uuid, network=name)
+        self.guard.forget_network(cluster_uuid, name)
         if net is None:
             return
         log.info("cluster %s: network %s removed", cluster_uuid, name)
@@ -468,7 +399,7 @@ class LocalProvider:
         resolv = self._resolv_conf()
         mounts = mounts_f.result()
         volume = volume_f.result()
-        body = create_body(spec, hostroot, volume, mounts, resolv, self._device_cgroup())
+        body = create_body(spec, hostroot, volume, mounts, resolv, self.guard.device_cgroup())
         try:
             created = self.api.request("POST", "/containers/create", params={"name": spec.name}, body=body)
         except ApiError as exc:
@@ -652,25 +583,8 @@ class LocalProvider:
         return self.free_volume_gb(self.data_dir)
 
     def volume_usage(self, cluster_uuid: str | None = None) -> list[VolumeUsage]:
-        """Fill level of the nodes' ``/var/lib/docker`` volumes, from one volume listing and a
-        ``statvfs`` each: a sized volume's own filesystem while it is mounted, an unsized
-        one's host filesystem. Empty when the engine is not on this host."""
-        if CAP_SIZED_VOLUMES not in self.capabilities():
-            return []
-        filters = json.dumps({"label": [label_filter(cluster_uuid), LABEL_NODE]})
-        found: list[VolumeUsage] = []
-        for vol in (self.api.get("/volumes", filters=filters) or {}).get("Volumes") or []:
-            labels = vol.get("Labels") or {}
-            mountpoint = Path(str(vol.get("Mountpoint") or "/nonexistent"))
-            sized = LABEL_LOOP_FILE in labels
-            if not mountpoint.is_dir() or (sized and not mountpoint.is_mount()):
-                continue  # a sized volume is mounted only while its node runs
-            with contextlib.suppress(OSError):
-                size, free = host.fs_usage(mountpoint)
-                found.append(
-                    VolumeUsage(str(labels.get(LABEL_CLUSTER)), str(labels.get(LABEL_NODE)), size, free)
-                )
-        return found
+        """Fill level of the nodes' Docker volumes (see ``HostGuard.volume_usage``)."""
+        return self.guard.volume_usage(cluster_uuid)
 
     def sweep(self, cluster_uuid: str) -> list[str]:
         """Remove every container, volume and network labelled with the cluster, the loop
@@ -712,7 +626,7 @@ class LocalProvider:
             functools.partial(batch, "volume", volumes, self._rm_volumes),
             functools.partial(batch, "network", networks, self._rm_networks),
         )
-        if self._firewall:
+        if self.guard.firewall:
             rules = firewall.rules(cluster_uuid=cluster_uuid)
             if rules:
                 attempt(f"iptables:{len(rules)} rule(s)", lambda: firewall.remove(cluster_uuid=cluster_uuid))
