@@ -28,6 +28,9 @@ class NetworkSpec:
     name: str
     fixed_network: str | None = None
     dns_nameserver: str | None = None
+    #: Forward traffic between the network's nodes whatever its addresses (routed pod
+    #: networks, e.g. Kubernetes host-gw); otherwise only node address to node address.
+    routed: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,28 @@ class NodeInfo:
     address: str | None
     state: NodeState
     provider_id: str = ""
+
+
+@dataclass(frozen=True)
+class VolumeUsage:
+    """How full a node's Docker volume (its ``/var/lib/docker``) is, in bytes."""
+
+    cluster_uuid: str
+    node: str
+    size_bytes: int
+    free_bytes: int
+
+    #: Below this much free space (or 2 % of the size, whichever is more) a volume is full:
+    #: image pulls and container starts fail.
+    FULL_BELOW = 64 * 1024**2
+
+    @property
+    def full(self) -> bool:
+        return self.free_bytes < max(self.FULL_BELOW, self.size_bytes // 50)
+
+    def describe(self) -> str:
+        mib = 1024**2
+        return f"docker volume full: {self.free_bytes // mib} MiB free of {self.size_bytes // mib} MiB"
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import threading
@@ -10,6 +11,7 @@ import threading
 import uvicorn
 
 from flotilla.api.app import create_app
+from flotilla.datadir import PRIVATE_UMASK, private_dir
 from flotilla.db.engine import Database
 from flotilla.services import bootstrap
 from flotilla.settings import Settings
@@ -42,6 +44,13 @@ def listen(settings: Settings) -> socket.socket:
     return sock
 
 
+def _private(settings: Settings) -> None:
+    """Files this process creates are private (database, keys, volume images); the data
+    dir is 0700. The owned dockerd gets its usual 022 back (see the local provider)."""
+    os.umask(PRIVATE_UMASK)
+    private_dir(settings.data_dir)
+
+
 def run_server(settings: Settings) -> int:
     """Serve until SIGINT/SIGTERM. Returns the exit code (1 when the port cannot be bound).
 
@@ -56,6 +65,7 @@ def run_server(settings: Settings) -> int:
             "cannot listen on %s: %s (is another server using it? choose one with --bind)", settings.bind, exc
         )
         return 1
+    _private(settings)
     db = Database(settings)
     bootstrap.prepare_database(db)
     path = bootstrap.ensure_admin_credentials(settings, db)
@@ -88,6 +98,7 @@ def run_server(settings: Settings) -> int:
 
 def run_conductor(settings: Settings) -> int:
     _logging(settings)
+    _private(settings)
     from flotilla.conductor.service import Conductor
 
     db = Database(settings)

@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     max_labels: int = Field(default=100, ge=1)
     max_label_key_length: int = Field(default=255, ge=1)
     max_label_value_length: int = Field(default=8192, ge=1)
+    #: The largest docker_volume_size (GB) a template or cluster may ask for, on any provider
+    #: (the local provider also refuses more than its free space).
+    max_docker_volume_size: int = Field(default=1024, ge=1)
     log_level: str = "INFO"
 
     @field_validator("bind")

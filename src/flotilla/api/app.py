@@ -20,12 +20,13 @@ from flotilla.api.middleware import FRAMEWORK_ERROR_MARK, EdgeMiddleware
 from flotilla.api.openapi import describe as describe_openapi
 from flotilla.api.v1 import certificates as certificates_api
 from flotilla.api.v1 import clusters, clustertemplates, mservices, nodegroups, quotas, root, stats
+from flotilla.conductor.providers import ProviderPool
 from flotilla.db.engine import Database
 from flotilla.drivers.registry import CoeRegistry
 from flotilla.errors import FlotillaError
 from flotilla.services import bootstrap, certificates
 from flotilla.services.clusters import Limits
-from flotilla.services.template_rules import LabelLimits
+from flotilla.services.template_rules import LabelLimits, VolumeLimits
 from flotilla.settings import Settings
 from flotilla.web import routes as web_routes
 
@@ -50,6 +51,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
                 max_key_length=settings.max_label_key_length,
                 max_value_length=settings.max_label_value_length,
             ),
+            volumes=VolumeLimits(settings.max_docker_volume_size, ProviderPool(settings).max_volume_gb),
         ),
         box=certificates.secret_box(settings),
     )

@@ -25,7 +25,7 @@ from flotilla.conductor.providers import ProviderPool
 from flotilla.context import SYSTEM
 from flotilla.db import models as m
 from flotilla.db.engine import Database
-from flotilla.domain import NodeInfo, TlsMaterial
+from flotilla.domain import NodeInfo, TlsMaterial, VolumeUsage
 from flotilla.drivers.base import ClusterSpec, Observation, Provider
 from flotilla.drivers.registry import CoeRegistry
 from flotilla.errors import FlotillaError
@@ -88,15 +88,30 @@ class HealthMonitor:
                 for c in members:
                     changed += self._save(c.uuid, Observation("UNKNOWN", {"provider": str(exc)}))
                 continue
+            full = self._full_volumes(name, provider)
             for c in members:
                 spec = cluster_specs[c.uuid]
-                obs = self._observe(spec, provider, nodes)
+                obs = with_full_volumes(self._observe(spec, provider, nodes), full.get(c.uuid, []))
                 changed += self._save(c.uuid, obs)
                 if obs.health == "UNHEALTHY":
                     self._maybe_heal(c, spec, obs)
                 else:
                     self._forget(c.uuid)
         return changed
+
+    @staticmethod
+    def _full_volumes(name: str, provider: Provider) -> dict[str, list[VolumeUsage]]:
+        """cluster uuid -> its nodes whose Docker volume is full (one provider pass)."""
+        try:
+            usage = provider.volume_usage(None)
+        except (FlotillaError, OSError) as exc:
+            log.warning("health: provider %s could not measure volumes: %s", name, exc)
+            return {}
+        full: dict[str, list[VolumeUsage]] = defaultdict(list)
+        for u in usage:
+            if u.full:
+                full[u.cluster_uuid].append(u)
+        return full
 
     def _observe(self, spec: ClusterSpec, provider: Provider, nodes: Sequence[NodeInfo]) -> Observation:
         driver = self.coes.get(spec.coe)
@@ -168,3 +183,16 @@ class HealthMonitor:
             row = s.scalars(select(m.Cluster).where(m.Cluster.uuid == cluster_uuid)).first()
             if row is not None:
                 row.health_status_reason = {**obs.reasons, "auto_healing": text}
+
+
+def with_full_volumes(obs: Observation, full: Sequence[VolumeUsage]) -> Observation:
+    """The COE's observation, UNHEALTHY when a node's Docker volume is full (the reason
+    says how full). Such nodes are not auto-healed: replacing one would drop its data."""
+    if not full:
+        return obs
+    reasons = dict(obs.reasons)
+    for u in full:
+        before = reasons.get(u.node)
+        ok = before is None or before in ("ok", "Ready")
+        reasons[u.node] = u.describe() if ok else f"{before}; {u.describe()}"
+    return Observation("UNHEALTHY", reasons, obs.unhealthy_nodes)

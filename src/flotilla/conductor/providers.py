@@ -43,6 +43,25 @@ class ProviderPool:
 
         return load_provider_factories([name])[name]()
 
+    def max_volume_gb(self, name: str) -> int | None:
+        """What provider ``name`` says a new node volume may have (``Provider.max_volume_gb``).
+
+        The local provider is asked without starting its engine (the API process asks this
+        for every template and cluster with a ``docker_volume_size``).
+        """
+        with self._lock:
+            provider = self._providers.get(name)
+        if provider is not None:
+            return provider.max_volume_gb()
+        if name == "local":
+            docker_host = self.settings.local.docker_host
+            if docker_host and not docker_host.startswith("unix://"):
+                return None  # volumes cannot be sized on a remote engine
+            from flotilla.drivers.providers.local import LocalProvider
+
+            return LocalProvider.free_volume_gb(Path(self.settings.data_dir))
+        return self.get(name).max_volume_gb()
+
     def loaded(self) -> dict[str, Provider]:
         with self._lock:
             return dict(self._providers)

@@ -18,7 +18,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
-from flotilla.domain import ExecResult, Flavor, NetworkInfo, NetworkSpec, NodeInfo, NodeSpec, TlsMaterial
+from flotilla.domain import (
+    ExecResult,
+    Flavor,
+    NetworkInfo,
+    NetworkSpec,
+    NodeInfo,
+    NodeSpec,
+    TlsMaterial,
+    VolumeUsage,
+)
 
 OpKind = Literal["create", "update", "delete", "rotate_ca"]
 
@@ -74,6 +83,16 @@ class Provider(Protocol):
         ...
 
     def image_exists(self, image_ref: str) -> bool: ...
+
+    def max_volume_gb(self) -> int | None:
+        """The largest ``docker_volume_size`` (GiB) a new node volume can get now (e.g. the
+        free space where volumes live); None when the provider cannot tell."""
+        ...
+
+    def volume_usage(self, cluster_uuid: str | None = None) -> list[VolumeUsage]:
+        """How full the nodes' Docker volumes are, for one cluster or all, in one pass;
+        nodes the provider cannot measure are left out."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from flotilla.datadir import private_dir
 from flotilla.db import migrate
 from flotilla.db.engine import Database
 from flotilla.services import catalog, tokens
@@ -69,7 +70,7 @@ def ensure_admin_credentials(settings: Settings, db: Database) -> Path | None:
             }
         }
     }
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:

@@ -38,6 +38,7 @@ class Limits:
     max_limit: int
     max_nodes_per_cluster: int = 200
     labels: template_rules.LabelLimits = field(default_factory=template_rules.LabelLimits)
+    volumes: template_rules.VolumeLimits = field(default_factory=template_rules.VolumeLimits)
 
 
 def _check_size(limits: Limits, masters: int, workers: int) -> None:
@@ -210,6 +211,7 @@ def create(
 
     docker_volume_size = values.get("docker_volume_size") or template.docker_volume_size
     template_rules.check_storage(template.docker_storage_driver, docker_volume_size)
+    limits.volumes.check(docker_volume_size, default_provider)
     if view == "bay":
         keypair = template.keypair_id
         labels: dict[str, Any] = dict(values.get("labels") or {})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,6 +125,31 @@ def check_storage(driver: str | None, size: int | None) -> None:
             f"docker volume size {size} GB is not valid, expecting minimum value {minimum}GB for "
             f"{driver} storage driver."
         )
+
+
+@dataclass(frozen=True)
+class VolumeLimits:
+    """Bounds on ``docker_volume_size``: a setting for every provider, and what the
+    provider can give a node now (``capacity_gb(provider name)``, e.g. its free space)."""
+
+    maximum_gb: int | None = None
+    capacity_gb: Callable[[str], int | None] | None = None
+
+    def check(self, size: int | None, provider: str) -> None:
+        """Raise ``Invalid`` (400) when ``size`` GB is more than allowed or available."""
+        if size is None:
+            return
+        if self.maximum_gb is not None and size > self.maximum_gb:
+            raise Invalid(
+                f"docker volume size {size} GB is more than this service allows: at most {self.maximum_gb} GB "
+                "(the max_docker_volume_size setting)."
+            )
+        free = self.capacity_gb(provider) if self.capacity_gb is not None else None
+        if free is not None and size > free:
+            raise Invalid(
+                f"docker volume size {size} GB is more than the {provider} provider can give a node: {free} GB "
+                "free where node volumes are kept."
+            )
 
 
 def check_server_type(value: str) -> None:

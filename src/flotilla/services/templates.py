@@ -133,10 +133,19 @@ def _check_publish(
 
 
 def create(
-    session: Session, ctx: RequestContext, values: dict[str, Any], view: View, *,
+    session: Session,
+    ctx: RequestContext,
+    values: dict[str, Any],
+    view: View,
+    *,
     label_limits: LabelLimits = DEFAULT_LABEL_LIMITS,
-) -> m.ClusterTemplate:  # fmt: skip
-    """Validate and insert a template. Raises Invalid/Forbidden with the reason."""
+    volumes: template_rules.VolumeLimits | None = None,
+    provider: str = "local",
+) -> m.ClusterTemplate:
+    """Validate and insert a template. Raises Invalid/Forbidden with the reason.
+
+    ``volumes``: bounds on ``docker_volume_size`` for clusters on ``provider``.
+    """
     _policy(ctx, view, "create")
     vals = {k: v for k, v in values.items() if k in WRITABLE or k == "uuid"}
     for key, default in BOOL_DEFAULTS.items():
@@ -147,6 +156,8 @@ def create(
     if not vals.get("network_driver"):
         vals["network_driver"] = template_rules.default_network_driver(vals["coe"])
     _validate(session, vals, view, creating=True, label_limits=label_limits)
+    if volumes is not None:
+        volumes.check(vals.get("docker_volume_size"), provider)
     _check_publish(ctx, view, vals, {})
     if not vals.get("name"):
         vals["name"] = random_name("template" if view == "clustertemplate" else "model")

@@ -129,7 +129,10 @@ def make_router(view: View) -> APIRouter:
         )
         base = base_url(request)
         with rt.db.session() as s:
-            row = templates.create(s, ctx, values, view, label_limits=rt.limits.labels)
+            row = templates.create(
+                s, ctx, values, view, label_limits=rt.limits.labels,
+                volumes=rt.limits.volumes, provider=rt.settings.default_provider,
+            )  # fmt: skip
             out = to_dict(row, view, base)
         return JSONResponse(out, status_code=201, headers={"Location": f"{base}/v1/{coll}/{out['uuid']}"})
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from flotilla.domain import ExecResult, NetworkInfo, NetworkSpec, NodeInfo, NodeSpec
+from flotilla.domain import ExecResult, NetworkInfo, NetworkSpec, NodeInfo, NodeSpec, VolumeUsage
 from flotilla.drivers.base import CAP_CONTAINERS_AS_NODES, CAP_EXEC, CAP_LOAD_BALANCER, CAP_SIZED_VOLUMES
 from flotilla.errors import Conflict, FlotillaError, NotFound
 
@@ -53,12 +53,17 @@ class FakeProvider:
         capabilities: Iterable[str] | None = None,
         exec_handler: ExecHandler | None = None,
         subnet_pool: str = "172.29.0.0/16",
+        volume_capacity_gb: int | None = None,
     ) -> None:
         self.fail_on: dict[str, str] = dict(fail_on or {})
         self.delay = delay
         self.images: set[str] | None = set(images) if images is not None else None
         self._capabilities = frozenset(capabilities) if capabilities is not None else CAPABILITIES
         self.exec_handler = exec_handler
+        #: What :meth:`max_volume_gb` reports (None: no limit known).
+        self.volume_capacity_gb = volume_capacity_gb
+        #: node name -> free bytes of its Docker volume (set by tests; others are empty).
+        self.volume_free: dict[str, int] = {}
         #: node name -> {"spec", "state", "address", "files", "id", "restarts"}
         self.nodes: dict[str, dict[str, Any]] = {}
         #: network name -> {"cluster_uuid", "subnet", "gateway", "next_host"}
@@ -263,6 +268,22 @@ class FakeProvider:
     def image_exists(self, image_ref: str) -> bool:
         self._enter("image_exists", image_ref)
         return self.images is None or image_ref in self.images
+
+    def max_volume_gb(self) -> int | None:
+        self._enter("max_volume_gb")
+        return self.volume_capacity_gb
+
+    def volume_usage(self, cluster_uuid: str | None = None) -> list[VolumeUsage]:
+        """Every node with ``volume_gb``: empty, unless ``volume_free`` says otherwise."""
+        self._enter("volume_usage", cluster_uuid or "")
+        with self._lock:
+            specs: list[NodeSpec] = [v["spec"] for v in self.nodes.values()]
+            return [
+                VolumeUsage(s.cluster_uuid, s.name, s.volume_gb * 1024**3,
+                            self.volume_free.get(s.name, s.volume_gb * 1024**3))
+                for s in specs
+                if s.volume_gb and (cluster_uuid is None or s.cluster_uuid == cluster_uuid)
+            ]  # fmt: skip
 
     def leaks(self, cluster_uuid: str | None = None) -> list[str]:
         """What a real provider's leak check would report: nodes and owned networks left."""

@@ -8,11 +8,14 @@ starts and owns. The owned daemon keeps all of its state away from any system Do
 * exec-root and socket under ``/run/flotilla-<hash of DATA_DIR>/`` (unix socket paths
   are limited to 108 bytes, so they cannot live under an arbitrary DATA_DIR);
 * ``--ip-forward=false``: the host's ``ip_forward`` and FORWARD policy stay as they are;
+* ``--iptables=false``: the daemon leaves iptables alone (a starting dockerd flushes the
+  isolation chains of every other engine); the provider owns the rules (``firewall.py``);
 * ``--bridge=none``: no default bridge. Starting a daemon with ``--bridge=none``
   deletes an existing ``docker0``, so we refuse to start when one exists (someone else's
   engine owns it; point ``docker_host`` at that engine instead);
-* ``--default-runtime capfix`` (the ``runc-capfix`` wrapper) only when the host's
-  capability bounding set is incomplete, which breaks ``--privileged`` otherwise.
+* ``--default-runtime capfix`` (the ``runc-capfix`` wrapper): drops host devices from
+  privileged containers' ``/dev`` (``devices.py``), and capabilities outside the host's
+  bounding set when it is incomplete (``--privileged`` breaks otherwise).
 
 Frequent calls go to the Engine API over the socket (:attr:`Engine.api`), the rest
 through the ``docker`` CLI (:meth:`Engine.run`); no SDK.
@@ -38,6 +41,7 @@ from pathlib import Path
 
 from flotilla.errors import FlotillaError, Unavailable
 
+from . import devices
 from .engine_api import EngineApi
 
 log = logging.getLogger(__name__)
@@ -260,25 +264,29 @@ class Engine:
             "--pidfile",
             str(pidfile),
             "--bridge=none",
-            "--iptables=true",
+            # A dockerd that starts flushes the DOCKER-ISOLATION chains all engines on
+            # the host share; Flotilla installs its own rules per network (firewall.py).
+            "--iptables=false",
             # Nodes sit on --internal bridges: nothing is routed, so leave the host's
             # ip_forward and FORWARD policy alone (dockerd would set them to 1/DROP).
             "--ip-forward=false",
             "--storage-driver=overlay2",
         ]
-        if needs_capfix():
-            wrapper = docker_dir / "runc-capfix"
-            script = (
-                resources.files("flotilla.drivers.providers.local").joinpath("runc-capfix.sh").read_bytes()
-            )
-            tmp = wrapper.with_suffix(".tmp")
-            tmp.write_bytes(script)
-            tmp.chmod(0o755)
-            tmp.replace(wrapper)
-            argv += ["--add-runtime", f"capfix={wrapper}", "--default-runtime", "capfix"]
-            log.info("capability bounding set is incomplete; using OCI runtime wrapper %s", wrapper)
+        # Always: it keeps host devices out of nodes (and fixes capabilities if needed).
+        wrapper = docker_dir / "runc-capfix"
+        script = resources.files("flotilla.drivers.providers.local").joinpath("runc-capfix.sh").read_text()
+        tmp = wrapper.with_suffix(".tmp")
+        tmp.write_text(script.replace("@NODE_DEVICES@", devices.wrapper_allowlist()))
+        tmp.chmod(0o755)
+        tmp.replace(wrapper)
+        argv += ["--add-runtime", f"capfix={wrapper}", "--default-runtime", "capfix"]
+        log.info("OCI runtime wrapper %s (device filter; capability fix: %s)", wrapper, needs_capfix())
+        # Nodes with a restart policy start with the daemon: their parent cgroup must
+        # deny host devices before that.
+        devices.ensure_parent_cgroup()
         started = time.monotonic()
-        with logfile.open("ab") as out:
+        fd = os.open(logfile, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "ab") as out:
             process = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -286,6 +294,9 @@ class Engine:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
+                # The server runs with umask 077 (private data dir); dockerd writes files
+                # that non-root processes in containers read (hostname, resolv.conf).
+                umask=0o022,
             )
         log.info("started dockerd pid %d (data-root %s, socket %s, log %s)", process.pid, root, sock, logfile)
         cls._wait_ready(sock, process.pid, process, logfile, _START_TIMEOUT)
@@ -345,6 +356,12 @@ class Engine:
             self._env["DOCKER_API_VERSION"] = str(version["ApiVersion"])
 
     # ----------------------------------------------------------------- use
+
+    @property
+    def engine_id(self) -> str:
+        """A short id of this Flotilla data dir's engine (labels host-wide objects such as
+        iptables rules, which several engines share)."""
+        return _short_run_dir(self.data_dir).name.removeprefix("flotilla-")
 
     @property
     def env(self) -> dict[str, str]:

@@ -47,7 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from flotilla.domain import ExecResult, NetworkInfo, NetworkSpec, NodeInfo, NodeSpec
+from flotilla.domain import ExecResult, NetworkInfo, NetworkSpec, NodeInfo, NodeSpec, VolumeUsage
 from flotilla.drivers.base import (
     CAP_CONTAINERS_AS_NODES,
     CAP_EXEC,
@@ -58,12 +58,13 @@ from flotilla.drivers.base import (
 )
 from flotilla.errors import Conflict, FlotillaError, NotFound
 
-from . import host
+from . import firewall, host
 from .containers import (
     LABEL_CLUSTER,
     LABEL_LOOP_FILE,
     LABEL_NETWORK,
     LABEL_NODE,
+    LABEL_ROUTED,
     check_name,
     create_body,
     file_mode,
@@ -75,6 +76,7 @@ from .containers import (
 )
 from .engine import Engine
 from .engine_api import ApiError, EngineApi, quoted
+from .guard import HostGuard
 from .images import KIND_HOSTROOT, KIND_LABEL
 
 log = logging.getLogger(__name__)
@@ -110,6 +112,12 @@ class LocalProvider:
         self.data_dir = engine.data_dir
         self._net_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="flotilla-local")
+        self.guard = HostGuard(engine)
+        self.guard.tighten_files(self.data_dir)
+        try:
+            self.guard.restore_networks()
+        except FlotillaError as exc:
+            log.warning("could not restore the iptables rules of cluster networks: %s", exc)
 
     @property
     def api(self) -> EngineApi:
@@ -222,6 +230,7 @@ class LocalProvider:
                     raise Conflict(
                         f"network {spec.name!r} exists and does not belong to cluster {spec.cluster_uuid}"
                     )
+                self.guard.guard_network(net)
                 return self._network_info(net, owned=True)
             bridge = "flt" + hashlib.sha256(f"{spec.cluster_uuid}/{spec.name}".encode()).hexdigest()[:11]
             started = time.monotonic()
@@ -231,7 +240,8 @@ class LocalProvider:
                     "Name": spec.name, "Driver": "bridge", "Internal": True, "CheckDuplicate": True,
                     "IPAM": {"Driver": "default", "Config": [{"Subnet": str(subnet), "Gateway": gateway}]},
                     "Options": {"com.docker.network.bridge.name": bridge},
-                    "Labels": {LABEL_CLUSTER: spec.cluster_uuid, LABEL_NETWORK: spec.name},
+                    "Labels": {LABEL_CLUSTER: spec.cluster_uuid, LABEL_NETWORK: spec.name,
+                               **({LABEL_ROUTED: "true"} if spec.routed else {})},
                 }  # fmt: skip
                 try:
                     self.api.request("POST", "/networks/create", body=body)
@@ -241,8 +251,10 @@ class LocalProvider:
                     if "already exists" in exc.message:
                         net = self._inspect_one("network", spec.name)
                         if net is not None and owned_by(net, spec.cluster_uuid):
+                            self.guard.guard_network(net)
                             return self._network_info(net, owned=True)
                     raise
+                self.guard.guard_network({**body, "Name": spec.name})
                 log.info(
                     "cluster %s: network %s %s (bridge %s) created in %.2f s",
                     spec.cluster_uuid,
@@ -258,12 +270,14 @@ class LocalProvider:
         """Remove the cluster's network. Missing networks and networks not labelled with
         this cluster (e.g. a fixed network) are left alone and count as success."""
         net = self._inspect_one("network", name)
-        if net is None:
-            return
-        if not owned_by(net, cluster_uuid):
+        if net is not None and not owned_by(net, cluster_uuid):
             log.debug("cluster %s: network %s is not ours; keeping it", cluster_uuid, name)
             return
-        self.api.remove("network", name)
+        if net is not None:
+            self.api.remove("network", name)
+        self.guard.forget_network(cluster_uuid, name)
+        if net is None:
+            return
         log.info("cluster %s: network %s removed", cluster_uuid, name)
         self._remove_empty_cluster_dirs(cluster_uuid)
 
@@ -314,6 +328,7 @@ class LocalProvider:
             if spec.login_user and spec.login_user != "root":
                 files.setdefault(f"/home/{spec.login_user}/.ssh/authorized_keys", key)
         base = self._node_dir(spec.cluster_uuid, spec.name) / "files"
+        host.private_dirs(base, levels=4)  # files, <node>, <cluster>, nodes
         mounts: list[tuple[Path, str]] = []
         for path, data in sorted(files.items()):
             rel = validate_file_path(spec.name, path, hostroot).relative_to("/")
@@ -384,7 +399,7 @@ class LocalProvider:
         resolv = self._resolv_conf()
         mounts = mounts_f.result()
         volume = volume_f.result()
-        body = create_body(spec, hostroot, volume, mounts, resolv)
+        body = create_body(spec, hostroot, volume, mounts, resolv, self.guard.device_cgroup())
         try:
             created = self.api.request("POST", "/containers/create", params={"name": spec.name}, body=body)
         except ApiError as exc:
@@ -555,6 +570,22 @@ class LocalProvider:
     def image_exists(self, image_ref: str) -> bool:
         return self._inspect_one("image", image_ref) is not None
 
+    @staticmethod
+    def free_volume_gb(data_dir: Path) -> int:
+        """Free GiB where sized node volumes live (``DATA_DIR/volumes``); needs no engine."""
+        return host.free_gib(Path(data_dir) / "volumes")
+
+    def max_volume_gb(self) -> int | None:
+        """The free space for volume images (they are sparse files: each may grow to its
+        size); None when volumes cannot be sized (engine on another host)."""
+        if CAP_SIZED_VOLUMES not in self.capabilities():
+            return None
+        return self.free_volume_gb(self.data_dir)
+
+    def volume_usage(self, cluster_uuid: str | None = None) -> list[VolumeUsage]:
+        """Fill level of the nodes' Docker volumes (see ``HostGuard.volume_usage``)."""
+        return self.guard.volume_usage(cluster_uuid)
+
     def sweep(self, cluster_uuid: str) -> list[str]:
         """Remove every container, volume and network labelled with the cluster, the loop
         devices and backing files under ``DATA_DIR/volumes/<cluster>`` and the cluster's
@@ -595,6 +626,10 @@ class LocalProvider:
             functools.partial(batch, "volume", volumes, self._rm_volumes),
             functools.partial(batch, "network", networks, self._rm_networks),
         )
+        if self.guard.firewall:
+            rules = firewall.rules(cluster_uuid=cluster_uuid)
+            if rules:
+                attempt(f"iptables:{len(rules)} rule(s)", lambda: firewall.remove(cluster_uuid=cluster_uuid))
         vol_dir = self.data_dir / "volumes" / cluster_uuid
         for dev, back in host.loops_under(vol_dir):
             attempt(f"loop:{dev} ({back})", functools.partial(host.detach_loop, dev))
@@ -625,6 +660,12 @@ def leaks(engine: Engine, cluster_uuid: str | None = None) -> list[str]:
         f"{kind}:{name}"
         for kind in ("container", "network", "volume")
         for name in engine.api.names(kind, flt)
+    ]
+    found += [
+        f"iptables:{rule}"
+        for rule in firewall.rules(
+            engine_id=None if cluster_uuid else engine.engine_id, cluster_uuid=cluster_uuid
+        )
     ]
     vol_root = engine.data_dir / "volumes"
     found += [
