@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     #: Masters + workers one cluster may have (a guard against typos like node_count=10000).
     max_nodes_per_cluster: int = Field(default=200, ge=1)
     log_level: str = "INFO"
+    #: Days a token made by ``token-create`` lives unless told otherwise (0: never expires).
+    #: The bootstrap admin token in clouds.yaml does not expire; ``token-rotate-admin`` replaces it.
+    token_ttl_days: float = Field(default=30.0, ge=0, le=36500)
 
     @field_validator("bind")
     @classmethod
