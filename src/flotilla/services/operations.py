@@ -12,6 +12,7 @@ Status changes of the cluster happen here and in ``services.clusters`` only, thr
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -163,6 +164,62 @@ def release(session: Session, op_id: int, owner: str) -> None:
         .where(m.Operation.id == op_id, m.Operation.lease_owner == owner)
         .values(lease_until=None, lease_owner=None)
     )
+
+
+def holder(host: str, pid: int) -> str:
+    """The lease-holder prefix of one process: ``HOST:PID`` (workers add ``/wN``)."""
+    return f"{host}:{pid}"
+
+
+def parse_holder(owner: str) -> tuple[str, int] | None:
+    """(host, pid) from a lease owner ``HOST:PID/...``, or None for another shape."""
+    process = owner.split("/", 1)[0]
+    host, sep, pid = process.rpartition(":")
+    if not sep or not host or not pid.isdigit():
+        return None
+    return host, int(pid)
+
+
+def release_all(session: Session, process: str) -> int:
+    """Let go of every lease held by the workers of ``process`` (``HOST:PID``): called when
+    the process stops (SIGTERM), so a restarted or sibling conductor resumes at once.
+    The operations stay running/cancelled; only their leases end. Returns how many."""
+    result = session.execute(
+        update(m.Operation)
+        .where(m.Operation.lease_owner.like(f"{process}/%"), m.Operation.lease_until.is_not(None))
+        .values(lease_until=None, lease_owner=None)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def reclaim_dead(session: Session, host: str, alive: Callable[[int], bool]) -> list[str]:
+    """End the live leases held by processes of ``host`` that are gone (``alive(pid)`` is
+    False): their operations are resumed at once instead of when the lease runs out.
+    Leases of other hosts are left alone (we cannot see their processes). Returns the
+    uuids of the operations whose lease was reclaimed."""
+    now = utcnow()
+    rows = session.scalars(
+        select(m.Operation).where(
+            m.Operation.lease_until.is_not(None),
+            m.Operation.lease_until > now,
+            m.Operation.lease_owner.like(f"{host}:%"),
+        )
+    ).all()
+    reclaimed = []
+    for op in rows:
+        parsed = parse_holder(op.lease_owner or "")
+        if parsed is None or parsed[0] != host or alive(parsed[1]):
+            continue
+        result = session.execute(
+            update(m.Operation)
+            .where(m.Operation.id == op.id, m.Operation.lease_owner == op.lease_owner)
+            .values(lease_until=None, lease_owner=None)
+        )
+        if result.rowcount:  # type: ignore[attr-defined]
+            log.info("cluster %s: reclaimed the lease of %s (its holder %s is gone)", op.cluster_id, op.uuid,
+                     op.lease_owner)  # fmt: skip
+            reclaimed.append(op.uuid)
+    return reclaimed
 
 
 def set_progress(session: Session, cluster_uuid: str, text: str) -> None:
