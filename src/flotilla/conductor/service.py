@@ -131,6 +131,11 @@ class Conductor:
         )  # fmt: skip
         while not self._stop.wait(cfg.health_interval):
             try:
+                for name in self.providers.revive_engines():
+                    log.warning("provider %s: its Docker Engine had stopped; it answers again", name)
+            except Exception as exc:
+                log.error("the Docker Engine stopped answering and could not be revived: %s", exc)
+            try:
                 if monitor.cycle():
                     self.wake()
             except Exception:
