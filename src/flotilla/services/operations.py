@@ -25,7 +25,7 @@ from flotilla.db.models import utcnow
 from flotilla.errors import InvalidTransition
 from flotilla.idents import new_uuid
 from flotilla.lifecycle import Event, Status
-from flotilla.services import notifications
+from flotilla.services import notifications, template_rules
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +272,7 @@ def finish(
         _restore_counts_on_failure(session, cluster, row)
         status = transition(session, cluster, Event.FAILED, failed_reason)
     else:
-        status = transition(session, cluster, Event.SUCCEEDED, _done_reason(row, now))
+        status = transition(session, cluster, Event.SUCCEEDED, _done_reason(session, row, cluster, now))
     session.refresh(cluster)
     action: notifications.Action = (
         "create" if row.kind == "create" else "delete" if row.kind == "delete" else "update"
@@ -292,9 +292,25 @@ def finish(
     return status
 
 
-def _done_reason(op: m.Operation, now: datetime) -> str:
+def _done_reason(session: Session, op: m.Operation, cluster: m.Cluster, now: datetime) -> str:
+    """``create completed in 12.3 s``; a create also says where Docker keeps its data, as
+    the nodes really run it (e.g. ``Docker storage: overlay2 on a 5 GB volume per node``)."""
     started = op.started_at or op.created_at
-    return f"{op.kind} completed in {(now - started).total_seconds():.1f} s"
+    text = f"{op.kind} completed in {(now - started).total_seconds():.1f} s"
+    if op.kind != "create":
+        return text
+    driver = session.scalars(
+        select(m.ClusterTemplate.docker_storage_driver).where(
+            m.ClusterTemplate.uuid == cluster.cluster_template_id
+        )
+    ).first()
+    driver = template_rules.served_storage_driver(cluster.provider, driver)
+    if driver is None and cluster.provider == "local":
+        driver = template_rules.LOCAL_STORAGE_DRIVERS["overlay2"]
+    if driver:
+        size = f" on a {cluster.docker_volume_size} GB volume per node" if cluster.docker_volume_size else ""
+        text += f"; Docker storage: {driver}{size}"
+    return text
 
 
 def _restore_counts_on_failure(session: Session, cluster: m.Cluster, op: m.Operation) -> None:
