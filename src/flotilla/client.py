@@ -340,6 +340,14 @@ class Client:
     def delete_keypair(self, name: str) -> None:
         self.request("DELETE", f"/local/v1/keypairs/{name}", expect_body=False)
 
+    # ----------------------------------------------------------------- tokens
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        return self._get_list("/local/v1/tokens", "tokens")
+
+    def revoke_token(self, ident: str | int) -> None:
+        self.request("DELETE", f"/local/v1/tokens/{ident}", expect_body=False)
+
     # ----------------------------------------------------------------- helpers
 
     def _dict(self, method: str, path: str, **kw: Any) -> dict[str, Any]:

@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     #: (the local provider also refuses more than its free space).
     max_docker_volume_size: int = Field(default=1024, ge=1)
     log_level: str = "INFO"
+    #: Days a token made by ``token-create`` lives unless told otherwise (0: never expires).
+    #: The bootstrap admin token in clouds.yaml does not expire; ``token-rotate-admin`` replaces it.
+    token_ttl_days: float = Field(default=30.0, ge=0, le=36500)
 
     @field_validator("bind")
     @classmethod

@@ -16,6 +16,7 @@ from flotilla.api.auth import Authenticator
 from flotilla.api.deps import Runtime
 from flotilla.api.errors import error_response
 from flotilla.api.local import router as local_router
+from flotilla.api.local_tokens import router as local_tokens_router
 from flotilla.api.middleware import FRAMEWORK_ERROR_MARK, EdgeMiddleware
 from flotilla.api.openapi import describe as describe_openapi
 from flotilla.api.v1 import certificates as certificates_api
@@ -83,6 +84,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     app.include_router(web_routes.router)
     describe_openapi(app)
     app.include_router(local_router)
+    app.include_router(local_tokens_router)
     _install_error_handlers(app)
     app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_request_body_bytes)
     return app

@@ -99,12 +99,17 @@ class EdgeMiddleware:
                     (k.lower().encode(), v.encode()) for k, v in mv.response_headers(version).items()
                 ]
 
+        legacy = _legacy_magnum_http_client(scope)
+
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message = dict(message)
                 headers = list(message.get("headers", []))
                 framework = any(k == FRAMEWORK_ERROR_MARK_B for k, _ in headers)
                 kept = [(k, v) for k, v in headers if k != FRAMEWORK_ERROR_MARK_B]
+                if legacy and int(message.get("status", 200)) >= 400:
+                    kept = [(k, v) for k, v in kept if k.lower() != b"content-type"]
+                    kept.append((b"content-type", LEGACY_ERROR_TYPE))
                 message["headers"] = kept + extra + ([] if framework else versioned)
             await send(message)
 
@@ -173,6 +178,33 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return await receive()
 
     return replay
+
+
+#: The content type of error bodies (still the JSON error body) for the legacy client below.
+LEGACY_ERROR_TYPE = b"text/plain; charset=utf-8"
+
+
+def _legacy_magnum_http_client(scope: Scope) -> bool:
+    """python-magnumclient's token-mode ``HTTPClient`` (``magnum --os-token ...
+    --os-endpoint-override ...``, 2.x): plain ``http.client``, so ``Accept-Encoding:
+    identity`` and its bare User-Agent (its keystoneauth ``SessionClient`` goes through
+    requests, which asks for gzip).
+
+    On an error whose Content-Type is application/json it calls ``resp.json()`` on an
+    ``http.client.HTTPResponse`` and the user sees only ``'HTTPResponse' object has no
+    attribute 'json'`` (with real Magnum too). Any other type lets it raise its proper
+    exception (``Bad Request (HTTP 400)``, ``Not Found (HTTP 404)``, ...): its NotFound
+    handling works and a failed command exits 1. The server's text itself cannot reach
+    its output in this mode (2.17 only reads it from an application/json body), but
+    ``--debug`` shows the body."""
+    agent = encoding = b""
+    for k, v in scope.get("headers", []):
+        key = k.lower()
+        if key == b"user-agent":
+            agent = v
+        elif key == b"accept-encoding":
+            encoding = v
+    return agent == b"python-magnumclient" and encoding.strip().lower() == b"identity"
 
 
 async def _send_json(send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]]) -> None:

@@ -35,6 +35,11 @@ from flotilla.services import certificates, clusters, operations, specs
 log = logging.getLogger(__name__)
 
 SETTLED = (Status.CREATE_COMPLETE.value, Status.UPDATE_COMPLETE.value, Status.ROLLBACK_COMPLETE.value)
+#: A cluster left FAILED still runs (some of) its nodes: its health keeps being checked so
+#: that health_status says what is left, but it is never auto-healed (that needs a settled
+#: cluster; the user decides: update again, or delete).
+FAILED = (Status.CREATE_FAILED.value, Status.UPDATE_FAILED.value)
+OBSERVED = SETTLED + FAILED
 
 
 @dataclass
@@ -71,10 +76,17 @@ class HealthMonitor:
     _since: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def cycle(self) -> int:
-        """One pass over every settled cluster; returns how many changed health."""
+        """One pass over every settled or failed cluster; returns how many changed health."""
+        cluster_specs: dict[str, ClusterSpec] = {}
         with self.db.reader() as s:
-            rows = list(s.scalars(select(m.Cluster).where(m.Cluster.status.in_(SETTLED))))
-            cluster_specs = {c.uuid: specs.build(s, c) for c in rows}
+            rows = []
+            for c in s.scalars(select(m.Cluster).where(m.Cluster.status.in_(OBSERVED))):
+                try:
+                    cluster_specs[c.uuid] = specs.build(s, c)
+                except Exception:  # one broken row (e.g. its template gone) must not stop the others
+                    log.exception("health: cannot describe cluster %s", c.uuid)
+                    continue
+                rows.append(c)
         by_provider: dict[str, list[m.Cluster]] = defaultdict(list)
         for c in rows:
             by_provider[c.provider].append(c)
@@ -93,7 +105,7 @@ class HealthMonitor:
                 spec = cluster_specs[c.uuid]
                 obs = with_full_volumes(self._observe(spec, provider, nodes), full.get(c.uuid, []))
                 changed += self._save(c.uuid, obs)
-                if obs.health == "UNHEALTHY":
+                if obs.health == "UNHEALTHY" and c.status in SETTLED:
                     self._maybe_heal(c, spec, obs)
                 else:
                     self._forget(c.uuid)
@@ -126,7 +138,7 @@ class HealthMonitor:
     def _save(self, cluster_uuid: str, obs: Observation) -> int:
         with self.db.session() as s:
             row = s.scalars(select(m.Cluster).where(m.Cluster.uuid == cluster_uuid)).first()
-            if row is None or row.status not in SETTLED:
+            if row is None or row.status not in OBSERVED:
                 return 0
             reasons = dict(obs.reasons)
             if row.health_status == obs.health and (row.health_status_reason or {}) == reasons:

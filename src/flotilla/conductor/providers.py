@@ -62,6 +62,16 @@ class ProviderPool:
             return LocalProvider.free_volume_gb(Path(self.settings.data_dir))
         return self.get(name).max_volume_gb()
 
+    def revive_engines(self) -> list[str]:
+        """Restart (owned) or reconnect the local provider's Docker Engine if it stopped
+        answering. Returns the names of the providers whose engine was revived; raises
+        Unavailable when an engine cannot be revived (the next call tries again)."""
+        local = self.loaded().get("local")
+        engine = getattr(local, "engine", None)
+        if engine is None or not engine.revive():
+            return []
+        return ["local"]
+
     def loaded(self) -> dict[str, Provider]:
         with self._lock:
             return dict(self._providers)

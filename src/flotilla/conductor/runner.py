@@ -120,6 +120,10 @@ class OpRunner:
     def lost(self) -> bool:
         return self._lost.is_set()
 
+    def abandon(self) -> None:
+        """Stop at the next step boundary (the process is shutting down)."""
+        self._lost.set()
+
     def show(self, detail: str) -> None:
         assert self.op is not None
         text = f"{self._prefix} ({detail})" if detail else self._prefix

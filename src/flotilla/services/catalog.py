@@ -169,10 +169,26 @@ def list_images(session: Session) -> list[m.Image]:
     return list(session.scalars(select(m.Image).order_by(m.Image.name)))
 
 
+#: The guide's image names -> the local node image they stand for when no image of that
+#: name is registered (the guide boots Fedora Atomic from Glance; here nodes run the node
+#: image built locally with ``flotilla image-build flotilla-node``). An image registered
+#: under the guide's name itself always wins.
+GUIDE_IMAGE_ALIASES: dict[str, str] = {"fedora-atomic-latest": "flotilla-node"}
+
+
 def find_image(session: Session, ident: str) -> m.Image:
-    """Raises Invalid naming the images that exist."""
+    """Raises Invalid naming the images that exist (and, for the guide's image name, the
+    node image it stands for)."""
     col = m.Image.uuid if is_uuid(ident) else m.Image.name
     row = session.scalars(select(m.Image).where(col == ident)).first()
+    if row is None and ident in GUIDE_IMAGE_ALIASES:
+        target = GUIDE_IMAGE_ALIASES[ident]
+        row = session.scalars(select(m.Image).where(m.Image.name == target)).first()
+        if row is None:
+            raise Invalid(
+                f"Image {ident} could not be found. It is the guide's image; here it stands for the local node "
+                f"image {target}: build it with `flotilla image-build {target} --os-distro debian`."
+            )
     if row is None:
         names = (
             ", ".join(i.name for i in list_images(session)) or "none (build one with `flotilla image-build`)"

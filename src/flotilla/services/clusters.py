@@ -212,18 +212,17 @@ def create(
     docker_volume_size = values.get("docker_volume_size") or template.docker_volume_size
     template_rules.check_storage(template.docker_storage_driver, docker_volume_size)
     limits.volumes.check(docker_volume_size, default_provider)
-    if view == "bay":
-        keypair = template.keypair_id
-        labels: dict[str, Any] = dict(values.get("labels") or {})
+    keypair = template.keypair_id if view == "bay" else values.get("keypair") or template.keypair_id
+    # Absent, null or {} labels: the template's (bays too: bay-create sends none, and the
+    # baymodel's labels, e.g. auto_healing_enabled, must take effect as in Magnum).
+    given = values.get("labels")
+    labels: dict[str, Any]
+    if not given:
+        labels = dict(template.labels or {})
+    elif view == "cluster" and values.get("merge_labels"):
+        labels = {**(template.labels or {}), **given}
     else:
-        keypair = values.get("keypair") or template.keypair_id
-        given = values.get("labels")
-        if not given:
-            labels = dict(template.labels or {})
-        elif values.get("merge_labels"):
-            labels = {**(template.labels or {}), **given}
-        else:
-            labels = dict(given)
+        labels = dict(given)
     template_rules.check_labels(labels, limits.labels)
     master_flavor_id = values.get("master_flavor_id") or template.master_flavor_id or "m1.small"
     flavor_id = values.get("flavor_id") or template.flavor_id or "m1.small"

@@ -33,6 +33,16 @@ VOLUME_DRIVERS: dict[str, tuple[str, ...]] = {
 #: docker_storage_driver -> minimum docker_volume_size (GB), per the guide.
 STORAGE_DRIVER_MIN_GB: dict[str, int] = {"devicemapper": 3, "overlay": 1, "overlay2": 1}
 
+#: What the local provider really runs for each requested docker_storage_driver: its nodes
+#: are containers keeping Docker's data on a dedicated sized volume (an ext4 image), where
+#: only overlay2 works. devicemapper is the guide's (and magnum 2.17's) default, so it is
+#: served rather than refused; the template then shows the driver actually used.
+LOCAL_STORAGE_DRIVERS: dict[str, str] = {
+    "devicemapper": "overlay2",
+    "overlay": "overlay2",
+    "overlay2": "overlay2",
+}
+
 SERVER_TYPES: tuple[str, ...] = ("vm", "bm")
 
 _BOOL_LABELS = (
@@ -150,6 +160,14 @@ class VolumeLimits:
                 f"docker volume size {size} GB is more than the {provider} provider can give a node: {free} GB "
                 "free where node volumes are kept."
             )
+
+
+def served_storage_driver(provider: str | None, requested: str | None) -> str | None:
+    """The docker_storage_driver ``provider`` actually uses for ``requested`` (call after
+    :func:`check_storage`, which applies the guide's size minimums to the request)."""
+    if provider != "local" or requested is None:
+        return requested
+    return LOCAL_STORAGE_DRIVERS.get(requested, requested)
 
 
 def check_server_type(value: str) -> None:

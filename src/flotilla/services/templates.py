@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from flotilla.context import RequestContext
 from flotilla.db import models as m
 from flotilla.db.models import utcnow
+from flotilla.drivers.registry import CoeRegistry
 from flotilla.errors import Conflict, Forbidden, Invalid
 from flotilla.idents import new_uuid, random_name
 from flotilla.services import catalog, template_rules
@@ -132,6 +133,20 @@ def _check_publish(
             raise Forbidden("Not authorized to set public or hidden flag for cluster template.")
 
 
+def _serve(vals: dict[str, Any], coes: CoeRegistry | None, provider: str | None) -> None:
+    """What the provider really runs goes into the template (the storage driver), and what
+    the COE driver cannot serve is refused now, when the template is created, not later
+    when a cluster is (the driver's ``validate_template``; COEs not enabled here are
+    refused at cluster create, as Magnum does)."""
+    if vals.get("docker_storage_driver") is not None:
+        vals["docker_storage_driver"] = template_rules.served_storage_driver(
+            provider, vals["docker_storage_driver"]
+        )
+    driver = coes.get(vals["coe"]) if coes is not None else None
+    if driver is not None:
+        driver.validate_template(dict(vals))
+
+
 def create(
     session: Session,
     ctx: RequestContext,
@@ -140,11 +155,14 @@ def create(
     *,
     label_limits: LabelLimits = DEFAULT_LABEL_LIMITS,
     volumes: template_rules.VolumeLimits | None = None,
-    provider: str = "local",
+    coes: CoeRegistry | None = None,
+    provider: str | None = None,
 ) -> m.ClusterTemplate:
     """Validate and insert a template. Raises Invalid/Forbidden with the reason.
 
     ``volumes``: bounds on ``docker_volume_size`` for clusters on ``provider``.
+    ``coes`` and ``provider`` (the default provider's name) let the template be checked
+    against what will serve it; without them only the generic rules apply.
     """
     _policy(ctx, view, "create")
     vals = {k: v for k, v in values.items() if k in WRITABLE or k == "uuid"}
@@ -156,8 +174,9 @@ def create(
     if not vals.get("network_driver"):
         vals["network_driver"] = template_rules.default_network_driver(vals["coe"])
     _validate(session, vals, view, creating=True, label_limits=label_limits)
-    if volumes is not None:
+    if volumes is not None and provider is not None:
         volumes.check(vals.get("docker_volume_size"), provider)
+    _serve(vals, coes, provider)
     _check_publish(ctx, view, vals, {})
     if not vals.get("name"):
         vals["name"] = random_name("template" if view == "clustertemplate" else "model")
@@ -193,9 +212,16 @@ def in_use(session: Session, row: m.ClusterTemplate) -> bool:
 
 
 def update(
-    session: Session, ctx: RequestContext, row: m.ClusterTemplate, new: dict[str, Any], view: View, *,
+    session: Session,
+    ctx: RequestContext,
+    row: m.ClusterTemplate,
+    new: dict[str, Any],
+    view: View,
+    *,
     label_limits: LabelLimits = DEFAULT_LABEL_LIMITS,
-) -> m.ClusterTemplate:  # fmt: skip
+    coes: CoeRegistry | None = None,
+    provider: str | None = None,
+) -> m.ClusterTemplate:
     """Apply already-type-checked values ``new`` (the whole writable view after the patch)."""
     _owner_policy(ctx, row, view, "update")
     before = writable_view(row)
@@ -210,6 +236,9 @@ def update(
             vals[key] = default
     if changed - IN_USE_MUTABLE:
         _validate(session, vals, view, creating=False, label_limits=label_limits)
+        _serve(vals, coes, provider)
+        if vals.get("docker_storage_driver") != before.get("docker_storage_driver"):
+            changed.add("docker_storage_driver")
     else:
         vals["cluster_distro"] = row.cluster_distro
     _check_publish(ctx, view, vals, before)

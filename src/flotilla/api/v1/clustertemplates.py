@@ -130,8 +130,8 @@ def make_router(view: View) -> APIRouter:
         base = base_url(request)
         with rt.db.session() as s:
             row = templates.create(
-                s, ctx, values, view, label_limits=rt.limits.labels,
-                volumes=rt.limits.volumes, provider=rt.settings.default_provider,
+                s, ctx, values, view, label_limits=rt.limits.labels, volumes=rt.limits.volumes,
+                coes=rt.coes, provider=rt.settings.default_provider,
             )  # fmt: skip
             out = to_dict(row, view, base)
         return JSONResponse(out, status_code=201, headers={"Location": f"{base}/v1/{coll}/{out['uuid']}"})
@@ -155,7 +155,10 @@ def make_router(view: View) -> APIRouter:
             for f in fields:
                 if f.mandatory and new.get(f.name) is None:
                     raise invalid(f.name, None, "Mandatory field missing.")
-            row = templates.update(s, ctx, row, new, view, label_limits=rt.limits.labels)
+            row = templates.update(
+                s, ctx, row, new, view, label_limits=rt.limits.labels,
+                coes=rt.coes, provider=rt.settings.default_provider,
+            )  # fmt: skip
             return to_dict(row, view, base)
 
     @router.delete("/{ident}", status_code=204)

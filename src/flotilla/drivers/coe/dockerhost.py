@@ -18,7 +18,15 @@ TLS_DIR = "/etc/docker/tls"
 TLS_PORT = 2376
 PLAIN_PORT = 2375
 LOGIN_USER = "fedora"
-STORAGE_DRIVERS = {"overlay2": "overlay2", "overlay": "overlay2", None: "overlay2"}
+#: Requested docker_storage_driver -> what the node's dockerd runs (Docker's data sits on
+#: the node's dedicated sized volume; devicemapper's thin pools need the host's
+#: device-mapper, so the guide's default is served as overlay2 on that volume).
+STORAGE_DRIVERS = {
+    "overlay2": "overlay2",
+    "overlay": "overlay2",
+    "devicemapper": "overlay2",
+    None: "overlay2",
+}
 
 
 def network_name(spec: ClusterSpec) -> str:

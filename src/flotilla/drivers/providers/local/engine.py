@@ -135,6 +135,23 @@ def _unmount_under(directory: Path) -> None:
             log.warning("could not unmount %s: %s", point, res.stderr.strip())
 
 
+def _unmount_stacked(point: Path, limit: int = 8) -> None:
+    """Unmount ``point`` while it is still a mount point (mounts may be stacked on it)."""
+    for _ in range(limit):
+        try:
+            mounted = any(
+                line.split()[1] == str(point) for line in Path("/proc/mounts").read_text().splitlines()
+            )
+        except OSError:
+            return
+        if not mounted:
+            return
+        res = subprocess.run(["umount", str(point)], capture_output=True, text=True, check=False, timeout=10)
+        if res.returncode != 0:
+            log.warning("could not unmount %s: %s", point, res.stderr.strip())
+            return
+
+
 def _log_tail(path: Path, lines: int = 8) -> str:
     try:
         text = path.read_text(errors="replace").splitlines()
@@ -465,6 +482,9 @@ class Engine:
         run_dir = _short_run_dir(self.data_dir)
         _unmount_under(run_dir)
         shutil.rmtree(run_dir, ignore_errors=True)
+        # A daemon killed earlier (and revived) leaves its bind mount of the data-root below
+        # the one its successor removes on the way out.
+        _unmount_stacked(self.data_dir / "docker" / "root")
         self._remove_bridges(bridges)
         log.info("dockerd pid %d stopped", pid)
 
@@ -495,5 +515,119 @@ class Engine:
                 else:
                     log.info("deleted bridge %s left by the stopped daemon", name)
 
+    def answers(self, timeout: float = 3.0) -> bool:
+        """True when the engine answers ``/_ping`` now."""
+        try:
+            self.api.request("GET", "/_ping", timeout=timeout)
+        except FlotillaError:
+            return False
+        return True
+
+    def revive(self) -> bool:
+        """Make the engine answer again, if it stopped: an owned daemon that died is started
+        again on the same data dir (its containers come back by their restart policies);
+        for any engine the API client is rebuilt (a fresh connection). Returns True when
+        the engine had stopped answering. Raises ``Unavailable`` when it cannot be revived.
+        """
+        if self.answers():
+            return False
+        with self._api_lock:
+            if self._api is not None:
+                self._api.close()
+                self._api = None
+        if not self.owned:
+            log.warning("the Docker Engine at %s stopped answering; reconnecting", self.host)
+            self.ping()
+            return True
+        if self._process is not None:
+            self._process.poll()  # reap it: a zombie would look alive to dockerd's pidfile check
+        log.warning("the owned dockerd (pid %s) stopped answering; starting it again", self.pid)
+        _end_orphan_containerd(_short_run_dir(self.data_dir))
+        restarted_at = time.time()
+        fresh = Engine._start_owned(self.data_dir)
+        self.host, self.pid, self._process, self._env = fresh.host, fresh.pid, fresh._process, fresh._env
+        self._restart_by_policy(restarted_at)
+        return True
+
+    def _restart_by_policy(self, since: float) -> None:
+        """Start the containers the new daemon stopped while restoring its state: without
+        live-restore, dockerd kills what was running when its predecessor died and does
+        not apply restart policies to them. Only containers with an ``always`` or
+        ``unless-stopped`` policy that finished after ``since`` (epoch seconds) are started,
+        so ones stopped on purpose before the crash stay stopped."""
+        from datetime import datetime
+
+        for row in self.api.get("/containers/json", all=1, filters=json.dumps({"status": ["exited"]})) or []:
+            info = self.api.inspect("container", str(row.get("Id")))
+            if not info:
+                continue
+            policy = ((info.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name")
+            finished = str((info.get("State") or {}).get("FinishedAt") or "")
+            try:
+                ended = datetime.fromisoformat(finished[:26].rstrip("Z") + "+00:00").timestamp()
+            except ValueError:
+                continue
+            if policy in ("always", "unless-stopped") and ended >= since - 1:
+                try:
+                    self.api.request("POST", f"/containers/{info['Id']}/start", timeout=60)
+                    log.info("started container %s again (restart policy %s)", info.get("Name"), policy)
+                except FlotillaError as exc:
+                    log.warning("could not start container %s again: %s", info.get("Name"), exc)
+
     def __repr__(self) -> str:
         return f"Engine(host={self.host!r}, owned={self.owned}, pid={self.pid})"
+
+
+def _end_orphan_containerd(run_dir: Path, wait: float = 5.0) -> None:
+    """Make sure the containerd of a dead owned dockerd is gone before a new dockerd starts:
+    the new one would otherwise find its pidfile, take it for "still running" (even as a
+    zombie not yet reaped by init) and time out talking to it. A live containerd serving
+    our exec-root is stopped by its pid; then the stale pidfile is removed."""
+    pidfile = run_dir / "exec" / "containerd" / "containerd.pid"
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return
+
+    def ours() -> bool:  # a zombie has an empty cmdline: not "ours", nothing to signal
+        return _pid_alive(pid) and str(run_dir) in " ".join(_cmdline(pid))
+
+    for sig in (None, signal.SIGTERM, signal.SIGKILL):
+        if sig is not None and ours():
+            log.warning("stopping containerd pid %d left by the dead dockerd (%s)", pid, sig.name)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while ours() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not ours():
+            break
+    with contextlib.suppress(OSError):
+        pidfile.unlink()
+
+
+def probe(docker_host: str | None, data_dir: Path, timeout: float = 2.0) -> tuple[str, str]:
+    """The engine's state without starting anything: ``("up" | "down" | "not started", detail)``.
+
+    ``not started``: no owned daemon yet (it starts when a cluster first needs it).
+    """
+    if docker_host:
+        api = EngineApi(docker_host, {**os.environ, "DOCKER_HOST": docker_host}, None)
+        try:
+            api.request("GET", "/_ping", timeout=timeout)
+        except FlotillaError as exc:
+            log.warning("the Docker Engine at %s does not answer: %s", docker_host, exc)
+            return "down", "the configured Docker Engine (docker_host) does not answer"
+        finally:
+            api.close()
+        return "up", "the configured Docker Engine (docker_host) answers"
+    data_dir = Path(data_dir).resolve()
+    pidfile = data_dir / "docker" / "dockerd.pid"
+    if not pidfile.is_file():
+        return "not started", "Flotilla starts its own dockerd when a cluster first needs it"
+    sock = _short_run_dir(data_dir) / "docker.sock"
+    if _unix_ping(sock, timeout):
+        return "up", "Flotilla's own dockerd answers"
+    if Engine._running_pid(pidfile, data_dir / "docker" / "root") is None:
+        return "down", "Flotilla's own dockerd is not running (the conductor starts it again)"
+    return "down", "Flotilla's own dockerd runs but does not answer"
