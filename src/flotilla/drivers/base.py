@@ -172,7 +172,13 @@ class CoeDriver(Protocol):
     requires: frozenset[str]
 
     def validate_template(self, fields: Mapping[str, object]) -> None:
-        """Raise ``errors.Invalid`` for COE-specific fields/labels this driver cannot honour."""
+        """Raise ``errors.Invalid`` for COE-specific fields/labels this driver cannot honour.
+
+        Called twice: at template create/update with the template's writable fields
+        (the *template stage*), and at cluster create/resize with ``master_count`` and
+        ``node_count`` (and ``scaling``) added (the *cluster stage*). Checks that depend on
+        the sizes or on the provider belong to the cluster stage (``"node_count" in fields``).
+        """
         ...
 
     def plan(self, kind: OpKind, spec: ClusterSpec) -> list[Step]:

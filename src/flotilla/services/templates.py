@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from flotilla.context import RequestContext
 from flotilla.db import models as m
 from flotilla.db.models import utcnow
+from flotilla.drivers.registry import CoeRegistry
 from flotilla.errors import Conflict, Forbidden, Invalid
 from flotilla.idents import new_uuid, random_name
 from flotilla.services import catalog, template_rules
@@ -92,8 +93,11 @@ def list_page(
     )  # fmt: skip
 
 
-def _validate(session: Session, values: dict[str, Any], view: View, *, creating: bool) -> None:
-    """Semantic checks in Magnum's order (reference §6.3), with clear messages."""
+def _validate(
+    session: Session, values: dict[str, Any], view: View, *, creating: bool, coes: CoeRegistry | None
+) -> None:
+    """Semantic checks in Magnum's order (reference §6.3), with clear messages; then the
+    COE driver's own checks (when the COE's driver is enabled here)."""
     coe = values["coe"]
     template_rules.check_coe(coe)
     template_rules.check_server_type(values.get("server_type") or "vm")
@@ -114,6 +118,9 @@ def _validate(session: Session, values: dict[str, Any], view: View, *, creating:
     if values.get("external_network_id"):
         catalog.find_external_network(session, values["external_network_id"])
     template_rules.check_labels(values.get("labels"))
+    driver = coes.get(values["coe"]) if coes is not None else None
+    if driver is not None:
+        driver.validate_template({k: values.get(k) for k in WRITABLE})
 
 
 def _check_publish(
@@ -125,8 +132,19 @@ def _check_publish(
             raise Forbidden("Not authorized to set public or hidden flag for cluster template.")
 
 
-def create(session: Session, ctx: RequestContext, values: dict[str, Any], view: View) -> m.ClusterTemplate:
-    """Validate and insert a template. Raises Invalid/Forbidden with the reason."""
+def create(
+    session: Session,
+    ctx: RequestContext,
+    values: dict[str, Any],
+    view: View,
+    *,
+    coes: CoeRegistry | None = None,
+) -> m.ClusterTemplate:
+    """Validate and insert a template. Raises Invalid/Forbidden with the reason.
+
+    With ``coes``, the COE's driver validates the template too (Magnum refuses a
+    template its driver cannot honour at create, not only at cluster create).
+    """
     _policy(ctx, view, "create")
     vals = {k: v for k, v in values.items() if k in WRITABLE or k == "uuid"}
     for key, default in BOOL_DEFAULTS.items():
@@ -136,7 +154,7 @@ def create(session: Session, ctx: RequestContext, values: dict[str, Any], view: 
     template_rules.check_coe(vals["coe"])
     if not vals.get("network_driver"):
         vals["network_driver"] = template_rules.default_network_driver(vals["coe"])
-    _validate(session, vals, view, creating=True)
+    _validate(session, vals, view, creating=True, coes=coes)
     _check_publish(ctx, view, vals, {})
     if not vals.get("name"):
         vals["name"] = random_name("template" if view == "clustertemplate" else "model")
@@ -172,9 +190,16 @@ def in_use(session: Session, row: m.ClusterTemplate) -> bool:
 
 
 def update(
-    session: Session, ctx: RequestContext, row: m.ClusterTemplate, new: dict[str, Any], view: View
+    session: Session,
+    ctx: RequestContext,
+    row: m.ClusterTemplate,
+    new: dict[str, Any],
+    view: View,
+    *,
+    coes: CoeRegistry | None = None,
 ) -> m.ClusterTemplate:
-    """Apply already-type-checked values ``new`` (the whole writable view after the patch)."""
+    """Apply already-type-checked values ``new`` (the whole writable view after the patch);
+    ``coes`` as for :func:`create`."""
     _owner_policy(ctx, row, view, "update")
     before = writable_view(row)
     changed = {k for k in WRITABLE if k != "cluster_distro" and new.get(k) != before.get(k)}
@@ -187,7 +212,7 @@ def update(
         if vals.get(key) is None:
             vals[key] = default
     if changed - IN_USE_MUTABLE:
-        _validate(session, vals, view, creating=False)
+        _validate(session, vals, view, creating=False, coes=coes)
     else:
         vals["cluster_distro"] = row.cluster_distro
     _check_publish(ctx, view, vals, before)

@@ -129,7 +129,7 @@ def make_router(view: View) -> APIRouter:
         )
         base = base_url(request)
         with rt.db.session() as s:
-            row = templates.create(s, ctx, values, view)
+            row = templates.create(s, ctx, values, view, coes=rt.coes)
             out = to_dict(row, view, base)
         return JSONResponse(out, status_code=201, headers={"Location": f"{base}/v1/{coll}/{out['uuid']}"})
 
@@ -151,7 +151,7 @@ def make_router(view: View) -> APIRouter:
             for f in fields:
                 if f.mandatory and new.get(f.name) is None:
                     raise invalid(f.name, None, "Mandatory field missing.")
-            row = templates.update(s, ctx, row, new, view)
+            row = templates.update(s, ctx, row, new, view, coes=rt.coes)
             return to_dict(row, view, base)
 
     @router.delete("/{ident}", status_code=204)
