@@ -30,3 +30,10 @@ def env_for_server(root: Path) -> dict[str, str]:
     if labels.built_kube_version() is not None:
         return {labels.CACHE_ENV: str(labels.cache_dir())}
     return {labels.CACHE_ENV: str(make(root))}
+
+
+def version_of(env: dict[str, str]) -> str:
+    """The version a server started with ``env`` (from :func:`env_for_server`) accepts."""
+    version = labels.built_kube_version(Path(env[labels.CACHE_ENV]))
+    assert version is not None, env
+    return version

@@ -49,6 +49,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+import kube_cache
 import serving
 
 REPO = Path(__file__).resolve().parents[2]
@@ -204,9 +205,19 @@ def running_server(tmp_path_factory: pytest.TempPathFactory, name: str, **extra_
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """The session's Flotilla server (SQLite, token auth, fake provider), image and keypair registered."""
-    with running_server(tmp_path_factory, "flotilla-compat") as s:
+    """The session's Flotilla server (SQLite, token auth, fake provider), image and keypair registered.
+
+    Kubernetes templates validate against the real kube build cache when it is built, else
+    against a stand-in (tests/kube_cache.py); ``kube_version`` is the version it names."""
+    kube_env = kube_cache.env_for_server(tmp_path_factory.mktemp("kube-cache"))
+    with running_server(tmp_path_factory, "flotilla-compat", **kube_env) as s:
         yield s
+
+
+@pytest.fixture(scope="session")
+def kube_version(server: Server) -> str:
+    """The Kubernetes version the session's server accepts in ``kube_tag``."""
+    return kube_cache.version_of(server.extra_env)
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
 from flotilla.domain import ExecResult, Flavor, NetworkInfo, NetworkSpec, NodeInfo, NodeSpec, TlsMaterial
+from flotilla.drivers.coe.native import ClientConfigRequest, NativeConfig
 
 OpKind = Literal["create", "update", "delete", "rotate_ca"]
 
@@ -187,6 +188,7 @@ class CoeDriver(Protocol):
 
     def observe(self, spec: ClusterSpec, nodes: Sequence[NodeInfo], ctx: StepContext) -> Observation: ...
 
-    def client_env(self, api_address: str, cert_dir: str, tls: bool) -> list[str]:
-        """The ``export`` lines for the native client (``bay-config``)."""
+    def client_config(self, request: ClientConfigRequest) -> NativeConfig:
+        """The native client's configuration (files + environment) for ``cluster-config``,
+        ``bay-config`` and the dashboard's bundle. Pure: callers write the files."""
         ...

@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 
 from flotilla.domain import NodeInfo
 from flotilla.drivers.base import CAP_CONTAINERS_AS_NODES, ClusterSpec, Observation, OpKind, Step, StepContext
-from flotilla.drivers.coe import dockerapi, dockerhost
+from flotilla.drivers.coe import dockerapi, dockerhost, native
+from flotilla.drivers.coe.native import ClientConfigRequest, NativeConfig
 from flotilla.errors import Invalid
 
 
@@ -59,11 +60,8 @@ class DockerCoe:
             return Observation("UNHEALTHY", {node.name: f"daemon not answering: {exc}"}, (node.name,))
         return Observation("HEALTHY", {node.name: "ok"})
 
-    def client_env(self, api_address: str, cert_dir: str, tls: bool) -> list[str]:
-        lines = [f"export DOCKER_HOST={api_address}"]
-        if tls:
-            lines += [f"export DOCKER_CERT_PATH={cert_dir}", "export DOCKER_TLS_VERIFY=1"]
-        return lines
+    def client_config(self, request: ClientConfigRequest) -> NativeConfig:
+        return native.docker_config(request)
 
 
 def check_local_storage(fields: Mapping[str, object]) -> None:

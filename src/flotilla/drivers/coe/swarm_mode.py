@@ -28,8 +28,9 @@ from flotilla.drivers.base import (
     Step,
     StepContext,
 )
-from flotilla.drivers.coe import dockerhost, swarm_channel
+from flotilla.drivers.coe import dockerhost, native, swarm_channel
 from flotilla.drivers.coe.docker import check_local_storage
+from flotilla.drivers.coe.native import ClientConfigRequest, NativeConfig
 from flotilla.drivers.coe.swarm_channel import SwarmChannel
 from flotilla.errors import Invalid
 
@@ -110,11 +111,8 @@ class SwarmModeCoe:
             return Observation("UNHEALTHY", reasons, tuple(k for k in reasons if k != "api"))
         return Observation("HEALTHY", {"api": "ok", **dict.fromkeys(states, "Ready")})
 
-    def client_env(self, api_address: str, cert_dir: str, tls: bool) -> list[str]:
-        lines = [f"export DOCKER_HOST={api_address}"]
-        if tls:
-            lines += [f"export DOCKER_CERT_PATH={cert_dir}", "export DOCKER_TLS_VERIFY=1"]
-        return lines
+    def client_config(self, request: ClientConfigRequest) -> NativeConfig:
+        return native.docker_config(request)
 
 
 # ---- helpers ------------------------------------------------------------------------------

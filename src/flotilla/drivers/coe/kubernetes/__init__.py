@@ -19,8 +19,9 @@ from flotilla.drivers.base import (
     Step,
     StepContext,
 )
-from flotilla.drivers.coe.kubernetes import labels
+from flotilla.drivers.coe.kubernetes import client, labels
 from flotilla.drivers.coe.kubernetes.template import validate_template
+from flotilla.drivers.coe.native import ClientConfigRequest, NativeConfig
 from flotilla.errors import Invalid
 
 
@@ -41,5 +42,5 @@ class KubernetesCoe:
     def observe(self, spec: ClusterSpec, nodes: Sequence[NodeInfo], ctx: StepContext) -> Observation:
         return Observation("UNKNOWN", {"api": "Kubernetes health checks are not built yet"})
 
-    def client_env(self, api_address: str, cert_dir: str, tls: bool) -> list[str]:
-        return [f"export KUBECONFIG={cert_dir}/config"]
+    def client_config(self, request: ClientConfigRequest) -> NativeConfig:
+        return client.client_config(request)
