@@ -88,9 +88,6 @@ def client_config(request: ClientConfigRequest) -> NativeConfig:
     creds = request.creds if request.tls else None
     path = os.path.join(request.directory, CONFIG_FILE)
     env: tuple[tuple[str, str | None], ...] = (("KUBECONFIG", path),)
-    if request.tls and creds is None:  # a preview: no credentials yet
-        return NativeConfig(env=env, try_it=TRY_IT)
-    standalone = kubeconfig(request.api_address, creds, cluster=request.cluster_name)
     name = MERGED_PREFIX + request.cluster_name
     shared = kubeconfig(request.api_address, creds, cluster=name, user=name, context=name)
     merge = Merge(
@@ -98,5 +95,8 @@ def client_config(request: ClientConfigRequest) -> NativeConfig:
         apply=lambda existing: merge_kubeconfig(existing, shared),
         what=f"context {name}",
     )
+    if request.tls and creds is None:  # a preview: no credentials yet, so no files
+        return NativeConfig(env=env, merge=merge, try_it=TRY_IT)
+    standalone = kubeconfig(request.api_address, creds, cluster=request.cluster_name)
     files = (ConfigFile(CONFIG_FILE, dump(standalone), 0o600),)
     return NativeConfig(files=files, env=env, merge=merge, try_it=TRY_IT)
