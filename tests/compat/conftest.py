@@ -228,6 +228,17 @@ def small_page_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serv
 
 
 @pytest.fixture(scope="module")
+def paused_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A fake-provider server whose conductor is off: a test finishes a cluster's create itself
+    (tests/seed_cluster.py) to get a CREATE_COMPLETE cluster without running its COE steps."""
+    kube_env = kube_cache.env_for_server(tmp_path_factory.mktemp("kube-cache"))
+    with running_server(
+        tmp_path_factory, "flotilla-compat-paused", FLOTILLA_CONDUCTOR__ENABLED="false", **kube_env
+    ) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
 def engine_server(
     tmp_path_factory: pytest.TempPathFactory, engine: Any, hostroot_image: str
 ) -> Iterator[Server]:
@@ -420,16 +431,17 @@ def openstack(openstack_bin: Path, server: Server) -> Openstack:
     ``token=`` instead authenticates with ``--os-auth-type admin_token`` flags (no clouds.yaml).
     """
 
-    def run(*args: str, token: str | None = None, debug: bool = False) -> Result:
+    def run(*args: str, token: str | None = None, debug: bool = False, on: Server | None = None) -> Result:
+        srv = on or server
         argv = [str(openstack_bin)]
         if debug:
             argv.append("--debug")
         if token is None:
             argv += ["--os-cloud", "flotilla"]
-            env = _clean_env(OS_CLIENT_CONFIG_FILE=str(server.clouds_yaml))
+            env = _clean_env(OS_CLIENT_CONFIG_FILE=str(srv.clouds_yaml))
         else:
-            argv += ["--os-auth-type", "admin_token", "--os-token", token, "--os-endpoint", server.endpoint]
+            argv += ["--os-auth-type", "admin_token", "--os-token", token, "--os-endpoint", srv.endpoint]
             env = _clean_env(OS_CLIENT_CONFIG_FILE=os.devnull)
-        return _run([*argv, *args], env, server)
+        return _run([*argv, *args], env, srv)
 
     return run
