@@ -188,6 +188,13 @@ class CoeDriver(Protocol):
 
     def observe(self, spec: ClusterSpec, nodes: Sequence[NodeInfo], ctx: StepContext) -> Observation: ...
 
+    def image_load_argv(self) -> Sequence[str] | None:
+        """The command, run on a node, that imports an image archive (``docker save``
+        format) read from stdin into what runs the users' containers; None when this COE
+        cannot load images (``cluster-image-load``; the conductor also runs it on nodes
+        added later)."""
+        ...
+
     def client_config(self, request: ClientConfigRequest) -> NativeConfig:
         """The native client's configuration (files + environment) for ``cluster-config``,
         ``bay-config`` and the dashboard's bundle. Pure: callers write the files."""

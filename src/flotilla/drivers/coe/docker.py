@@ -60,6 +60,9 @@ class DockerCoe:
             return Observation("UNHEALTHY", {node.name: f"daemon not answering: {exc}"}, (node.name,))
         return Observation("HEALTHY", {node.name: "ok"})
 
+    def image_load_argv(self) -> Sequence[str] | None:
+        return ("docker", "load")
+
     def client_config(self, request: ClientConfigRequest) -> NativeConfig:
         return native.docker_config(request)
 

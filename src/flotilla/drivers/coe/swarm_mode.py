@@ -111,6 +111,9 @@ class SwarmModeCoe:
             return Observation("UNHEALTHY", reasons, tuple(k for k in reasons if k != "api"))
         return Observation("HEALTHY", {"api": "ok", **dict.fromkeys(states, "Ready")})
 
+    def image_load_argv(self) -> Sequence[str] | None:
+        return ("docker", "load")
+
     def client_config(self, request: ClientConfigRequest) -> NativeConfig:
         return native.docker_config(request)
 

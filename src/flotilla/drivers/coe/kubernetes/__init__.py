@@ -24,6 +24,10 @@ from flotilla.drivers.coe.kubernetes.template import validate_template
 from flotilla.drivers.coe.native import ClientConfigRequest, NativeConfig
 from flotilla.errors import Invalid
 
+#: Import an image archive read from stdin into containerd's namespace for Kubernetes (the
+#: kubelet's), every platform in it, so pods find it without pulling.
+IMAGE_LOAD_ARGV: tuple[str, ...] = ("ctr", "-n", "k8s.io", "images", "import", "--all-platforms", "-")
+
 
 class KubernetesCoe:
     name = "kubernetes"
@@ -41,6 +45,9 @@ class KubernetesCoe:
 
     def observe(self, spec: ClusterSpec, nodes: Sequence[NodeInfo], ctx: StepContext) -> Observation:
         return Observation("UNKNOWN", {"api": "Kubernetes health checks are not built yet"})
+
+    def image_load_argv(self) -> Sequence[str] | None:
+        return IMAGE_LOAD_ARGV
 
     def client_config(self, request: ClientConfigRequest) -> NativeConfig:
         return client.client_config(request)
