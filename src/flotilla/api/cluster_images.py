@@ -46,12 +46,17 @@ def list_images(ident: str, rt: RuntimeDep, ctx: ContextDep) -> dict[str, Any]:
 
 @router.post("/{ident}/images", status_code=202)
 async def load_image(ident: str, request: Request, rt: RuntimeDep, ctx: ContextDep) -> JSONResponse:
+    if not ctx.can_write:  # before reading a body that may be large
+        raise Forbidden("Policy doesn't allow cluster:update to be performed.")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cluster_images.MAX_ARCHIVE:
+        raise Invalid(
+            f"The image archive is {declared} bytes; at most {cluster_images.MAX_ARCHIVE} are accepted."
+        )
     data = await request.body()
     name = request.query_params.get("name", "")
 
     def record() -> dict[str, Any]:
-        if not ctx.can_write:
-            raise Forbidden("Policy doesn't allow cluster:update to be performed.")
         with rt.db.reader() as s:
             row = clusters.get(s, ctx, ident, "cluster")
             template = clusters.template_of(s, row)
