@@ -23,12 +23,10 @@ from flotilla.services import cluster_images, clusters
 router = APIRouter(prefix="/local/v1/clusters", tags=["cluster images"])
 
 
-def _node_names(row: m.Cluster, session: Any) -> list[str]:
-    groups = sorted(clusters.nodegroups(session, row), key=lambda g: (g.role != "master", g.id))
-    return [n for g in groups for n in (g.node_names or [])]
-
-
-def _listing(rt: Any, row: m.Cluster, nodes: list[str]) -> dict[str, Any]:
+def _listing(rt: Any, row: m.Cluster) -> dict[str, Any]:
+    """Each image with the state of every node the conductor last saw running (none
+    until it has looked: a fresh upload shows no nodes for a moment)."""
+    nodes = cluster_images.seen_nodes(rt.settings.data_dir, row.uuid) or []
     out = []
     for img in cluster_images.images(rt.settings.data_dir, row.uuid):
         states = {n: cluster_images.node_state(rt.settings.data_dir, row.uuid, img.sha256, n) for n in nodes}
@@ -40,8 +38,7 @@ def _listing(rt: Any, row: m.Cluster, nodes: list[str]) -> dict[str, Any]:
 def list_images(ident: str, rt: RuntimeDep, ctx: ContextDep) -> dict[str, Any]:
     with rt.db.reader() as s:
         row = clusters.get(s, ctx, ident, "cluster")
-        nodes = _node_names(row, s)
-    return _listing(rt, row, nodes)
+    return _listing(rt, row)
 
 
 @router.post("/{ident}/images", status_code=202)
@@ -60,7 +57,6 @@ async def load_image(ident: str, request: Request, rt: RuntimeDep, ctx: ContextD
         with rt.db.reader() as s:
             row = clusters.get(s, ctx, ident, "cluster")
             template = clusters.template_of(s, row)
-            nodes = _node_names(row, s)
         driver = rt.coes.get(template.coe)
         if driver is None or driver.image_load_argv() is None:
             raise Invalid(f"Loading images into {template.coe} clusters is not supported here.")
@@ -69,7 +65,7 @@ async def load_image(ident: str, request: Request, rt: RuntimeDep, ctx: ContextD
                 f"Cluster {row.name} is being deleted ({row.status}); images cannot be loaded into it."
             )
         img = cluster_images.store(rt.settings.data_dir, row.uuid, data, name)
-        listing = _listing(rt, row, nodes)
+        listing = _listing(rt, row)
         return {"sha256": img.sha256, "name": img.name, "size": img.size,
                 "nodes": next(i["nodes"] for i in listing["images"] if i["sha256"] == img.sha256)}  # fmt: skip
 

@@ -58,10 +58,10 @@ class ImageSync:
         if argv is None or not wanted:
             return 0
         provider = self.providers.get(provider_name)
+        running = [n for n in provider.list_nodes(uuid) if n.state == "running"]
+        cluster_images.set_nodes(self.data_dir, uuid, [n.name for n in running])
         done = 0
-        for node in provider.list_nodes(uuid):
-            if node.state != "running":
-                continue
+        for node in running:
             for img in wanted:
                 if cluster_images.is_loaded(self.data_dir, uuid, img.sha256, node.name, node.provider_id):
                     continue

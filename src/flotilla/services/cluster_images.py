@@ -14,6 +14,7 @@ Layout under ``DATA_DIR/cluster-images/<cluster uuid>/``::
     loaded/<sha256>/<node>  imported into that node (by the conductor); holds the node's
                             provider id, so a node made again under the same name loads again
     failed/<sha256>/<node>  the last error, and how many attempts failed
+    nodes.json              the nodes the conductor last saw running (what "every node" means)
 
 Files rather than rows: archives are large, the local provider's nodes live on this
 host anyway, and each file has one writer (no migration, no locking).
@@ -143,6 +144,27 @@ def mark_failed(data_dir: Path, cluster_uuid: str, sha: str, node: str, error: s
     n = attempts(data_dir, cluster_uuid, sha, node) + 1
     doc = {"error": error[:500], "attempts": n}
     _atomic_write(_root(data_dir, cluster_uuid) / "failed" / sha / node, json.dumps(doc).encode())
+
+
+def set_nodes(data_dir: Path, cluster_uuid: str, names: list[str]) -> None:
+    """Record the cluster's running nodes (by the conductor's image sync)."""
+    path = _root(data_dir, cluster_uuid) / "nodes.json"
+    data = json.dumps(sorted(names)).encode()
+    try:
+        if path.read_bytes() == data:
+            return
+    except OSError:
+        pass
+    _atomic_write(path, data)
+
+
+def seen_nodes(data_dir: Path, cluster_uuid: str) -> list[str] | None:
+    """The nodes the conductor last saw running; None before its first look."""
+    try:
+        names = json.loads((_root(data_dir, cluster_uuid) / "nodes.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return [str(n) for n in names] if isinstance(names, list) else None
 
 
 def clusters(data_dir: Path) -> Iterator[str]:
