@@ -193,7 +193,7 @@ def test_kubernetes_nodes_import_into_containerd(
         op = operations.claim(s, "test/w0", 30, skip_locked=False)
         assert op is not None
         operations.finish(s, op, "test/w0")
-    for name, role in (("k8s-master-0", "master"), ("k8s-node-0", "worker")):
+    for name, role in (("k8s-master-0", "master"), ("k8s-node-0", "worker"), ("k8s-lb", "lb")):
         provider.ensure_node(
             NodeSpec(uuid, name, role, "flotilla-node", "net", 1, 512, ["/sbin/init"])  # type: ignore[arg-type]
         )

@@ -58,7 +58,10 @@ class ImageSync:
         if argv is None or not wanted:
             return 0
         provider = self.providers.get(provider_name)
-        running = [n for n in provider.list_nodes(uuid) if n.state == "running"]
+        # masters and workers run the users' containers; a load balancer or registry node does not
+        running = [
+            n for n in provider.list_nodes(uuid) if n.state == "running" and n.role in ("master", "worker")
+        ]
         cluster_images.set_nodes(self.data_dir, uuid, [n.name for n in running])
         done = 0
         for node in running:
