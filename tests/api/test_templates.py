@@ -29,8 +29,8 @@ TEMPLATE_KEYS = {
 BAYMODEL_KEYS = TEMPLATE_KEYS - {"project_id", "user_id"}
 
 FULL: dict[str, Any] = {
-    "name": "k8s-full",
-    "coe": "kubernetes",
+    "name": "full",
+    "coe": "swarm",
     "image_id": "flotilla-node",
     "keypair_id": "testkey",
     "flavor_id": "m1.small",
@@ -39,8 +39,8 @@ FULL: dict[str, Any] = {
     "external_network_id": "public",
     "fixed_network": "private-net",
     "fixed_subnet": "private-subnet",
-    "network_driver": "calico",
-    "volume_driver": "cinder",
+    "network_driver": "flannel",
+    "volume_driver": "rexray",
     "apiserver_port": 6443,
     "docker_volume_size": 10,
     "docker_storage_driver": "overlay2",
@@ -337,7 +337,8 @@ def test_devicemapper_needs_3gb(api: TestClient, auth: Auth) -> None:
 @pytest.mark.parametrize(
     ("coe", "driver", "supported"),
     [
-        ("kubernetes", "docker", "flannel, calico"),
+        ("kubernetes", "docker", "flannel"),
+        ("kubernetes", "calico", "flannel"),
         ("swarm", "calico", "docker, flannel"),
         ("swarm-mode", "weave", "docker, flannel"),
     ],
@@ -356,8 +357,8 @@ def test_network_driver_per_coe(api: TestClient, auth: Auth, coe: str, driver: s
 
 
 @pytest.mark.parametrize(
-    ("coe", "driver", "supported"), [("kubernetes", "rexray", "cinder"), ("swarm", "cinder", "rexray")]
-)
+    ("coe", "driver", "supported"), [("swarm", "cinder", "rexray")]
+)  # kubernetes: tests/api/test_kubernetes_templates.py (cinder needs the OpenStack provider)
 def test_volume_driver_per_coe(api: TestClient, auth: Auth, coe: str, driver: str, supported: str) -> None:
     r = create(api, auth("p1_member"), coe=coe, volume_driver=driver)
     assert detail(r) == (
@@ -638,7 +639,7 @@ def test_patch_revalidates_drivers_and_resources(api: TestClient, auth: Auth) ->
     r = patch(api, h, uuid, [{"op": "replace", "path": "/network_driver", "value": "docker"}])
     assert (
         detail(r)
-        == "Network driver type docker is not supported for COE kubernetes. Supported network drivers: flannel, calico."
+        == "Network driver type docker is not supported for COE kubernetes. Supported network drivers: flannel."
     )
     r = patch(api, h, uuid, [{"op": "replace", "path": "/volume_driver", "value": "rexray"}])
     assert (

@@ -214,7 +214,7 @@ def test_baymodel_update_labels(magnum: Magnum) -> None:
 # --------------------------------------------------------------------------- cluster templates
 
 
-def test_cluster_template_lifecycle(magnum: Magnum, magnum_env: dict[str, str]) -> None:
+def test_cluster_template_lifecycle(magnum: Magnum, magnum_env: dict[str, str], kube_version: str) -> None:
     name = unique("ct-k8s")
     created = magnum(
         "cluster-template-create",
@@ -234,9 +234,9 @@ def test_cluster_template_lifecycle(magnum: Magnum, magnum_env: dict[str, str]) 
         "--docker-volume-size",
         "5",
         "--network-driver",
-        "calico",
+        "flannel",
         "--labels",
-        "kube_tag=v1.30.0,foo=bar",
+        f"kube_tag={kube_version},foo=bar",
         "--master-lb-enabled",
         "--floating-ip-disabled",
     ).ok()
@@ -247,10 +247,10 @@ def test_cluster_template_lifecycle(magnum: Magnum, magnum_env: dict[str, str]) 
         assert props["coe"] == "kubernetes"
         assert props["flavor_id"] == "m1.small"
         assert props["master_flavor_id"] == "m1.medium"
-        assert props["network_driver"] == "calico"
+        assert props["network_driver"] == "flannel"
         assert props["master_lb_enabled"] == "True"
         assert props["floating_ip_enabled"] == "False"
-        assert props["labels"] == "{'kube_tag': 'v1.30.0', 'foo': 'bar'}"
+        assert props["labels"] == f"{{'kube_tag': '{kube_version}', 'foo': 'bar'}}"
         assert props["hidden"] == "False"
         assert props["project_id"] == "admin" or props["project_id"]
         assert "links" not in props

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from flotilla import __version__
+from flotilla.api import cluster_images as cluster_images_api
 from flotilla.api.auth import Authenticator
 from flotilla.api.deps import Runtime
 from flotilla.api.errors import error_response
@@ -85,6 +86,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     describe_openapi(app)
     app.include_router(local_router)
     app.include_router(local_tokens_router)
+    app.include_router(cluster_images_api.router)
     _install_error_handlers(app)
     app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_request_body_bytes)
     return app

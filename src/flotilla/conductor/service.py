@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from flotilla.conductor.health import HealthMonitor, HealthPolicy
+from flotilla.conductor.images import ImageSync
 from flotilla.conductor.providers import ProviderPool
 from flotilla.conductor.runner import OpRunner
 from flotilla.db.engine import Database
@@ -48,6 +49,7 @@ class Conductor:
         self.sinks = build_sinks(settings.notifications, settings.data_dir)
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._images_wake = threading.Event()
         self._threads: list[threading.Thread] = []
         self._runners: set[OpRunner] = set()
         self._runners_lock = threading.Lock()
@@ -61,10 +63,13 @@ class Conductor:
         self._spawn("reaper", self._reaper_loop)
         self._spawn("health", self._health_loop)
         self._spawn("notify", self._notify_loop)
+        self._spawn("images", self._image_loop)
 
     def wake(self) -> None:
-        """Look for work now (called by the in-process API after it queues an operation)."""
+        """Look for work now (called by the in-process API after it queues an operation or
+        records an image to load)."""
         self._wake.set()
+        self._images_wake.set()
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         t = threading.Thread(target=target, name=f"flotilla-{name}", daemon=True)
@@ -143,6 +148,18 @@ class Conductor:
             except Exception:
                 log.exception("health cycle failed")
 
+    def _image_loop(self) -> None:
+        """Import recorded images into nodes lacking them (``cluster-image-load``, new nodes)."""
+        sync = ImageSync(self.settings.data_dir, self.db, self.coes, self.providers)
+        interval = min(self.settings.conductor.sync_interval, 2.0)
+        while not self._stop.is_set():
+            try:
+                sync.cycle()
+            except Exception:
+                log.exception("image sync failed")
+            self._images_wake.wait(interval)
+            self._images_wake.clear()
+
     def _notify_loop(self) -> None:
         """Deliver CADF notifications from the outbox (at least once, with backoff)."""
         cfg = self.settings.notifications
@@ -168,6 +185,7 @@ class Conductor:
         """
         self._stop.set()
         self._wake.set()
+        self._images_wake.set()
         with self._runners_lock:
             for runner in self._runners:
                 runner.abandon()

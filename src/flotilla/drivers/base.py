@@ -28,6 +28,7 @@ from flotilla.domain import (
     TlsMaterial,
     VolumeUsage,
 )
+from flotilla.drivers.coe.native import ClientConfigRequest, NativeConfig
 
 OpKind = Literal["create", "update", "delete", "rotate_ca"]
 
@@ -191,7 +192,13 @@ class CoeDriver(Protocol):
     requires: frozenset[str]
 
     def validate_template(self, fields: Mapping[str, object]) -> None:
-        """Raise ``errors.Invalid`` for COE-specific fields/labels this driver cannot honour."""
+        """Raise ``errors.Invalid`` for COE-specific fields/labels this driver cannot honour.
+
+        Called twice: at template create/update with the template's writable fields
+        (the *template stage*), and at cluster create/resize with ``master_count`` and
+        ``node_count`` (and ``scaling``) added (the *cluster stage*). Checks that depend on
+        the sizes or on the provider belong to the cluster stage (``"node_count" in fields``).
+        """
         ...
 
     def plan(self, kind: OpKind, spec: ClusterSpec) -> list[Step]:
@@ -200,6 +207,14 @@ class CoeDriver(Protocol):
 
     def observe(self, spec: ClusterSpec, nodes: Sequence[NodeInfo], ctx: StepContext) -> Observation: ...
 
-    def client_env(self, api_address: str, cert_dir: str, tls: bool) -> list[str]:
-        """The ``export`` lines for the native client (``bay-config``)."""
+    def image_load_argv(self) -> Sequence[str] | None:
+        """The command, run on a node, that imports an image archive (``docker save``
+        format) read from stdin into what runs the users' containers; None when this COE
+        cannot load images (``cluster-image-load``; the conductor also runs it on nodes
+        added later)."""
+        ...
+
+    def client_config(self, request: ClientConfigRequest) -> NativeConfig:
+        """The native client's configuration (files + environment) for ``cluster-config``,
+        ``bay-config`` and the dashboard's bundle. Pure: callers write the files."""
         ...

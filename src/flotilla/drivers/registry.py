@@ -61,6 +61,20 @@ class CoeRegistry:
         return driver
 
 
+def installed_coe_driver(coe: str) -> CoeDriver | None:
+    """The installed (not necessarily enabled) driver serving ``coe``, for client-side use
+    such as rendering a native-client configuration; None when no installed driver serves it."""
+    for ep in entry_points(group="flotilla.coe_drivers"):
+        try:
+            driver = ep.load()()
+        except Exception:  # a broken out-of-tree driver must not break the CLI for the others
+            log.warning("COE driver %s failed to load", ep.name, exc_info=True)
+            continue
+        if coe in getattr(driver, "coes", ()):
+            return driver if isinstance(driver, CoeDriver) else None
+    return None
+
+
 def load_provider_factories(names: Iterable[str]) -> dict[str, Callable[..., Provider]]:
     """Provider classes by name (constructed by the conductor with their settings)."""
     return _load("flotilla.providers", names)

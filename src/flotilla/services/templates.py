@@ -222,7 +222,8 @@ def update(
     coes: CoeRegistry | None = None,
     provider: str | None = None,
 ) -> m.ClusterTemplate:
-    """Apply already-type-checked values ``new`` (the whole writable view after the patch)."""
+    """Apply already-type-checked values ``new`` (the whole writable view after the patch);
+    ``coes`` as for :func:`create`."""
     _owner_policy(ctx, row, view, "update")
     before = writable_view(row)
     changed = {k for k in WRITABLE if k != "cluster_distro" and new.get(k) != before.get(k)}

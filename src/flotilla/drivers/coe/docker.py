@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 
 from flotilla.domain import NodeInfo
 from flotilla.drivers.base import CAP_CONTAINERS_AS_NODES, ClusterSpec, Observation, OpKind, Step, StepContext
-from flotilla.drivers.coe import dockerapi, dockerhost
+from flotilla.drivers.coe import dockerapi, dockerhost, native
+from flotilla.drivers.coe.native import ClientConfigRequest, NativeConfig
 from flotilla.errors import Invalid
 
 
@@ -17,6 +18,8 @@ class DockerCoe:
     requires = frozenset({CAP_CONTAINERS_AS_NODES})
 
     def validate_template(self, fields: Mapping[str, object]) -> None:
+        if "node_count" not in fields:  # template stage: these are local-provider checks (cluster stage)
+            return
         if fields.get("scaling"):
             raise Invalid(
                 "The docker COE runs a single Docker host; it cannot be scaled. Use a swarm cluster."
@@ -57,11 +60,11 @@ class DockerCoe:
             return Observation("UNHEALTHY", {node.name: f"daemon not answering: {exc}"}, (node.name,))
         return Observation("HEALTHY", {node.name: "ok"})
 
-    def client_env(self, api_address: str, cert_dir: str, tls: bool) -> list[str]:
-        lines = [f"export DOCKER_HOST={api_address}"]
-        if tls:
-            lines += [f"export DOCKER_CERT_PATH={cert_dir}", "export DOCKER_TLS_VERIFY=1"]
-        return lines
+    def image_load_argv(self) -> Sequence[str] | None:
+        return ("docker", "load")
+
+    def client_config(self, request: ClientConfigRequest) -> NativeConfig:
+        return native.docker_config(request)
 
 
 def check_local_storage(fields: Mapping[str, object]) -> None:

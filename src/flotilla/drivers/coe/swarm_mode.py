@@ -28,8 +28,9 @@ from flotilla.drivers.base import (
     Step,
     StepContext,
 )
-from flotilla.drivers.coe import dockerhost, swarm_channel
+from flotilla.drivers.coe import dockerhost, native, swarm_channel
 from flotilla.drivers.coe.docker import check_local_storage
+from flotilla.drivers.coe.native import ClientConfigRequest, NativeConfig
 from flotilla.drivers.coe.swarm_channel import SwarmChannel
 from flotilla.errors import Invalid
 
@@ -45,6 +46,8 @@ class SwarmModeCoe:
     requires = frozenset({CAP_CONTAINERS_AS_NODES, CAP_EXEC})
 
     def validate_template(self, fields: Mapping[str, object]) -> None:
+        if "node_count" not in fields:  # template stage: these are local-provider checks (cluster stage)
+            return
         if fields.get("network_driver") not in (None, "docker"):
             raise Invalid(
                 f"network_driver {fields.get('network_driver')} is not supported for swarm clusters on the local "
@@ -108,11 +111,11 @@ class SwarmModeCoe:
             return Observation("UNHEALTHY", reasons, tuple(k for k in reasons if k != "api"))
         return Observation("HEALTHY", {"api": "ok", **dict.fromkeys(states, "Ready")})
 
-    def client_env(self, api_address: str, cert_dir: str, tls: bool) -> list[str]:
-        lines = [f"export DOCKER_HOST={api_address}"]
-        if tls:
-            lines += [f"export DOCKER_CERT_PATH={cert_dir}", "export DOCKER_TLS_VERIFY=1"]
-        return lines
+    def image_load_argv(self) -> Sequence[str] | None:
+        return ("docker", "load")
+
+    def client_config(self, request: ClientConfigRequest) -> NativeConfig:
+        return native.docker_config(request)
 
 
 # ---- helpers ------------------------------------------------------------------------------
