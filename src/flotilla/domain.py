@@ -45,7 +45,8 @@ class NodeSpec:
     ``files``: absolute path inside the node -> content, placed before the node's
     command starts (certificates, configs). ``command``: the node's main process.
     ``volume_gb``: size limit of the node's ``/var/lib/docker`` (None: unsized).
-    ``ports``: container ports the provider must make reachable from the host.
+    ``ip``: leave None and let the provider choose (see ``Provider.reserve_address``);
+    a COE driver never derives an address from a node's name.
     """
 
     cluster_uuid: str

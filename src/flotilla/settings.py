@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flotilla.notify.config import NotificationSettings
@@ -95,6 +95,15 @@ class Settings(BaseSettings):
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"bind must be HOST:PORT, got {v!r}")
         return v
+
+    @model_validator(mode="after")
+    def _check_default_provider(self) -> Settings:
+        if self.default_provider not in self.enabled_providers:
+            raise ValueError(
+                f"default_provider {self.default_provider} is not enabled (enabled_providers: "
+                f"{', '.join(self.enabled_providers) or 'none'}); enable it or choose one of those"
+            )
+        return self
 
     @property
     def host(self) -> str:

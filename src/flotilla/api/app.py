@@ -40,9 +40,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
         db=database,
         auth=Authenticator(settings, database),
         coes=CoeRegistry.from_names(settings.enabled_coe_drivers),
-        limits=Limits(
-            max_clusters_per_project=settings.max_clusters_per_project, max_limit=settings.max_limit
-        ),
+        limits=Limits.from_settings(settings),
         box=certificates.secret_box(settings),
     )
 

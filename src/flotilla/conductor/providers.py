@@ -7,7 +7,8 @@ import threading
 from pathlib import Path
 
 from flotilla.drivers.base import Provider
-from flotilla.errors import Unavailable
+from flotilla.drivers.registry import CoeRegistry, unmet_requirements
+from flotilla.errors import FlotillaError, Unavailable
 from flotilla.settings import Settings
 
 
@@ -42,6 +43,21 @@ class ProviderPool:
         from flotilla.drivers.registry import load_provider_factories
 
         return load_provider_factories([name])[name]()
+
+    def check_default(self, coes: CoeRegistry) -> Provider:
+        """Start-up check of the provider new clusters use: it builds, its ``check()`` passes,
+        and it has every capability each enabled COE driver requires (the pairs that can be
+        used). Raises ``Unavailable`` naming what is wrong."""
+        name = self.settings.default_provider
+        try:
+            provider = self.get(name)
+            provider.check()
+        except FlotillaError as exc:
+            raise Unavailable(f"Provider {name} (default_provider) is not usable: {exc.message}") from exc
+        missing = unmet_requirements(coes.drivers(), provider)
+        if missing:
+            raise Unavailable("; ".join(missing))
+        return provider
 
     def loaded(self) -> dict[str, Provider]:
         with self._lock:

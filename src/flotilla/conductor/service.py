@@ -46,6 +46,11 @@ class Conductor:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
+        """Check the default provider against the enabled COE drivers, then start the threads.
+
+        Raises ``Unavailable`` (nothing started) when the pair cannot work.
+        """
+        self.providers.check_default(self.coes)
         cfg = self.settings.conductor
         for i in range(cfg.workers):
             self._spawn(f"worker-{i}", lambda i=i: self._worker_loop(i))  # type: ignore[misc]

@@ -49,8 +49,22 @@ class Provider(Protocol):
 
     def delete_network(self, cluster_uuid: str, name: str) -> None: ...
 
+    def reserve_address(self, cluster_uuid: str, network: str, name: str, role: str) -> str:
+        """The address node ``name`` has (or will have) on ``network``, chosen by the provider.
+
+        Idempotent by name: an existing node's address, or the one promised earlier.
+        ``ensure_node`` with ``NodeSpec.ip=None`` uses the promise (or picks one), so a COE
+        can put the address in a certificate before the node exists (an OpenStack provider
+        creates the Neutron port here). Raises ``NotFound`` for an unknown network,
+        ``FlotillaError`` when it has no free address.
+        """
+        ...
+
     def ensure_node(self, spec: NodeSpec) -> NodeInfo:
-        """Create (or return the existing) node and start it; the node's command is running on return."""
+        """Create (or return the existing) node and start it; the node's command is running on return.
+
+        ``spec.ip`` None: the provider chooses (the reserved address, else the lowest free).
+        """
         ...
 
     def delete_node(self, cluster_uuid: str, name: str) -> None:

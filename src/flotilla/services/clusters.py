@@ -24,6 +24,7 @@ from flotilla.lifecycle import Event, Status
 from flotilla.services import catalog, notifications, operations, template_rules, templates
 from flotilla.services.lookup import by_ident
 from flotilla.services.pagination import Page, paginate
+from flotilla.settings import Settings
 
 ClusterView = Literal["cluster", "bay"]
 NAME_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_.-]*$")
@@ -37,6 +38,15 @@ class Limits:
     max_clusters_per_project: int
     max_limit: int
     max_nodes_per_cluster: int = 200
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        """The one place limits are read from settings (API, dashboard and CLI share it)."""
+        return cls(
+            max_clusters_per_project=settings.max_clusters_per_project,
+            max_limit=settings.max_limit,
+            max_nodes_per_cluster=settings.max_nodes_per_cluster,
+        )
 
 
 def _check_size(limits: Limits, masters: int, workers: int) -> None:
@@ -327,12 +337,11 @@ def scale(
     coes: CoeRegistry,
     version_minor: int,
     resize: bool,
-    limits: Limits | None = None,
+    limits: Limits,
 ) -> m.Operation | None:
     """Change a worker nodegroup's size. Returns the operation, or None for a no-op."""
     _policy(ctx, "cluster", "resize" if resize else "update")
-    if limits is not None:
-        _check_size(limits, _count(session, cluster, "master"), node_count)
+    _check_size(limits, _count(session, cluster, "master"), node_count)
     if node_count < 0:
         raise Invalid(
             f"Invalid input for field/attribute node_count. Value: '{node_count}'. Value should be greater or equal to 0"
@@ -360,20 +369,23 @@ def scale(
         raise Invalid(
             f"Cannot remove {', '.join(unknown)}: not a node of {ng.name}. Nodes: {', '.join(current) or 'none'}."
         )
-    if node_count == ng.node_count and not remove:
+    # After a failed operation the nodes may differ from the record: the same count then
+    # reconciles (finishes or removes what the failed attempt left) instead of doing nothing.
+    if node_count == ng.node_count and not remove and cluster.status != Status.UPDATE_FAILED.value:
         return None
     _start_update(session, ctx, cluster, lifecycle.RESIZABLE if resize else lifecycle.UPDATABLE)
     names = worker_names(node_prefix(cluster.name or "cluster", cluster.uuid), current, node_count, remove)
     previous = ng.node_count
     ng.node_count = node_count
-    ng.node_names = names
+    # ng.node_names stays the committed membership; the operation carries the target and
+    # operations.finish commits it on success (a failure leaves the record as it was).
     ng.status = Status.UPDATE_IN_PROGRESS.value
     ng.updated_at = utcnow()
     _notify(session, ctx, cluster, "update")
     return operations.enqueue(
         session, cluster, "update",
         params={"nodegroup": ng.uuid, "previous_node_count": previous, "previous_names": current,
-                "nodes_to_remove": remove},
+                "names": names, "nodes_to_remove": remove},
         user_id=ctx.user_id, project_id=ctx.project_id,
     )  # fmt: skip
 

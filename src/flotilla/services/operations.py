@@ -215,6 +215,7 @@ def finish(
         _restore_counts_on_failure(session, cluster, row)
         status = transition(session, cluster, Event.FAILED, failed_reason)
     else:
+        _commit_members(session, row)
         status = transition(session, cluster, Event.SUCCEEDED, _done_reason(row, now))
     session.refresh(cluster)
     action: notifications.Action = (
@@ -250,6 +251,15 @@ def _restore_counts_on_failure(session: Session, cluster: m.Cluster, op: m.Opera
     if previous is None or group is None:
         return
     session.execute(update(m.NodeGroup).where(m.NodeGroup.uuid == group).values(node_count=int(previous)))
+
+
+def _commit_members(session: Session, op: m.Operation) -> None:
+    """A successful scale makes its target the nodegroup's recorded members."""
+    params = op.params or {}
+    group, names = params.get("nodegroup"), params.get("names")
+    if op.kind != "update" or group is None or names is None:
+        return
+    session.execute(update(m.NodeGroup).where(m.NodeGroup.uuid == group).values(node_names=list(names)))
 
 
 def purge_cluster(session: Session, cluster_uuid: str) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from flotilla.domain import ExecResult, NetworkInfo, NetworkSpec, NodeInfo, NodeSpec
 from flotilla.drivers.base import CAP_CONTAINERS_AS_NODES, CAP_EXEC, CAP_LOAD_BALANCER, CAP_SIZED_VOLUMES
+from flotilla.drivers.providers import addressing
 from flotilla.errors import Conflict, FlotillaError, NotFound
 
 #: Not ``host_reachable``: fake addresses lead nowhere, so drivers must use ``exec``.
@@ -61,7 +62,7 @@ class FakeProvider:
         self.exec_handler = exec_handler
         #: node name -> {"spec", "state", "address", "files", "id", "restarts"}
         self.nodes: dict[str, dict[str, Any]] = {}
-        #: network name -> {"cluster_uuid", "subnet", "gateway", "next_host"}
+        #: network name -> {"cluster_uuid", "subnet", "gateway"}
         self.networks: dict[str, dict[str, Any]] = {}
         #: (method, target) of every call, in order.
         self.calls: list[tuple[str, str]] = []
@@ -70,6 +71,8 @@ class FakeProvider:
         self._subnets = ipaddress.IPv4Network(subnet_pool).subnets(new_prefix=24)
         self._lock = threading.RLock()
         self._ids = 0
+        #: (network, node name) -> address promised by reserve_address to a node not created yet
+        self._reserved: dict[tuple[str, str], str] = {}
 
     # ----------------------------------------------------------------- helpers
 
@@ -97,15 +100,15 @@ class FakeProvider:
             provider_id=node["id"],
         )
 
-    def _allocate_address(self, network: str, wanted: str | None) -> str | None:
+    def _used(self, network: str) -> set[str]:
+        used = {n["address"] for n in self.nodes.values() if n["spec"].network == network and n["address"]}
+        return used | {a for (net, _), a in self._reserved.items() if net == network}
+
+    def _pick(self, network: str, name: str, role: str) -> str | None:
         net = self.networks.get(network)
-        if wanted:
-            return wanted
         if net is None:
             return None
-        address = str(ipaddress.IPv4Network(net["subnet"]).network_address + net["next_host"])
-        net["next_host"] += 1
-        return address
+        return addressing.pick(net["subnet"], net["gateway"], self._used(network), role)
 
     # ----------------------------------------------------------------- Provider
 
@@ -135,7 +138,6 @@ class FakeProvider:
                 "cluster_uuid": spec.cluster_uuid,
                 "subnet": str(subnet),
                 "gateway": gateway,
-                "next_host": 2,
             }
             return NetworkInfo(name, str(subnet), gateway, owned=True)
 
@@ -147,7 +149,6 @@ class FakeProvider:
                 "cluster_uuid": "",
                 "subnet": str(net),
                 "gateway": str(net.network_address + 1),
-                "next_host": 2,
             }
 
     def delete_network(self, cluster_uuid: str, name: str) -> None:
@@ -177,7 +178,9 @@ class FakeProvider:
             node = {
                 "spec": spec,
                 "state": "running",
-                "address": self._allocate_address(spec.network, spec.ip),
+                "address": spec.ip
+                or self._reserved.pop((spec.network, spec.name), None)
+                or self._pick(spec.network, spec.name, spec.role),
                 "files": dict(spec.files),
                 "id": f"fake-{self._ids:06d}",
                 "restarts": 0,
@@ -185,9 +188,25 @@ class FakeProvider:
             self.nodes[spec.name] = node
             return self._info(node)
 
+    def reserve_address(self, cluster_uuid: str, network: str, name: str, role: str) -> str:
+        """The node's address if it exists, else the one promised to it (lowest free)."""
+        self._enter("reserve_address", name)
+        with self._lock:
+            node = self.nodes.get(name)
+            if node is not None and node["address"]:
+                return str(node["address"])
+            if (network, name) not in self._reserved:
+                address = self._pick(network, name, role)
+                if address is None:
+                    raise NotFound(f"network {network!r} does not exist")
+                self._reserved[(network, name)] = address
+            return self._reserved[(network, name)]
+
     def delete_node(self, cluster_uuid: str, name: str) -> None:
         self._enter("delete_node", name)
         with self._lock:
+            for key in [k for k in self._reserved if k[1] == name]:
+                del self._reserved[key]
             node = self.nodes.get(name)
             if node is None:
                 return
@@ -258,6 +277,8 @@ class FakeProvider:
             for name in [n for n, v in self.networks.items() if v["cluster_uuid"] == cluster_uuid]:
                 del self.networks[name]
                 removed.append(f"network:{name}")
+            for key in [k for k in self._reserved if k[0] not in self.networks]:
+                del self._reserved[key]
         return removed
 
     def image_exists(self, image_ref: str) -> bool:

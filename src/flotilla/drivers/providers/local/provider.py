@@ -31,6 +31,7 @@ Sized volumes use loop devices, so they need the engine to run on this host.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import io
@@ -59,6 +60,7 @@ from flotilla.drivers.base import (
 from flotilla.errors import Conflict, FlotillaError, NotFound
 
 from . import host
+from .addresses import AddressBook
 from .containers import (
     LABEL_CLUSTER,
     LABEL_LOOP_FILE,
@@ -110,6 +112,7 @@ class LocalProvider:
         self.data_dir = engine.data_dir
         self._net_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="flotilla-local")
+        self.addresses = AddressBook(lambda: self.api)
 
     @property
     def api(self) -> EngineApi:
@@ -264,10 +267,18 @@ class LocalProvider:
             log.debug("cluster %s: network %s is not ours; keeping it", cluster_uuid, name)
             return
         self.api.remove("network", name)
+        self.addresses.forget_network(name)
         log.info("cluster %s: network %s removed", cluster_uuid, name)
         self._remove_empty_cluster_dirs(cluster_uuid)
 
     # nodes -------------------------------------------------------------------
+
+    def reserve_address(self, cluster_uuid: str, network: str, name: str, role: str) -> str:
+        """The node's address on ``network``: its own, or the lowest free one promised to it
+        (``providers.addressing``: lb ``.5``, registry ``.6``, others from ``.10``)."""
+        check_name("cluster uuid", cluster_uuid)
+        check_name("node name", name)
+        return self.addresses.reserve(network, name, role)
 
     def _image_kind(self, node: str, image_ref: str) -> str | None:
         image = self._inspect_one("image", image_ref)
@@ -378,6 +389,14 @@ class LocalProvider:
                 return self._checked_running(spec.name, node)
 
         kind = kind_f.result()
+        if spec.ip is None:
+            spec = dataclasses.replace(spec, ip=self.addresses.reserve(spec.network, spec.name, spec.role))
+        try:
+            return self._create_node(spec, kind, started)
+        finally:
+            self.addresses.release(spec.name)  # the container holds it now (or the next try picks again)
+
+    def _create_node(self, spec: NodeSpec, kind: str | None, started: float) -> NodeInfo:
         hostroot = kind == KIND_HOSTROOT
         volume_f = self._pool.submit(self._ensure_volume, spec)
         mounts_f = self._pool.submit(self._write_files, spec, hostroot)
@@ -458,6 +477,7 @@ class LocalProvider:
         loop_file.unlink(missing_ok=True)
         shutil.rmtree(self._node_dir(cluster_uuid, name), ignore_errors=True)
         self._remove_empty_cluster_dirs(cluster_uuid)
+        self.addresses.release(name)
         log.info("cluster %s: node %s deleted in %.2f s", cluster_uuid, name, time.monotonic() - started)
 
     def _rm(self, kind: str, names: Sequence[str]) -> None:
