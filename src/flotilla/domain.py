@@ -79,6 +79,42 @@ class NodeInfo:
 
 
 @dataclass(frozen=True)
+class Listener:
+    """TCP passthrough: connections to the load balancer's ``port`` go round-robin to
+    ``member_port`` (default: ``port``) of each address in ``members`` (health-checked)."""
+
+    port: int
+    members: tuple[str, ...] = ()
+    member_port: int | None = None
+
+    @property
+    def backend_port(self) -> int:
+        return self.member_port or self.port
+
+
+@dataclass(frozen=True)
+class LoadBalancerSpec:
+    """A cluster's TCP load balancer (swarm managers on 2376, Kubernetes API servers on 6443).
+
+    ``image_ref``: for providers that run the balancer on a node of their own (local:
+    haproxy in a node container); cloud providers (Octavia) ignore it.
+    """
+
+    cluster_uuid: str
+    name: str
+    network: str
+    listeners: tuple[Listener, ...] = ()
+    image_ref: str | None = None
+
+
+@dataclass(frozen=True)
+class LoadBalancerInfo:
+    name: str
+    address: str | None
+    provider_id: str = ""
+
+
+@dataclass(frozen=True)
 class ExecResult:
     returncode: int
     stdout: str

@@ -1,4 +1,5 @@
-"""Failed scales can be retried and converge; node addresses come from the provider.
+"""Failed scales can be retried and converge; node addresses and load balancers come
+from the provider.
 
 The conductor runs in-process on the fake provider (fault injection through
 ``FakeProvider.fail_on``); requests go through the ASGI app.
@@ -171,3 +172,30 @@ def test_addresses_come_from_the_provider_whatever_the_node_names(
     addresses = [n.address for n in fake.list_nodes(uuid)]
     assert None not in addresses and len(set(addresses)) == 3
     assert sorted(c["master_addresses"] + c["node_addresses"]) == sorted(a for a in addresses if a)
+
+
+def test_swarm_managers_sit_behind_the_providers_load_balancer(
+    api: TestClient, h: dict[str, str], provider: FakeProvider
+) -> None:
+    r = api.post("/v1/clustertemplates", json={"coe": "swarm", "image_id": "flotilla-node", "name": "ha-t", "master_lb_enabled": True}, headers=h)  # fmt: skip
+    assert r.status_code == 201, r.text
+    body = {"cluster_template_id": r.json()["uuid"], "name": "ha", "master_count": 3, "node_count": 1}
+    r = api.post("/v1/clusters", json=body, headers=h)
+    assert r.status_code == 202, r.text
+    uuid = r.json()["uuid"]
+    c = settle(api, h, uuid)
+    assert c["status"] == "CREATE_COMPLETE", c["status_reason"]
+    (lb,) = provider.load_balancers.values()
+    first, last = lb["applied"][0], lb["applied"][-1]
+    assert first.listeners[0].members == ()  # created first: the managers' certificates name it
+    assert (
+        sorted(last.listeners[0].members) == sorted(c["master_addresses"]) and len(c["master_addresses"]) == 3
+    )
+    assert c["api_address"] == f"tcp://{lb['address']}:2376"
+    r = api.delete(f"/v1/clusters/{uuid}", headers=h)
+    assert r.status_code == 204
+    deadline = time.monotonic() + 30
+    while api.get(f"/v1/clusters/{uuid}", headers=h).status_code != 404:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert provider.leaks(uuid) == []

@@ -18,7 +18,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
-from flotilla.domain import ExecResult, Flavor, NetworkInfo, NetworkSpec, NodeInfo, NodeSpec, TlsMaterial
+from flotilla.domain import (
+    ExecResult,
+    Flavor,
+    LoadBalancerInfo,
+    LoadBalancerSpec,
+    NetworkInfo,
+    NetworkSpec,
+    NodeInfo,
+    NodeSpec,
+    TlsMaterial,
+)
 
 OpKind = Literal["create", "update", "delete", "rotate_ca"]
 
@@ -73,6 +83,20 @@ class Provider(Protocol):
 
     def list_nodes(self, cluster_uuid: str | None = None) -> list[NodeInfo]:
         """Every node of one cluster, or of all clusters, in ONE backend call."""
+        ...
+
+    def ensure_load_balancer(self, spec: LoadBalancerSpec) -> LoadBalancerInfo:
+        """Create the balancer, or bring an existing one to ``spec`` (listeners and members);
+        its address never changes once created. Create it with no members first when the
+        members need its address (a certificate SAN), then again with them."""
+        ...
+
+    def find_load_balancer(self, cluster_uuid: str, name: str) -> LoadBalancerInfo | None:
+        """The balancer as it is now, or None."""
+        ...
+
+    def delete_load_balancer(self, cluster_uuid: str, name: str) -> None:
+        """Remove the balancer; a missing one counts as removed."""
         ...
 
     def exec(

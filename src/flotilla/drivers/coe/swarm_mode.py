@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from flotilla.domain import NetworkInfo, NodeInfo, NodeSpec
+from flotilla.domain import Listener, LoadBalancerSpec, NetworkInfo, NodeInfo, NodeSpec
 from flotilla.drivers.base import (
     CAP_CONTAINERS_AS_NODES,
     CAP_EXEC,
@@ -54,8 +54,10 @@ class SwarmModeCoe:
 
     def plan(self, kind: OpKind, spec: ClusterSpec) -> list[Step]:
         if kind == "create":
-            steps = [
-                Step("creating network", _network),
+            steps = [Step("creating network", _network)]
+            if _lb_enabled(spec):  # first: the managers' certificates name its address
+                steps.append(Step("creating the load balancer", _create_lb))
+            steps += [
                 Step("starting nodes", _start_all),
                 Step("waiting for Docker daemons", _wait_all),
                 Step("initializing the swarm", _init_swarm),
@@ -63,7 +65,7 @@ class SwarmModeCoe:
                 Step("joining workers", _join_workers),
             ]
             if _lb_enabled(spec):
-                steps.append(Step("starting the load balancer", _start_lb))
+                steps.append(Step("adding the managers to the load balancer", _configure_lb))
             if spec.registry_enabled:
                 steps.append(Step("starting the registry", _start_registry))
             steps.append(Step("waiting for nodes to be Ready", _wait_ready))
@@ -78,7 +80,7 @@ class SwarmModeCoe:
                 Step("waiting for nodes to be Ready", _wait_ready_after_update),
             ]
         if kind == "delete":
-            return [Step("removing nodes and network", dockerhost.delete_everything)]
+            return [Step("removing nodes and network", _delete)]
         if kind == "rotate_ca":
             return [Step("installing new certificates", _reinstall_certs), Step("waiting for Docker daemons", _wait_all),
                     Step("waiting for nodes to be Ready", _wait_ready)]  # fmt: skip
@@ -149,7 +151,7 @@ def _parallel(items: Sequence[str], work: Callable[[str], object], ctx: StepCont
 
 def _extra_ips(ctx: StepContext, net: NetworkInfo, role: str) -> list[str]:
     if role == "master" and _lb_enabled(ctx.spec):
-        return [dockerhost.node_ip(ctx, net, "lb", _lb_name(ctx.spec))]
+        return [_lb_address(ctx)]
     return []
 
 
@@ -257,7 +259,7 @@ def _wait_ready(ctx: StepContext, timeout: float = 90.0, *, read_version: bool =
         time.sleep(0.05)
     masters = [_ip(addrs, n) for n in spec.master.names]
     workers = [_ip(addrs, n) for n in spec.worker.names]
-    address_ip = _ip(addrs, _lb_name(spec)) if _lb_enabled(spec) else masters[0]
+    address_ip = _lb_address(ctx) if _lb_enabled(spec) else masters[0]
     version = chan.version(*leader) if read_version else None
     ctx.save_outputs(
         api_address=dockerhost.api_address(spec, address_ip), master_addresses=masters, node_addresses=workers,
@@ -270,30 +272,38 @@ def _is_fake(ctx: StepContext) -> bool:
     return ctx.provider.name == "fake"
 
 
-def _haproxy_cfg(spec: ClusterSpec, addrs: Addrs) -> bytes:
-    port = dockerhost.port(spec)
-    servers = "\n".join(
-        f"  server {n} {_ip(addrs, n)}:{port} check inter 1s fall 2 rise 1" for n in spec.master.names
-    )
-    return (
-        "global\n  maxconn 2000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n"
-        f"  timeout server 1h\nfrontend docker\n  bind :{port}\n  default_backend managers\n"
-        f"backend managers\n  balance roundrobin\n{servers}\n"
-    ).encode()
-
-
-def _start_lb(ctx: StepContext) -> None:
+def _lb_spec(ctx: StepContext, net: NetworkInfo, members: Sequence[str]) -> LoadBalancerSpec:
     spec = ctx.spec
-    net = dockerhost.ensure_network(ctx)
-    name = _lb_name(spec)
-    ctx.provider.ensure_node(
-        NodeSpec(
-            cluster_uuid=spec.uuid, name=name, role="lb", image_ref=spec.master.image_ref, network=net.name,
-            cpus=0.5, memory_mb=256, command=["haproxy", "-db", "-f", "/etc/haproxy/haproxy.cfg"],
-            ip=dockerhost.node_ip(ctx, net, "lb", name),
-            files={"/etc/haproxy/haproxy.cfg": _haproxy_cfg(spec, dockerhost.addresses(ctx))},
-        )
+    port = dockerhost.port(spec)
+    return LoadBalancerSpec(
+        cluster_uuid=spec.uuid, name=_lb_name(spec), network=net.name,
+        listeners=(Listener(port, tuple(members)),), image_ref=spec.master.image_ref,
     )  # fmt: skip
+
+
+def _create_lb(ctx: StepContext) -> None:
+    """The balancer with no members yet: its address goes into the managers' certificates."""
+    net = dockerhost.ensure_network(ctx)
+    if ctx.provider.find_load_balancer(ctx.spec.uuid, _lb_name(ctx.spec)) is None:
+        ctx.provider.ensure_load_balancer(_lb_spec(ctx, net, ()))
+
+
+def _lb_address(ctx: StepContext) -> str:
+    lb = ctx.provider.find_load_balancer(ctx.spec.uuid, _lb_name(ctx.spec))
+    if lb is None or not lb.address:
+        raise RuntimeError(f"load balancer {_lb_name(ctx.spec)} is missing or has no address")
+    return lb.address
+
+
+def _configure_lb(ctx: StepContext) -> None:
+    net = dockerhost.ensure_network(ctx)
+    addrs = dockerhost.addresses(ctx)
+    ctx.provider.ensure_load_balancer(_lb_spec(ctx, net, [_ip(addrs, n) for n in ctx.spec.master.names]))
+
+
+def _delete(ctx: StepContext) -> None:
+    ctx.provider.delete_load_balancer(ctx.spec.uuid, _lb_name(ctx.spec))
+    dockerhost.delete_everything(ctx)
 
 
 def _start_registry(ctx: StepContext) -> None:

@@ -19,7 +19,15 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from flotilla.domain import ExecResult, NetworkInfo, NetworkSpec, NodeInfo, NodeSpec
+from flotilla.domain import (
+    ExecResult,
+    LoadBalancerInfo,
+    LoadBalancerSpec,
+    NetworkInfo,
+    NetworkSpec,
+    NodeInfo,
+    NodeSpec,
+)
 from flotilla.drivers.base import CAP_CONTAINERS_AS_NODES, CAP_EXEC, CAP_LOAD_BALANCER, CAP_SIZED_VOLUMES
 from flotilla.drivers.providers import addressing
 from flotilla.errors import Conflict, FlotillaError, NotFound
@@ -72,6 +80,8 @@ class FakeProvider:
         self._lock = threading.RLock()
         self._ids = 0
         #: (network, node name) -> address promised by reserve_address to a node not created yet
+        #: load balancer name -> {"spec", "address", "id", "applied"} (applied: specs applied, in order)
+        self.load_balancers: dict[str, dict[str, Any]] = {}
         self._reserved: dict[tuple[str, str], str] = {}
 
     # ----------------------------------------------------------------- helpers
@@ -102,6 +112,7 @@ class FakeProvider:
 
     def _used(self, network: str) -> set[str]:
         used = {n["address"] for n in self.nodes.values() if n["spec"].network == network and n["address"]}
+        used |= {lb["address"] for lb in self.load_balancers.values() if lb["spec"].network == network}
         return used | {a for (net, _), a in self._reserved.items() if net == network}
 
     def _pick(self, network: str, name: str, role: str) -> str | None:
@@ -224,6 +235,41 @@ class FakeProvider:
             ]
         return sorted(infos, key=lambda n: (n.cluster_uuid, n.name))
 
+    def ensure_load_balancer(self, spec: LoadBalancerSpec) -> LoadBalancerInfo:
+        """Record the balancer (address: lowest free, ``.5`` while free); a changed spec is
+        appended to its ``applied`` list, the address stays."""
+        self._enter("ensure_load_balancer", spec.name)
+        with self._lock:
+            lb = self.load_balancers.get(spec.name)
+            if lb is not None and lb["spec"].cluster_uuid != spec.cluster_uuid:
+                raise Conflict(f"load balancer {spec.name}: the name is used by another cluster")
+            if lb is None:
+                address = self._pick(spec.network, spec.name, "lb")
+                if address is None:
+                    raise NotFound(f"network {spec.network!r} does not exist")
+                self._ids += 1
+                lb = {"spec": spec, "address": address, "id": f"fake-lb-{self._ids:06d}", "applied": [spec]}
+                self.load_balancers[spec.name] = lb
+            elif lb["spec"] != spec:
+                lb["spec"] = spec
+                lb["applied"].append(spec)
+            return LoadBalancerInfo(spec.name, lb["address"], lb["id"])
+
+    def find_load_balancer(self, cluster_uuid: str, name: str) -> LoadBalancerInfo | None:
+        self._enter("find_load_balancer", name)
+        with self._lock:
+            lb = self.load_balancers.get(name)
+            if lb is None or lb["spec"].cluster_uuid != cluster_uuid:
+                return None
+            return LoadBalancerInfo(name, lb["address"], lb["id"])
+
+    def delete_load_balancer(self, cluster_uuid: str, name: str) -> None:
+        self._enter("delete_load_balancer", name)
+        with self._lock:
+            lb = self.load_balancers.get(name)
+            if lb is not None and lb["spec"].cluster_uuid == cluster_uuid:
+                del self.load_balancers[name]
+
     def exec(
         self, node: NodeInfo, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float = 60.0
     ) -> ExecResult:
@@ -277,6 +323,9 @@ class FakeProvider:
             for name in [n for n, v in self.networks.items() if v["cluster_uuid"] == cluster_uuid]:
                 del self.networks[name]
                 removed.append(f"network:{name}")
+            for name in [n for n, v in self.load_balancers.items() if v["spec"].cluster_uuid == cluster_uuid]:
+                del self.load_balancers[name]
+                removed.append(f"load_balancer:{name}")
             for key in [k for k in self._reserved if k[0] not in self.networks]:
                 del self._reserved[key]
         return removed
@@ -291,6 +340,11 @@ class FakeProvider:
             found = [
                 f"container:{n}"
                 for n, v in self.nodes.items()
+                if cluster_uuid is None or v["spec"].cluster_uuid == cluster_uuid
+            ]
+            found += [
+                f"load_balancer:{n}"
+                for n, v in self.load_balancers.items()
                 if cluster_uuid is None or v["spec"].cluster_uuid == cluster_uuid
             ]
             found += [

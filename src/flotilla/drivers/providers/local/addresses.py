@@ -60,19 +60,24 @@ class AddressBook:
                 return self._promised[(network, name)]
             net = self._api.inspect("network", network)
             if net is None:
-                raise NotFound(f"network {network!r} does not exist in the Docker Engine")
+                raise NotFound(f"node {name}: network {network!r} does not exist in the Docker Engine")
             configs = [
                 c
                 for c in ((net.get("IPAM") or {}).get("Config") or [])
                 if ":" not in str(c.get("Subnet", ""))
             ]
             if not configs:
-                raise NotFound(f"network {network!r} has no IPv4 subnet")
+                raise NotFound(f"node {name}: network {network!r} has no IPv4 subnet")
             subnet = str(configs[0]["Subnet"])
             gateway = str(configs[0].get("Gateway") or "")
             address = addressing.pick(subnet, gateway, self._used(network, net), role)
             self._promised[(network, name)] = address
             return address
+
+    def claim(self, network: str, name: str, address: str) -> None:
+        """Record a caller's explicit address for ``name`` so no automatic pick hands it out."""
+        with self._lock:
+            self._promised[(network, name)] = address
 
     def release(self, name: str) -> None:
         """Forget promises to ``name`` (the node exists now, or was deleted)."""

@@ -48,7 +48,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from flotilla.domain import ExecResult, NetworkInfo, NetworkSpec, NodeInfo, NodeSpec
+from flotilla.domain import (
+    ExecResult,
+    LoadBalancerInfo,
+    LoadBalancerSpec,
+    NetworkInfo,
+    NetworkSpec,
+    NodeInfo,
+    NodeSpec,
+)
 from flotilla.drivers.base import (
     CAP_CONTAINERS_AS_NODES,
     CAP_EXEC,
@@ -59,7 +67,7 @@ from flotilla.drivers.base import (
 )
 from flotilla.errors import Conflict, FlotillaError, NotFound
 
-from . import host
+from . import host, loadbalancer
 from .addresses import AddressBook
 from .containers import (
     LABEL_CLUSTER,
@@ -133,6 +141,10 @@ class LocalProvider:
 
     def _node_dir(self, cluster_uuid: str, name: str) -> Path:
         return self.data_dir / "nodes" / cluster_uuid / name
+
+    def node_file(self, cluster_uuid: str, name: str, path: str) -> Path:
+        """Where a file the node was created with lives on this host (it is bind-mounted)."""
+        return self._node_dir(cluster_uuid, name) / "files" / path.lstrip("/")
 
     def _loop_file(self, cluster_uuid: str, name: str) -> Path:
         return self.data_dir / "volumes" / cluster_uuid / f"{name}.img"
@@ -389,12 +401,26 @@ class LocalProvider:
                 return self._checked_running(spec.name, node)
 
         kind = kind_f.result()
-        if spec.ip is None:
-            spec = dataclasses.replace(spec, ip=self.addresses.reserve(spec.network, spec.name, spec.role))
-        try:
-            return self._create_node(spec, kind, started)
-        finally:
-            self.addresses.release(spec.name)  # the container holds it now (or the next try picks again)
+        if spec.ip is not None:  # the caller's choice: no automatic pick may take it meanwhile
+            self.addresses.claim(spec.network, spec.name, spec.ip)
+            try:
+                return self._create_node(spec, kind, started)
+            finally:
+                self.addresses.release(spec.name)
+        for attempt in range(1, 4):
+            chosen = dataclasses.replace(spec, ip=self.addresses.reserve(spec.network, spec.name, spec.role))
+            try:
+                return self._create_node(chosen, kind, started)
+            except FlotillaError as exc:
+                # Another process (or a caller's explicit address) took it between our pick
+                # and the start: pick again, the address is in use now.
+                if "Address already in use" not in str(exc) or attempt == 3:
+                    raise
+                log.info("node %s: address %s was taken meanwhile; picking another", spec.name, chosen.ip)
+                self.api.remove("container", spec.name)
+            finally:
+                self.addresses.release(spec.name)  # the container holds it now (or the next try picks again)
+        raise AssertionError("unreachable")
 
     def _create_node(self, spec: NodeSpec, kind: str | None, started: float) -> NodeInfo:
         hostroot = kind == KIND_HOSTROOT
@@ -515,6 +541,19 @@ class LocalProvider:
         rows = self.api.get("/containers/json", all=1, filters=filters) or []
         nodes = [node_info(c) for c in rows]
         return sorted(nodes, key=lambda n: (n.cluster_uuid, n.name))
+
+    # load balancers ----------------------------------------------------------
+
+    def ensure_load_balancer(self, spec: LoadBalancerSpec) -> LoadBalancerInfo:
+        """haproxy in a node container (``loadbalancer.py``); a changed spec rewrites its
+        configuration and restarts it. ``Invalid`` without ``spec.image_ref``."""
+        return loadbalancer.ensure(self, spec)
+
+    def find_load_balancer(self, cluster_uuid: str, name: str) -> LoadBalancerInfo | None:
+        return loadbalancer.find(self, cluster_uuid, name)
+
+    def delete_load_balancer(self, cluster_uuid: str, name: str) -> None:
+        self.delete_node(cluster_uuid, name)
 
     def exec(
         self, node: NodeInfo, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float = 60.0
