@@ -112,6 +112,12 @@ def test_failed_scale_out_retried_converges(
     assert done["status"] == "UPDATE_COMPLETE" and done["node_count"] == 2
     assert workers(provider, uuid) == [f"grow-{uuid[:8]}-node-0", new]
     assert len(done["node_addresses"]) == 2
+    # the swarm (as the fake nodes' daemons see it) has the node the failed attempt left unjoined
+    assert sorted(provider.docker.swarms[uuid].members) == [
+        f"grow-{uuid[:8]}-master-0",
+        f"grow-{uuid[:8]}-node-0",
+        new,
+    ]
 
 
 def test_failed_scale_out_then_resize_back_removes_the_half_made_node(
@@ -145,6 +151,10 @@ def test_failed_scale_in_retried_converges(
     assert done["status"] == "UPDATE_COMPLETE" and done["node_count"] == 1
     assert workers(provider, uuid) == [f"shrink-{uuid[:8]}-node-0"]
     assert len(done["node_addresses"]) == 1
+    assert sorted(provider.docker.swarms[uuid].members) == [
+        f"shrink-{uuid[:8]}-master-0",
+        f"shrink-{uuid[:8]}-node-0",
+    ]
 
 
 def test_addresses_come_from_the_provider_whatever_the_node_names(

@@ -99,10 +99,6 @@ class SwarmModeCoe:
         if manager is None:
             reasons["api"] = "no manager running"
             return Observation("UNHEALTHY", reasons, tuple(k for k in reasons if k != "api"))
-        if _is_fake(ctx):  # fake nodes run nothing: their container state is all there is
-            return (
-                Observation("UNHEALTHY", reasons, tuple(reasons)) if reasons else Observation("HEALTHY", {})
-            )
         states = swarm_channel.for_context(ctx).node_states(manager.name, manager.address or "")
         for name in (*spec.master.names, *spec.worker.names):
             st = states.get(name)
@@ -251,7 +247,7 @@ def _wait_ready(ctx: StepContext, timeout: float = 90.0, *, read_version: bool =
     while True:
         states = chan.node_states(*leader)
         missing = [n for n in wanted if states.get(n) != "Ready"]
-        if not missing or _is_fake(ctx):
+        if not missing:
             break
         if time.monotonic() > deadline:
             raise TimeoutError(f"nodes not Ready within {timeout:.0f} s: {', '.join(missing)}")
@@ -265,11 +261,6 @@ def _wait_ready(ctx: StepContext, timeout: float = 90.0, *, read_version: bool =
         api_address=dockerhost.api_address(spec, address_ip), master_addresses=masters, node_addresses=workers,
         coe_version=version, container_version=version,
     )  # fmt: skip
-
-
-def _is_fake(ctx: StepContext) -> bool:
-    """The fake provider runs nothing: its canned exec output lists no nodes."""
-    return ctx.provider.name == "fake"
 
 
 def _lb_spec(ctx: StepContext, net: NetworkInfo, members: Sequence[str]) -> LoadBalancerSpec:
@@ -343,7 +334,7 @@ def _remove_workers(ctx: StepContext) -> None:
     leader = _leader(ctx, {n.name: n.address for n in nodes if n.address})
     chan.drain(*leader, gone)
     deadline = time.monotonic() + DRAIN_GRACE
-    while time.monotonic() < deadline and not _is_fake(ctx):
+    while time.monotonic() < deadline:
         live = chan.live_tasks(*leader, gone)
         if live == 0:
             break

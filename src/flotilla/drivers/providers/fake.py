@@ -1,7 +1,8 @@
 """An in-memory provider for tests and scale experiments (never for real clusters).
 
-Nodes and networks are plain dicts; nothing runs. ``exec`` returns a canned success
-(or what ``exec_handler`` returns). Faults are injected explicitly:
+Nodes and networks are plain dicts; nothing runs. ``exec`` answers ``docker ...`` like a
+node's Docker daemon in swarm mode would (``fake_docker``), anything else with a canned
+success (or what ``exec_handler`` returns). Faults are injected explicitly:
 
 * ``fail_on``: maps a key to an error message; a call raises ``InjectedFault(message)``
   when the key is the method name (``"ensure_node"``), the target's name (a node or
@@ -30,6 +31,7 @@ from flotilla.domain import (
 )
 from flotilla.drivers.base import CAP_CONTAINERS_AS_NODES, CAP_EXEC, CAP_LOAD_BALANCER, CAP_SIZED_VOLUMES
 from flotilla.drivers.providers import addressing
+from flotilla.drivers.providers.fake_docker import FakeDocker
 from flotilla.errors import Conflict, FlotillaError, NotFound
 
 #: Not ``host_reachable``: fake addresses lead nowhere, so drivers must use ``exec``.
@@ -82,6 +84,8 @@ class FakeProvider:
         #: (network, node name) -> address promised by reserve_address to a node not created yet
         #: load balancer name -> {"spec", "address", "id", "applied"} (applied: specs applied, in order)
         self.load_balancers: dict[str, dict[str, Any]] = {}
+        #: The Docker daemons the nodes "run" (``docker ...`` through exec, see fake_docker).
+        self.docker = FakeDocker(self._lookup)
         self._reserved: dict[tuple[str, str], str] = {}
 
     # ----------------------------------------------------------------- helpers
@@ -120,6 +124,11 @@ class FakeProvider:
         if net is None:
             return None
         return addressing.pick(net["subnet"], net["gateway"], self._used(network), role)
+
+    def _lookup(self, name: str) -> tuple[str, bool] | None:
+        with self._lock:
+            node = self.nodes.get(name)
+            return None if node is None else (str(node["id"]), node["state"] == "running")
 
     # ----------------------------------------------------------------- Provider
 
@@ -288,6 +297,8 @@ class FakeProvider:
             info = self._info(current)
         if self.exec_handler is not None:
             return self.exec_handler(info, argv, stdin)
+        if argv[:1] == ["docker"]:
+            return self.docker.run(info, argv[1:])
         return ExecResult(0, "", "")
 
     def put_files(self, node: NodeInfo, files: Mapping[str, bytes]) -> None:
