@@ -12,6 +12,7 @@ Status changes of the cluster happen here and in ``services.clusters`` only, thr
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -151,7 +152,13 @@ def checkpoint(
     result = session.execute(
         update(m.Operation)
         .where(_mine(op_id, owner))
-        .values(step_index=step_index, step_count=step_count, step_name=step_name, updated_at=utcnow())
+        .values(
+            step_index=step_index,
+            step_count=step_count,
+            step_name=step_name,
+            detail=None,
+            updated_at=utcnow(),
+        )
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -165,8 +172,49 @@ def release(session: Session, op_id: int, owner: str) -> None:
     )
 
 
+@dataclass(frozen=True)
+class Progress:
+    """Where a running operation is: step ``step`` (1-based) of ``total``, and what it does."""
+
+    step: int
+    total: int
+    name: str
+    detail: str | None = None
+
+    @property
+    def label(self) -> str:
+        """``"joining workers (2 of 5)"``."""
+        return f"{self.name} ({self.detail})" if self.detail else self.name
+
+    @property
+    def text(self) -> str:
+        """``"3/7 joining workers (2 of 5)"``: how Magnum's ``status_reason`` shows it."""
+        return f"{self.step}/{self.total} {self.label}"
+
+
+def record_progress(session: Session, op_id: int, cluster_uuid: str, progress: Progress) -> None:
+    """Store the step as data on the operation (index, count, name, detail) and render it
+    into the cluster's ``status_reason`` (the field Magnum clients read)."""
+    session.execute(
+        update(m.Operation)
+        .where(m.Operation.id == op_id)
+        .values(step_index=progress.step - 1, step_count=progress.total, step_name=progress.name,
+                detail=progress.detail)
+    )  # fmt: skip
+    set_progress(session, cluster_uuid, progress.text)
+
+
+def progress_of(session: Session, cluster_uuid: str) -> Progress | None:
+    """The running operation's step, or None (no operation, or none claimed yet)."""
+    op = active_for(session, cluster_uuid)
+    if op is None or op.state != "running" or not op.step_count:
+        return None
+    step = min(op.step_index + 1, op.step_count)
+    return Progress(step, op.step_count, op.step_name or "", op.detail)
+
+
 def set_progress(session: Session, cluster_uuid: str, text: str) -> None:
-    """Show the current step in ``status_reason`` while an operation runs."""
+    """Show ``text`` in ``status_reason`` while an operation runs (see record_progress)."""
     session.execute(
         update(m.Cluster)
         .where(m.Cluster.uuid == cluster_uuid, m.Cluster.status.in_([s.value for s in lifecycle.IN_PROGRESS]))
