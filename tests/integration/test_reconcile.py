@@ -182,6 +182,7 @@ def test_addresses_come_from_the_provider_whatever_the_node_names(
     addresses = [n.address for n in fake.list_nodes(uuid)]
     assert None not in addresses and len(set(addresses)) == 3
     assert sorted(c["master_addresses"] + c["node_addresses"]) == sorted(a for a in addresses if a)
+    assert c["master_addresses"][0].endswith(".10")  # addresses are handed out masters first
 
 
 def test_swarm_managers_sit_behind_the_providers_load_balancer(

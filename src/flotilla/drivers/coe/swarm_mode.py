@@ -167,6 +167,8 @@ def _network(ctx: StepContext) -> None:
 def _start_all(ctx: StepContext) -> None:
     net = dockerhost.ensure_network(ctx)
     names = [*ctx.spec.master.names, *ctx.spec.worker.names]
+    for name in names:  # in order, so the first manager gets the lowest address (.10 on the local provider)
+        dockerhost.node_ip(ctx, net, _group(ctx.spec, name).role, name)
     _parallel(names, lambda n: _start(ctx, net, n), ctx, "starting nodes")
 
 
