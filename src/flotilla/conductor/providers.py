@@ -1,5 +1,6 @@
-"""Provider instances for the conductor, built lazily (the Docker Engine starts only
-when a cluster first needs it, so ``flotilla serve`` comes up without one)."""
+"""Provider instances for the conductor, built on first use. The default provider is
+built and checked when the conductor starts (``check_default``: a configuration that
+can only fail later is refused at start-up); others when a cluster first needs them."""
 
 from __future__ import annotations
 

@@ -371,7 +371,8 @@ def scale(
         )
     # After a failed operation the nodes may differ from the record: the same count then
     # reconciles (finishes or removes what the failed attempt left) instead of doing nothing.
-    if node_count == ng.node_count and not remove and cluster.status != Status.UPDATE_FAILED.value:
+    retry = resize and cluster.status == Status.UPDATE_FAILED.value  # resize is allowed from UPDATE_FAILED
+    if node_count == ng.node_count and not remove and not retry:
         return None
     _start_update(session, ctx, cluster, lifecycle.RESIZABLE if resize else lifecycle.UPDATABLE)
     names = worker_names(node_prefix(cluster.name or "cluster", cluster.uuid), current, node_count, remove)
