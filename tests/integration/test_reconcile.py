@@ -157,6 +157,32 @@ def test_failed_scale_in_retried_converges(
     ]
 
 
+def test_scale_in_interrupted_before_the_swarm_forgot_the_node_converges(
+    api: TestClient, h: dict[str, str], provider: FakeProvider
+) -> None:
+    """The node is deleted but the step fails before ``docker node rm``: the retry finds
+    nothing to delete at the provider and still removes the member from the swarm."""
+    uuid = create(api, h, "forget", node_count=2)
+    assert settle(api, h, uuid)["status"] == "CREATE_COMPLETE"
+    master, gone = f"forget-{uuid[:8]}-master-0", f"forget-{uuid[:8]}-node-1"
+    real_delete = provider.delete_node
+
+    def delete_then_lose_the_manager(cluster_uuid: str, name: str) -> None:
+        real_delete(cluster_uuid, name)
+        provider.fail_on[f"exec:{master}"] = "manager unreachable"  # so the `docker node rm` fails
+
+    provider.delete_node = delete_then_lose_the_manager  # type: ignore[method-assign]
+    assert resize(api, h, uuid, 1) == 202
+    assert settle(api, h, uuid)["status"] == "UPDATE_FAILED"
+    assert gone not in workers(provider, uuid) and gone in provider.docker.swarms[uuid].members
+    provider.delete_node = real_delete  # type: ignore[method-assign]
+    provider.fail_on.clear()
+    assert resize(api, h, uuid, 1) == 202
+    done = settle(api, h, uuid)
+    assert done["status"] == "UPDATE_COMPLETE" and done["node_count"] == 1
+    assert sorted(provider.docker.swarms[uuid].members) == [master, f"forget-{uuid[:8]}-node-0"]
+
+
 def test_addresses_come_from_the_provider_whatever_the_node_names(
     app: FastAPI, api: TestClient, h: dict[str, str], settings: Settings
 ) -> None:

@@ -326,24 +326,29 @@ def _start_registry(ctx: StepContext) -> None:
 
 
 def _remove_workers(ctx: StepContext) -> None:
-    """Workers the provider has that are not desired: drain, delete, remove from the swarm."""
+    """Workers that are not desired: drain and delete those the provider still has, and
+    remove them, and any swarm member left without a node (a step interrupted between
+    the delete and the ``node rm``), from the swarm."""
     spec = ctx.spec
     nodes = ctx.provider.list_nodes(spec.uuid)
     gone = [n.name for n in nodes if n.role == "worker" and n.name not in spec.worker.names]
-    if not gone:
-        return
     chan = swarm_channel.for_context(ctx)
     leader = _leader(ctx, {n.name: n.address for n in nodes if n.address})
-    chan.drain(*leader, gone)
-    deadline = time.monotonic() + DRAIN_GRACE
-    while time.monotonic() < deadline:
-        live = chan.live_tasks(*leader, gone)
-        if live == 0:
-            break
-        ctx.progress(f"draining: {live} task(s) still running" if live > 0 else "draining")
-        time.sleep(0.2)
-    _parallel(gone, lambda n: ctx.provider.delete_node(spec.uuid, n), ctx, "removing workers")
-    chan.remove_nodes(*leader, gone)
+    wanted = {*spec.master.names, *spec.worker.names}
+    stale = [h for h in chan.node_states(*leader) if h not in wanted and h not in gone]
+    if not gone and not stale:
+        return
+    if gone:
+        chan.drain(*leader, gone)
+        deadline = time.monotonic() + DRAIN_GRACE
+        while time.monotonic() < deadline:
+            live = chan.live_tasks(*leader, gone)
+            if live == 0:
+                break
+            ctx.progress(f"draining: {live} task(s) still running" if live > 0 else "draining")
+            time.sleep(0.2)
+        _parallel(gone, lambda n: ctx.provider.delete_node(spec.uuid, n), ctx, "removing workers")
+    chan.remove_nodes(*leader, [*gone, *stale])
 
 
 def _add_workers(ctx: StepContext) -> None:
