@@ -48,7 +48,8 @@ class NodeSpec:
     ``files``: absolute path inside the node -> content, placed before the node's
     command starts (certificates, configs). ``command``: the node's main process.
     ``volume_gb``: size limit of the node's ``/var/lib/docker`` (None: unsized).
-    ``ports``: container ports the provider must make reachable from the host.
+    ``ip``: leave None and let the provider choose (see ``Provider.reserve_address``);
+    a COE driver never derives an address from a node's name.
     """
 
     cluster_uuid: str
@@ -100,6 +101,42 @@ class VolumeUsage:
     def describe(self) -> str:
         mib = 1024**2
         return f"docker volume full: {self.free_bytes // mib} MiB free of {self.size_bytes // mib} MiB"
+
+
+@dataclass(frozen=True)
+class Listener:
+    """TCP passthrough: connections to the load balancer's ``port`` go round-robin to
+    ``member_port`` (default: ``port``) of each address in ``members`` (health-checked)."""
+
+    port: int
+    members: tuple[str, ...] = ()
+    member_port: int | None = None
+
+    @property
+    def backend_port(self) -> int:
+        return self.member_port or self.port
+
+
+@dataclass(frozen=True)
+class LoadBalancerSpec:
+    """A cluster's TCP load balancer (swarm managers on 2376, Kubernetes API servers on 6443).
+
+    ``image_ref``: for providers that run the balancer on a node of their own (local:
+    haproxy in a node container); cloud providers (Octavia) ignore it.
+    """
+
+    cluster_uuid: str
+    name: str
+    network: str
+    listeners: tuple[Listener, ...] = ()
+    image_ref: str | None = None
+
+
+@dataclass(frozen=True)
+class LoadBalancerInfo:
+    name: str
+    address: str | None
+    provider_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,44 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from flotilla.notify.config import NotificationSettings
-
 AuthStrategy = Literal["token", "keystone", "noauth"]
+
+SinkName = Literal["jsonl", "webhook", "amqp"]
+
+
+def _default_sinks() -> list[SinkName]:
+    return ["jsonl"]
+
+
+class NotificationSettings(BaseModel):
+    """Which sinks get the CADF notifications, and how the dispatcher retries."""
+
+    #: Any of ``jsonl``, ``webhook``, ``amqp``; empty = nothing is sent, rows wait in the outbox.
+    sinks: list[SinkName] = Field(default_factory=_default_sinks)
+    #: Default ``DATA_DIR/notifications.jsonl``.
+    jsonl_path: str | None = None
+    webhook_url: str | None = None
+    webhook_timeout: float = Field(default=10.0, gt=0)
+    #: An oslo.messaging transport URL, e.g. ``rabbit://user:pass@host:5672/``.
+    amqp_url: str | None = None
+    amqp_topic: str = "notifications"
+    #: Seconds between outbox scans when there is nothing to send.
+    poll_interval: float = Field(default=1.0, gt=0)
+    #: Attempts before a notification is given up (logged, kept with its last error).
+    max_attempts: int = Field(default=20, ge=1)
+    #: Delivered rows older than this many hours are deleted from the outbox.
+    keep_delivered_hours: float = Field(default=168.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_urls(self) -> NotificationSettings:
+        if "webhook" in self.sinks and not self.webhook_url:
+            raise ValueError("notifications.sinks has 'webhook' but notifications.webhook_url is not set")
+        if "amqp" in self.sinks and not self.amqp_url:
+            raise ValueError("notifications.sinks has 'amqp' but notifications.amqp_url is not set")
+        return self
 
 
 def default_data_dir() -> Path:
@@ -110,6 +142,15 @@ class Settings(BaseSettings):
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"bind must be HOST:PORT, got {v!r}")
         return v
+
+    @model_validator(mode="after")
+    def _check_default_provider(self) -> Settings:
+        if self.default_provider not in self.enabled_providers:
+            raise ValueError(
+                f"default_provider {self.default_provider} is not enabled (enabled_providers: "
+                f"{', '.join(self.enabled_providers) or 'none'}); enable it or choose one of those"
+            )
+        return self
 
     @property
     def host(self) -> str:

@@ -28,7 +28,6 @@ from flotilla.drivers.registry import CoeRegistry
 from flotilla.errors import FlotillaError
 from flotilla.services import bootstrap, certificates
 from flotilla.services.clusters import Limits
-from flotilla.services.template_rules import LabelLimits, VolumeLimits
 from flotilla.settings import Settings
 from flotilla.web import routes as web_routes
 
@@ -44,17 +43,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
         db=database,
         auth=Authenticator(settings, database),
         coes=CoeRegistry.from_names(settings.enabled_coe_drivers),
-        limits=Limits(
-            max_clusters_per_project=settings.max_clusters_per_project,
-            max_limit=settings.max_limit,
-            max_nodes_per_cluster=settings.max_nodes_per_cluster,
-            labels=LabelLimits(
-                max_labels=settings.max_labels,
-                max_key_length=settings.max_label_key_length,
-                max_value_length=settings.max_label_value_length,
-            ),
-            volumes=VolumeLimits(settings.max_docker_volume_size, ProviderPool(settings).max_volume_gb),
-        ),
+        limits=Limits.from_settings(settings, volume_capacity_gb=ProviderPool(settings).max_volume_gb),
         box=certificates.secret_box(settings),
     )
 

@@ -181,6 +181,7 @@ class HealthMonitor:
             op = clusters.scale(
                 s, SYSTEM, row, node_count=ng.node_count, nodes_to_remove=[victim], nodegroup=None,
                 coes=self.coes, version_minor=10, resize=True,
+                limits=clusters.Limits.from_settings(self.providers.settings),
             )  # fmt: skip
             if op is not None:
                 op.params = {**(op.params or {}), "repair": victim}

@@ -1,5 +1,6 @@
-"""Provider instances for the conductor, built lazily (the Docker Engine starts only
-when a cluster first needs it, so ``flotilla serve`` comes up without one)."""
+"""Provider instances for the conductor, built on first use. The default provider is
+built and checked when the conductor starts (``check_default``: a configuration that
+can only fail later is refused at start-up); others when a cluster first needs them."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import threading
 from pathlib import Path
 
 from flotilla.drivers.base import Provider
-from flotilla.errors import Unavailable
+from flotilla.drivers.registry import CoeRegistry, unmet_requirements
+from flotilla.errors import FlotillaError, Unavailable
 from flotilla.settings import Settings
 
 
@@ -71,6 +73,21 @@ class ProviderPool:
         if engine is None or not engine.revive():
             return []
         return ["local"]
+
+    def check_default(self, coes: CoeRegistry) -> Provider:
+        """Start-up check of the provider new clusters use: it builds, its ``check()`` passes,
+        and it has every capability each enabled COE driver requires (the pairs that can be
+        used). Raises ``Unavailable`` naming what is wrong."""
+        name = self.settings.default_provider
+        try:
+            provider = self.get(name)
+            provider.check()
+        except FlotillaError as exc:
+            raise Unavailable(f"Provider {name} (default_provider) is not usable: {exc.message}") from exc
+        missing = unmet_requirements(coes.drivers(), provider)
+        if missing:
+            raise Unavailable("; ".join(missing))
+        return provider
 
     def loaded(self) -> dict[str, Provider]:
         with self._lock:

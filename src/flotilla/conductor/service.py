@@ -55,6 +55,11 @@ class Conductor:
         self._runners_lock = threading.Lock()
 
     def start(self) -> None:
+        """Check the default provider against the enabled COE drivers, then start the threads.
+
+        Raises ``Unavailable`` (nothing started) when the pair cannot work.
+        """
+        self.providers.check_default(self.coes)
         cfg = self.settings.conductor
         self.reclaim_dead_leases()
         for i in range(cfg.workers):

@@ -21,6 +21,8 @@ from typing import Literal, Protocol, runtime_checkable
 from flotilla.domain import (
     ExecResult,
     Flavor,
+    LoadBalancerInfo,
+    LoadBalancerSpec,
     NetworkInfo,
     NetworkSpec,
     NodeInfo,
@@ -59,8 +61,22 @@ class Provider(Protocol):
 
     def delete_network(self, cluster_uuid: str, name: str) -> None: ...
 
+    def reserve_address(self, cluster_uuid: str, network: str, name: str, role: str) -> str:
+        """The address node ``name`` has (or will have) on ``network``, chosen by the provider.
+
+        Idempotent by name: an existing node's address, or the one promised earlier.
+        ``ensure_node`` with ``NodeSpec.ip=None`` uses the promise (or picks one), so a COE
+        can put the address in a certificate before the node exists (an OpenStack provider
+        creates the Neutron port here). Raises ``NotFound`` for an unknown network,
+        ``FlotillaError`` when it has no free address.
+        """
+        ...
+
     def ensure_node(self, spec: NodeSpec) -> NodeInfo:
-        """Create (or return the existing) node and start it; the node's command is running on return."""
+        """Create (or return the existing) node and start it; the node's command is running on return.
+
+        ``spec.ip`` None: the provider chooses (the reserved address, else the lowest free).
+        """
         ...
 
     def delete_node(self, cluster_uuid: str, name: str) -> None:
@@ -69,6 +85,20 @@ class Provider(Protocol):
 
     def list_nodes(self, cluster_uuid: str | None = None) -> list[NodeInfo]:
         """Every node of one cluster, or of all clusters, in ONE backend call."""
+        ...
+
+    def ensure_load_balancer(self, spec: LoadBalancerSpec) -> LoadBalancerInfo:
+        """Create the balancer, or bring an existing one to ``spec`` (listeners and members);
+        its address never changes once created. Create it with no members first when the
+        members need its address (a certificate SAN), then again with them."""
+        ...
+
+    def find_load_balancer(self, cluster_uuid: str, name: str) -> LoadBalancerInfo | None:
+        """The balancer as it is now, or None."""
+        ...
+
+    def delete_load_balancer(self, cluster_uuid: str, name: str) -> None:
+        """Remove the balancer; a missing one counts as removed."""
         ...
 
     def exec(

@@ -7,6 +7,7 @@ transaction before the API answers; the conductor does the work.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -24,6 +25,7 @@ from flotilla.lifecycle import Event, Status
 from flotilla.services import catalog, notifications, operations, template_rules, templates
 from flotilla.services.lookup import by_ident
 from flotilla.services.pagination import Page, paginate
+from flotilla.settings import Settings
 
 ClusterView = Literal["cluster", "bay"]
 NAME_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_.-]*$")
@@ -39,6 +41,27 @@ class Limits:
     max_nodes_per_cluster: int = 200
     labels: template_rules.LabelLimits = field(default_factory=template_rules.LabelLimits)
     volumes: template_rules.VolumeLimits = field(default_factory=template_rules.VolumeLimits)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, volume_capacity_gb: Callable[[str], int | None] | None = None
+    ) -> Limits:
+        """The one place limits are read from settings (API, dashboard and CLI share it).
+
+        ``volume_capacity_gb(provider)``: what a provider can give a node volume now (its
+        free space); without it only the ``max_docker_volume_size`` setting applies.
+        """
+        return cls(
+            max_clusters_per_project=settings.max_clusters_per_project,
+            max_limit=settings.max_limit,
+            max_nodes_per_cluster=settings.max_nodes_per_cluster,
+            labels=template_rules.LabelLimits(
+                max_labels=settings.max_labels,
+                max_key_length=settings.max_label_key_length,
+                max_value_length=settings.max_label_value_length,
+            ),
+            volumes=template_rules.VolumeLimits(settings.max_docker_volume_size, volume_capacity_gb),
+        )
 
 
 def _check_size(limits: Limits, masters: int, workers: int) -> None:
@@ -350,12 +373,11 @@ def scale(
     coes: CoeRegistry,
     version_minor: int,
     resize: bool,
-    limits: Limits | None = None,
+    limits: Limits,
 ) -> m.Operation | None:
     """Change a worker nodegroup's size. Returns the operation, or None for a no-op."""
     _policy(ctx, "cluster", "resize" if resize else "update")
-    if limits is not None:
-        _check_size(limits, _count(session, cluster, "master"), node_count)
+    _check_size(limits, _count(session, cluster, "master"), node_count)
     if node_count < 0:
         raise Invalid(
             f"Invalid input for field/attribute node_count. Value: '{node_count}'. Value should be greater or equal to 0"
@@ -383,20 +405,24 @@ def scale(
         raise Invalid(
             f"Cannot remove {', '.join(unknown)}: not a node of {ng.name}. Nodes: {', '.join(current) or 'none'}."
         )
-    if node_count == ng.node_count and not remove:
+    # After a failed operation the nodes may differ from the record: the same count then
+    # reconciles (finishes or removes what the failed attempt left) instead of doing nothing.
+    retry = resize and cluster.status == Status.UPDATE_FAILED.value  # resize is allowed from UPDATE_FAILED
+    if node_count == ng.node_count and not remove and not retry:
         return None
     _start_update(session, ctx, cluster, lifecycle.RESIZABLE if resize else lifecycle.UPDATABLE)
     names = worker_names(node_prefix(cluster.name or "cluster", cluster.uuid), current, node_count, remove)
     previous = ng.node_count
     ng.node_count = node_count
-    ng.node_names = names
+    # ng.node_names stays the committed membership; the operation carries the target and
+    # operations.finish commits it on success (a failure leaves the record as it was).
     ng.status = Status.UPDATE_IN_PROGRESS.value
     ng.updated_at = utcnow()
     _notify(session, ctx, cluster, "update")
     return operations.enqueue(
         session, cluster, "update",
         params={"nodegroup": ng.uuid, "previous_node_count": previous, "previous_names": current,
-                "nodes_to_remove": remove},
+                "names": names, "nodes_to_remove": remove},
         user_id=ctx.user_id, project_id=ctx.project_id,
     )  # fmt: skip
 

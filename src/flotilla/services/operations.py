@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -152,7 +153,13 @@ def checkpoint(
     result = session.execute(
         update(m.Operation)
         .where(_mine(op_id, owner))
-        .values(step_index=step_index, step_count=step_count, step_name=step_name, updated_at=utcnow())
+        .values(
+            step_index=step_index,
+            step_count=step_count,
+            step_name=step_name,
+            detail=None,
+            updated_at=utcnow(),
+        )
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -222,8 +229,49 @@ def reclaim_dead(session: Session, host: str, alive: Callable[[int], bool]) -> l
     return reclaimed
 
 
+@dataclass(frozen=True)
+class Progress:
+    """Where a running operation is: step ``step`` (1-based) of ``total``, and what it does."""
+
+    step: int
+    total: int
+    name: str
+    detail: str | None = None
+
+    @property
+    def label(self) -> str:
+        """``"joining workers (2 of 5)"``."""
+        return f"{self.name} ({self.detail})" if self.detail else self.name
+
+    @property
+    def text(self) -> str:
+        """``"3/7 joining workers (2 of 5)"``: how Magnum's ``status_reason`` shows it."""
+        return f"{self.step}/{self.total} {self.label}"
+
+
+def record_progress(session: Session, op_id: int, cluster_uuid: str, progress: Progress) -> None:
+    """Store the step as data on the operation (index, count, name, detail) and render it
+    into the cluster's ``status_reason`` (the field Magnum clients read)."""
+    session.execute(
+        update(m.Operation)
+        .where(m.Operation.id == op_id)
+        .values(step_index=progress.step - 1, step_count=progress.total, step_name=progress.name,
+                detail=progress.detail)
+    )  # fmt: skip
+    set_progress(session, cluster_uuid, progress.text)
+
+
+def progress_of(session: Session, cluster_uuid: str) -> Progress | None:
+    """The running operation's step, or None (no operation, or none claimed yet)."""
+    op = active_for(session, cluster_uuid)
+    if op is None or op.state != "running" or not op.step_count:
+        return None
+    step = min(op.step_index + 1, op.step_count)
+    return Progress(step, op.step_count, op.step_name or "", op.detail)
+
+
 def set_progress(session: Session, cluster_uuid: str, text: str) -> None:
-    """Show the current step in ``status_reason`` while an operation runs."""
+    """Show ``text`` in ``status_reason`` while an operation runs (see record_progress)."""
     session.execute(
         update(m.Cluster)
         .where(m.Cluster.uuid == cluster_uuid, m.Cluster.status.in_([s.value for s in lifecycle.IN_PROGRESS]))
@@ -272,6 +320,7 @@ def finish(
         _restore_counts_on_failure(session, cluster, row)
         status = transition(session, cluster, Event.FAILED, failed_reason)
     else:
+        _commit_members(session, row)
         status = transition(session, cluster, Event.SUCCEEDED, _done_reason(session, row, cluster, now))
     session.refresh(cluster)
     action: notifications.Action = (
@@ -323,6 +372,15 @@ def _restore_counts_on_failure(session: Session, cluster: m.Cluster, op: m.Opera
     if previous is None or group is None:
         return
     session.execute(update(m.NodeGroup).where(m.NodeGroup.uuid == group).values(node_count=int(previous)))
+
+
+def _commit_members(session: Session, op: m.Operation) -> None:
+    """A successful scale makes its target the nodegroup's recorded members."""
+    params = op.params or {}
+    group, names = params.get("nodegroup"), params.get("names")
+    if op.kind != "update" or group is None or names is None:
+        return
+    session.execute(update(m.NodeGroup).where(m.NodeGroup.uuid == group).values(node_names=list(names)))
 
 
 def purge_cluster(session: Session, cluster_uuid: str) -> None:

@@ -91,10 +91,16 @@ def _start(ctx: StepContext) -> None:
     dockerhost.start_node(ctx, net, ctx.spec.master, _node_name(ctx.spec))
 
 
+def _address(ctx: StepContext) -> str:
+    node = dockerhost.find_node(ctx, _node_name(ctx.spec))
+    if not node.address:
+        raise RuntimeError(f"node {node.name} has no address ({node.state})")
+    return node.address
+
+
 def _wait(ctx: StepContext) -> None:
     spec = ctx.spec
-    net = dockerhost.ensure_network(ctx)
-    ip = dockerhost.node_ip(net, "master", _node_name(spec))
+    ip = _address(ctx)
     version = dockerhost.wait_daemon(ctx, _node_name(spec), ip)
     ctx.save_outputs(
         api_address=dockerhost.api_address(spec, ip), master_addresses=[ip], node_addresses=[ip],
@@ -106,7 +112,6 @@ def _reinstall_certs(ctx: StepContext) -> None:
     spec = ctx.spec
     net = dockerhost.ensure_network(ctx)
     name = _node_name(spec)
-    ip = dockerhost.node_ip(net, "master", name)
     node = dockerhost.find_node(ctx, name)
-    ctx.provider.put_files(node, dockerhost.tls_files(ctx, name, [ip], net))
+    ctx.provider.put_files(node, dockerhost.tls_files(ctx, name, [_address(ctx)], net))
     ctx.provider.restart_node(node)

@@ -31,6 +31,7 @@ Sized volumes use loop devices, so they need the engine to run on this host.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import io
@@ -47,7 +48,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from flotilla.domain import ExecResult, NetworkInfo, NetworkSpec, NodeInfo, NodeSpec, VolumeUsage
+from flotilla.domain import (
+    ExecResult,
+    LoadBalancerInfo,
+    LoadBalancerSpec,
+    NetworkInfo,
+    NetworkSpec,
+    NodeInfo,
+    NodeSpec,
+    VolumeUsage,
+)
 from flotilla.drivers.base import (
     CAP_CONTAINERS_AS_NODES,
     CAP_EXEC,
@@ -58,7 +68,8 @@ from flotilla.drivers.base import (
 )
 from flotilla.errors import Conflict, FlotillaError, NotFound
 
-from . import firewall, host
+from . import firewall, host, loadbalancer
+from .addresses import AddressBook
 from .containers import (
     LABEL_CLUSTER,
     LABEL_LOOP_FILE,
@@ -118,6 +129,7 @@ class LocalProvider:
             self.guard.restore_networks()
         except FlotillaError as exc:
             log.warning("could not restore the iptables rules of cluster networks: %s", exc)
+        self.addresses = AddressBook(lambda: self.api)
 
     @property
     def api(self) -> EngineApi:
@@ -138,6 +150,10 @@ class LocalProvider:
 
     def _node_dir(self, cluster_uuid: str, name: str) -> Path:
         return self.data_dir / "nodes" / cluster_uuid / name
+
+    def node_file(self, cluster_uuid: str, name: str, path: str) -> Path:
+        """Where a file the node was created with lives on this host (it is bind-mounted)."""
+        return self._node_dir(cluster_uuid, name) / "files" / path.lstrip("/")
 
     def _loop_file(self, cluster_uuid: str, name: str) -> Path:
         return self.data_dir / "volumes" / cluster_uuid / f"{name}.img"
@@ -276,12 +292,20 @@ class LocalProvider:
         if net is not None:
             self.api.remove("network", name)
         self.guard.forget_network(cluster_uuid, name)
+        self.addresses.forget_network(name)
         if net is None:
             return
         log.info("cluster %s: network %s removed", cluster_uuid, name)
         self._remove_empty_cluster_dirs(cluster_uuid)
 
     # nodes -------------------------------------------------------------------
+
+    def reserve_address(self, cluster_uuid: str, network: str, name: str, role: str) -> str:
+        """The node's address on ``network``: its own, or the lowest free one promised to it
+        (``providers.addressing``: lb ``.5``, registry ``.6``, others from ``.10``)."""
+        check_name("cluster uuid", cluster_uuid)
+        check_name("node name", name)
+        return self.addresses.reserve(network, name, role)
 
     def _image_kind(self, node: str, image_ref: str) -> str | None:
         image = self._inspect_one("image", image_ref)
@@ -393,6 +417,28 @@ class LocalProvider:
                 return self._checked_running(spec.name, node)
 
         kind = kind_f.result()
+        if spec.ip is not None:  # the caller's choice: no automatic pick may take it meanwhile
+            self.addresses.claim(spec.network, spec.name, spec.ip)
+            try:
+                return self._create_node(spec, kind, started)
+            finally:
+                self.addresses.release(spec.name)
+        for attempt in range(1, 4):
+            chosen = dataclasses.replace(spec, ip=self.addresses.reserve(spec.network, spec.name, spec.role))
+            try:
+                return self._create_node(chosen, kind, started)
+            except FlotillaError as exc:
+                # Another process (or a caller's explicit address) took it between our pick
+                # and the start: pick again, the address is in use now.
+                if "Address already in use" not in str(exc) or attempt == 3:
+                    raise
+                log.info("node %s: address %s was taken meanwhile; picking another", spec.name, chosen.ip)
+                self.api.remove("container", spec.name)
+            finally:
+                self.addresses.release(spec.name)  # the container holds it now (or the next try picks again)
+        raise AssertionError("unreachable")
+
+    def _create_node(self, spec: NodeSpec, kind: str | None, started: float) -> NodeInfo:
         hostroot = kind == KIND_HOSTROOT
         volume_f = self._pool.submit(self._ensure_volume, spec)
         mounts_f = self._pool.submit(self._write_files, spec, hostroot)
@@ -473,6 +519,7 @@ class LocalProvider:
         loop_file.unlink(missing_ok=True)
         shutil.rmtree(self._node_dir(cluster_uuid, name), ignore_errors=True)
         self._remove_empty_cluster_dirs(cluster_uuid)
+        self.addresses.release(name)
         log.info("cluster %s: node %s deleted in %.2f s", cluster_uuid, name, time.monotonic() - started)
 
     def _rm(self, kind: str, names: Sequence[str]) -> None:
@@ -510,6 +557,19 @@ class LocalProvider:
         rows = self.api.get("/containers/json", all=1, filters=filters) or []
         nodes = [node_info(c) for c in rows]
         return sorted(nodes, key=lambda n: (n.cluster_uuid, n.name))
+
+    # load balancers ----------------------------------------------------------
+
+    def ensure_load_balancer(self, spec: LoadBalancerSpec) -> LoadBalancerInfo:
+        """haproxy in a node container (``loadbalancer.py``); a changed spec rewrites its
+        configuration and restarts it. ``Invalid`` without ``spec.image_ref``."""
+        return loadbalancer.ensure(self, spec)
+
+    def find_load_balancer(self, cluster_uuid: str, name: str) -> LoadBalancerInfo | None:
+        return loadbalancer.find(self, cluster_uuid, name)
+
+    def delete_load_balancer(self, cluster_uuid: str, name: str) -> None:
+        self.delete_node(cluster_uuid, name)
 
     def exec(
         self, node: NodeInfo, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float = 60.0
