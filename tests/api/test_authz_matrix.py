@@ -82,8 +82,8 @@ def admin_only(method: str, path: str) -> bool:
     return path.startswith("/local/v1/") and not path.startswith(OWN_RECORDS) and method != "GET"
 
 
-#: /local/v1 records that belong to a user or project (not the shared catalog).
-OWN_RECORDS = ("/local/v1/keypairs", "/local/v1/tokens")
+#: /local/v1 records that belong to a user or project (not the shared catalog; cluster images are the cluster's).
+OWN_RECORDS = ("/local/v1/keypairs", "/local/v1/tokens", "/local/v1/clusters")
 
 
 def public_catalog(path: str) -> bool:

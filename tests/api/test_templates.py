@@ -30,7 +30,7 @@ BAYMODEL_KEYS = TEMPLATE_KEYS - {"project_id", "user_id"}
 
 FULL: dict[str, Any] = {
     "name": "full",
-    "coe": "swarm",
+    "coe": "kubernetes",
     "image_id": "flotilla-node",
     "keypair_id": "testkey",
     "flavor_id": "m1.small",
@@ -40,7 +40,8 @@ FULL: dict[str, Any] = {
     "fixed_network": "private-net",
     "fixed_subnet": "private-subnet",
     "network_driver": "flannel",
-    "volume_driver": "rexray",
+    # no COE on the local provider serves a volume driver (cinder, rexray): refusals are tested below
+    "volume_driver": None,
     "apiserver_port": 6443,
     "docker_volume_size": 10,
     "docker_storage_driver": "overlay2",

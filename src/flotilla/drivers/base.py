@@ -226,8 +226,8 @@ class CoeDriver(Protocol):
 
         Called twice: at template create/update with the template's writable fields
         (the *template stage*), and at cluster create/resize with ``master_count`` and
-        ``node_count`` (and ``scaling``) added (the *cluster stage*). Checks that depend on
-        the sizes or on the provider belong to the cluster stage (``"node_count" in fields``).
+        ``node_count`` (and ``scaling``) added (the *cluster stage*); checks that need the
+        node counts can only run at the cluster stage (``"node_count" in fields``).
         """
         ...
 

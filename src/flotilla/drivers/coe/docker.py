@@ -18,8 +18,6 @@ class DockerCoe:
     requires = frozenset({CAP_CONTAINERS_AS_NODES})
 
     def validate_template(self, fields: Mapping[str, object]) -> None:
-        if "node_count" not in fields:  # template stage: these are local-provider checks (cluster stage)
-            return
         if fields.get("scaling"):
             raise Invalid(
                 "The docker COE runs a single Docker host; it cannot be scaled. Use a swarm cluster."

@@ -46,8 +46,6 @@ class SwarmModeCoe:
     requires = frozenset({CAP_CONTAINERS_AS_NODES, CAP_EXEC})
 
     def validate_template(self, fields: Mapping[str, object]) -> None:
-        if "node_count" not in fields:  # template stage: these are local-provider checks (cluster stage)
-            return
         if fields.get("network_driver") not in (None, "docker"):
             raise Invalid(
                 f"network_driver {fields.get('network_driver')} is not supported for swarm clusters on the local "
