@@ -25,9 +25,10 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
 
 
 def test_limits_are_built_from_settings(settings: Settings) -> None:
-    assert Limits.from_settings(settings) == Limits(
-        max_clusters_per_project=7, max_limit=50, max_nodes_per_cluster=3
-    )
+    limits = Limits.from_settings(settings)
+    assert (limits.max_clusters_per_project, limits.max_limit, limits.max_nodes_per_cluster) == (7, 50, 3)
+    assert limits.labels.max_labels == settings.max_labels
+    assert limits.volumes.maximum_gb == settings.max_docker_volume_size
 
 
 def _template(api: TestClient, h: dict[str, str]) -> str:

@@ -42,7 +42,9 @@ def _rows(app: FastAPI) -> list[tuple[str, str, int]]:
 def _run_conductor(data_dir: Path, db_url: str, app: FastAPI, min_reports: int) -> None:
     """``flotilla conductor`` in its own process until its row has ``min_reports``, then SIGTERM."""
     env = serving.clean_env(
-        FLOTILLA_CONDUCTOR__HEARTBEAT_INTERVAL="0.1", FLOTILLA_ENABLED_PROVIDERS='["fake"]'
+        FLOTILLA_CONDUCTOR__HEARTBEAT_INTERVAL="0.1",
+        FLOTILLA_ENABLED_PROVIDERS='["fake"]',
+        FLOTILLA_DEFAULT_PROVIDER="fake",
     )
     log = data_dir / f"conductor-{min_reports}.log"
     with log.open("wb") as out:
@@ -130,7 +132,9 @@ def test_serve_that_cannot_bind_registers_nothing(app: FastAPI, tmp_path: Path, 
         taken.listen()
         port = taken.getsockname()[1]
         env = serving.clean_env(
-            FLOTILLA_CONDUCTOR__HEARTBEAT_INTERVAL="0.1", FLOTILLA_ENABLED_PROVIDERS='["fake"]'
+            FLOTILLA_CONDUCTOR__HEARTBEAT_INTERVAL="0.1",
+            FLOTILLA_ENABLED_PROVIDERS='["fake"]',
+            FLOTILLA_DEFAULT_PROVIDER="fake",
         )
         proc = subprocess.run(
             [FLOTILLA, "serve", "--data-dir", str(tmp_path / "d"), "--database-url", db_url,
