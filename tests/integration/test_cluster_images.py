@@ -238,3 +238,29 @@ def test_archive_from_rootfs_is_a_docker_save_archive() -> None:
         manifest["Config"]
         == hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest() + ".json"
     )
+
+
+def test_archives_may_exceed_the_document_body_limit(
+    app: FastAPI, api: TestClient, h: dict[str, str], fake: tuple[FakeProvider, ProviderPool]
+) -> None:
+    """Image archives are bigger than any API document: the edge's body limit (1 MiB by
+    default) does not apply to them, only ``cluster_images.MAX_ARCHIVE`` does."""
+    _, pool = fake
+    uuid = _swarm(api, h, app, pool, node_count=0)
+    assert app.state.runtime.settings.max_request_body_bytes < 2 * 1024 * 1024
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        blob = bytes(range(256)) * (8 * 1024)  # 2 MiB
+        info = tarfile.TarInfo("blob")
+        info.size = len(blob)
+        tar.addfile(info, io.BytesIO(blob))
+    archive = image_archive.from_rootfs(buf.getvalue(), "big:1")
+    r = _post(api, h, uuid, archive, "big:1")
+    assert r.status_code == 202, r.text
+    assert r.json()["size"] == len(archive)
+    r = api.post(
+        f"/v1/clusters/{uuid}/actions/resize",
+        content=archive,
+        headers={**h, "Content-Type": "application/json"},
+    )
+    assert r.status_code == 413, r.text

@@ -2,6 +2,8 @@
 
 * A URL that is not UTF-8 once percent-decoded, or holds a NUL, is refused with 400; a
   body over ``max_body_bytes`` with 413 (before any route runs). Both in Magnum's body.
+  Image archives for ``cluster-image-load`` (``POST /local/v1/clusters/ID/images``) may be
+  as large as ``services.cluster_images.MAX_ARCHIVE``.
 
 * ``/clusters`` is ``/v1/clusters`` and trailing slashes are ignored (reference §1).
 * Every response gets ``X-OpenStack-Request-Id``.
@@ -12,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -21,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from flotilla import safetext
 from flotilla.api import microversion as mv
 from flotilla.api.errors import error_body
+from flotilla.services.cluster_images import MAX_ARCHIVE
 
 #: First path segments that are not Magnum resources (no ``/v1`` prefix added).
 #: Set by the routing-level 404/405 handler: the middleware then leaves out the microversion
@@ -32,6 +36,8 @@ OWN_PREFIXES = frozenset({"", "v1", "local", "dashboard", "healthcheck", "openap
 
 #: The default request body limit (``Settings.max_request_body_bytes``).
 DEFAULT_MAX_BODY = 1024 * 1024
+#: The one route whose body is an image archive, not a document.
+_ARCHIVE_ROUTE = re.compile(r"^/local/v1/clusters/[^/]+/images/?$")
 
 
 class EdgeMiddleware:
@@ -48,12 +54,15 @@ class EdgeMiddleware:
         if problem is not None:
             await _send_json(send, 400, error_body(400, problem), [])
             return
-        if _declared_length(scope) > self.max_body_bytes:
-            await _send_json(send, 413, error_body(413, self._too_large()), [])
+        limit = self.max_body_bytes
+        if scope.get("method") == "POST" and _ARCHIVE_ROUTE.match(path):
+            limit = max(limit, MAX_ARCHIVE)
+        if _declared_length(scope) > limit:
+            await _send_json(send, 413, error_body(413, self._too_large(limit)), [])
             return
-        body = await _read_body(receive, self.max_body_bytes)
+        body = await _read_body(receive, limit)
         if body is None:
-            await _send_json(send, 413, error_body(413, self._too_large()), [])
+            await _send_json(send, 413, error_body(413, self._too_large(limit)), [])
             return
         receive = _replay(body, receive)
         if len(path) > 1 and path.endswith("/"):
@@ -115,9 +124,11 @@ class EdgeMiddleware:
 
         await self.app(scope, receive, send_wrapper)
 
-    def _too_large(self) -> str:
+    def _too_large(self, limit: int) -> str:
+        if limit != self.max_body_bytes:
+            return f"Request is too large: an image archive may have at most {limit} bytes."
         return (
-            f"Request is too large: the body may have at most {self.max_body_bytes} bytes "
+            f"Request is too large: the body may have at most {limit} bytes "
             "(the operator sets max_request_body_bytes)."
         )
 
