@@ -44,8 +44,11 @@ class NodeSpec:
 
     ``files``: absolute path inside the node -> content, placed before the node's
     command starts (certificates, configs). ``command``: the node's main process.
-    ``volume_gb``: size limit of the node's ``/var/lib/docker`` (None: unsized).
-    ``ports``: container ports the provider must make reachable from the host.
+    ``volume_gb``: size limit of the node's data volume (None: unsized), mounted at
+    ``volume_path`` (``/var/lib/docker`` for Docker hosts, ``/var`` for Kubernetes nodes).
+    ``private_cgroups``: the node gets its own cgroup namespace (it runs a cgroup
+    manager of its own, e.g. a kubelet). ``ports``: container ports the provider must
+    make reachable from the host.
     """
 
     cluster_uuid: str
@@ -63,6 +66,8 @@ class NodeSpec:
     ssh_public_key: str | None = None
     login_user: str = "fedora"
     labels: Mapping[str, str] = field(default_factory=dict)
+    volume_path: str = "/var/lib/docker"
+    private_cgroups: bool = False
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     enabled_providers: list[str] = Field(default_factory=lambda: ["local", "fake"])
     default_provider: str = "local"
-    enabled_coe_drivers: list[str] = Field(default_factory=lambda: ["docker", "swarm_mode"])
+    enabled_coe_drivers: list[str] = Field(default_factory=lambda: ["docker", "swarm_mode", "kubernetes"])
     secret_key: str | None = None
     max_limit: int = Field(default=1000, ge=1)
     max_clusters_per_project: int = Field(default=20, ge=0)

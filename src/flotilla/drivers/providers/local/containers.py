@@ -97,7 +97,7 @@ def create_body(
     spec: NodeSpec, hostroot: bool, volume: str, mounts: Sequence[tuple[Path, str]], resolv: Path
 ) -> dict[str, Any]:
     """The container-create request for a node (what ``docker run -d --privileged ...`` sends)."""
-    binds = [f"{volume}:/var/lib/docker"]
+    binds = [f"{volume}:{spec.volume_path}"]
     if not any(path == "/etc/resolv.conf" for _, path in mounts):
         binds.append(f"{resolv}:/etc/resolv.conf:ro")
     if hostroot:
@@ -112,6 +112,8 @@ def create_body(
         # Mounts, not Binds: node paths may hold colons (/etc/docker/certs.d/IP:5000/ca.crt).
         "Mounts": [{"Type": "bind", "Source": str(h), "Target": p, "ReadOnly": True} for h, p in mounts],
     }
+    if spec.private_cgroups:
+        host["CgroupnsMode"] = "private"
     if spec.cpus and spec.cpus > 0:
         host["NanoCpus"] = int(spec.cpus * 1e9)
     if spec.memory_mb and spec.memory_mb > 0:

@@ -1,0 +1,74 @@
+"""The ``kubernetes`` COE on container nodes: masters run etcd, kube-apiserver,
+kube-controller-manager and kube-scheduler (and a kubelet, tainted NoSchedule so they
+host no users' pods); every node runs containerd, kubelet, kube-proxy (iptables mode)
+and flanneld (kube subnet manager, vxlan by default). Binaries come from the node
+image (``/opt/flotilla/kube``, put there by ``flotilla image-build`` from the build
+cache); TLS everywhere from the cluster's CA held by Flotilla."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from flotilla.domain import NodeInfo
+from flotilla.drivers.base import (
+    CAP_CONTAINERS_AS_NODES,
+    CAP_EXEC,
+    ClusterSpec,
+    Observation,
+    OpKind,
+    Step,
+    StepContext,
+)
+from flotilla.drivers.coe.docker import check_local_storage
+from flotilla.errors import Invalid
+
+from . import health, steps
+from .artifacts import built_version
+from .template import validate_template
+
+
+class KubernetesCoe:
+    name = "kubernetes"
+    coes = frozenset({"kubernetes"})
+    requires = frozenset({CAP_CONTAINERS_AS_NODES, CAP_EXEC})
+
+    def validate_template(self, fields: Mapping[str, object]) -> None:
+        validate_template(fields, built_version=built_version())
+        masters = fields.get("master_count", 1)
+        if isinstance(masters, int) and masters > 1:
+            raise Invalid(
+                f"master_count {masters}: kubernetes clusters on the local provider have one master for now."
+            )
+        check_local_storage(fields)
+
+    def plan(self, kind: OpKind, spec: ClusterSpec) -> list[Step]:
+        if kind == "create":
+            return [
+                Step("creating network", steps.network),
+                Step("starting nodes", steps.start_all),
+                Step("waiting for the API server", steps.wait_api),
+                Step("installing cluster add-ons", steps.install_addons),
+                Step("waiting for kubelets", steps.wait_nodes),
+            ]
+        if kind == "update":
+            out = []
+            if set(spec.previous_worker_names) - set(spec.worker.names):
+                out.append(Step("draining and removing workers", steps.remove_workers))
+            if set(spec.worker.names) - set(spec.previous_worker_names):
+                out.append(Step("starting new workers", steps.add_workers))
+            return [*out, Step("waiting for kubelets", steps.wait_nodes_after_update)]
+        if kind == "delete":
+            return [Step("removing nodes and network", steps.delete_everything)]
+        if kind == "rotate_ca":
+            return [
+                Step("installing new certificates", steps.reinstall_certs),
+                Step("waiting for the API server", steps.wait_api),
+                Step("waiting for kubelets", steps.wait_nodes),
+            ]
+        return []
+
+    def observe(self, spec: ClusterSpec, nodes: Sequence[NodeInfo], ctx: StepContext) -> Observation:
+        return health.observe(spec, nodes, ctx)
+
+    def client_env(self, api_address: str, cert_dir: str, tls: bool) -> list[str]:
+        return [f"export KUBECONFIG={cert_dir}/config"]
