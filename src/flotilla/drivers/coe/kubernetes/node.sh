@@ -63,7 +63,7 @@ run containerd containerd --config /etc/containerd/config.toml
 # What the flavor does not give this node is reserved, so allocatable matches the flavor
 # (nodes see the host's CPUs and memory).
 reserve() {
-    total=$(awk '/^MemTotal:/ {print $2 * 1024}' /proc/meminfo)
+    total=$(awk '/^MemTotal:/ {printf "%.0f", $2 * 1024}' /proc/meminfo)
     limit=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max 2>/dev/null || echo max)
     mem=0
     case "$limit" in ''|max|*[!0-9]*) ;; *) [ "$limit" -lt "$total" ] && mem=$(( (total - limit) / 1048576 )) ;; esac
