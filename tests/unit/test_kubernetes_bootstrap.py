@@ -195,7 +195,7 @@ def test_template_validation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     )
     assert addons.coredns_image() == "flotilla.local/coredns:1.12.0"
     for bad in ({"network_driver": "docker"}, {"volume_driver": "cinder"}, {"labels": {"kube_tag": "v1.30.0"}},
-                {"master_count": 3}, {"labels": {"flannel_backend": "weave"}}):  # fmt: skip
+                {"labels": {"flannel_backend": "weave"}}):  # fmt: skip
         with pytest.raises(Invalid):
             coe.validate_template({"coe": "kubernetes", **bad})
 

@@ -20,7 +20,6 @@ from flotilla.drivers.base import (
     StepContext,
 )
 from flotilla.drivers.coe.docker import check_local_storage
-from flotilla.errors import Invalid
 
 from . import health, steps
 from .artifacts import built_version
@@ -34,11 +33,6 @@ class KubernetesCoe:
 
     def validate_template(self, fields: Mapping[str, object]) -> None:
         validate_template(fields, built_version=built_version())
-        masters = fields.get("master_count", 1)
-        if isinstance(masters, int) and masters > 1:
-            raise Invalid(
-                f"master_count {masters}: kubernetes clusters on the local provider have one master for now."
-            )
         check_local_storage(fields)
 
     def plan(self, kind: OpKind, spec: ClusterSpec) -> list[Step]:

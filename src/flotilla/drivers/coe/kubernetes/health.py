@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from flotilla.domain import NodeInfo
 from flotilla.drivers.base import ClusterSpec, Observation, StepContext
 
-from .bootstrap import API_PORT
 from .kubeapi import ApiFailed, Errors, KubeApi, node_name, node_ready
+from .steps import endpoint
 
 
 def observe(spec: ClusterSpec, nodes: Sequence[NodeInfo], ctx: StepContext) -> Observation:
@@ -22,13 +22,14 @@ def observe(spec: ClusterSpec, nodes: Sequence[NodeInfo], ctx: StepContext) -> O
             reasons[name] = "node missing"
         elif info.state != "running":
             reasons[name] = f"node {info.state}"
-    master = next((mine[n] for n in spec.master.names if n in mine and mine[n].address), None)
-    if master is None:
-        reasons["api"] = "no master running"
+    try:
+        server = endpoint(spec, mine)
+    except RuntimeError as exc:
+        reasons["api"] = f"no API endpoint: {exc}"
         return Observation("UNHEALTHY", reasons, tuple(k for k in reasons if k != "api"))
     if ctx.provider.name == "fake":  # fake nodes run nothing: their container state is all there is
         return Observation("UNHEALTHY", reasons, tuple(reasons)) if reasons else Observation("HEALTHY", {})
-    with KubeApi(f"https://{master.address}:{API_PORT}", ctx.client_tls(), timeout=3.0) as k:
+    with KubeApi(server, ctx.client_tls(), timeout=3.0) as k:
         ok, detail = k.readyz()
         if not ok:
             reasons["api"] = f"API server not ready: {detail}"

@@ -74,10 +74,6 @@ def _nodes(ctx: StepContext) -> dict[str, NodeInfo]:
     return {n.name: n for n in ctx.provider.list_nodes(ctx.spec.uuid)}
 
 
-def server_of(masters: Sequence[NodePlan]) -> str:
-    return f"https://{masters[0].address}:{API_PORT}"
-
-
 def _plans(ctx: StepContext, infos: dict[str, NodeInfo], names: Sequence[str], role: str) -> list[NodePlan]:
     plans = []
     for name in names:
@@ -98,29 +94,83 @@ def _check_binaries(ctx: StepContext, node: NodeInfo) -> str:
     return r.stdout
 
 
+def lb_enabled(spec: ClusterSpec) -> bool:
+    return spec.master_lb_enabled or spec.master.node_count > 1
+
+
+def lb_name(spec: ClusterSpec) -> str:
+    return spec.master.names[0].rsplit("-master-", 1)[0] + "-lb-0"
+
+
+HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
+#: haproxy starts once its configuration (which names the masters' addresses) is written.
+LB_COMMAND = [
+    "sh",
+    "-c",
+    f"until [ -f {HAPROXY_CFG} ]; do sleep 0.05; done; exec haproxy -db -f {HAPROXY_CFG}",
+]
+
+
+def haproxy_cfg(masters: Sequence[NodePlan]) -> bytes:
+    servers = "\n".join(
+        f"  server {m.name} {m.address}:{API_PORT} check inter 1s fall 2 rise 1" for m in masters
+    )
+    return (
+        "global\n  maxconn 2000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n"
+        f"  timeout server 1h\nfrontend kube-apiserver\n  bind :{API_PORT}\n  default_backend masters\n"
+        f"backend masters\n  balance roundrobin\n{servers}\n"
+    ).encode()
+
+
+def _lb_spec(ctx: StepContext, net: NetworkInfo) -> NodeSpec:
+    spec = ctx.spec
+    name = lb_name(spec)
+    return NodeSpec(
+        cluster_uuid=spec.uuid, name=name, role="lb", image_ref=spec.master.image_ref, network=net.name,
+        cpus=0.5, memory_mb=256, command=LB_COMMAND, ip=dockerhost.node_ip(net, "lb", name),
+    )  # fmt: skip
+
+
+def endpoint(spec: ClusterSpec, infos: dict[str, NodeInfo]) -> str:
+    """The API server URL users and nodes use: the load balancer's, else the first master's."""
+    name = lb_name(spec) if lb_enabled(spec) else spec.master.names[0]
+    info = infos.get(name)
+    if info is None or not info.address:
+        raise RuntimeError(f"node {name} has no address (state {info.state if info else 'missing'})")
+    return f"https://{info.address}:{API_PORT}"
+
+
 def start_nodes(ctx: StepContext, names: Sequence[str] | None = None) -> None:
-    """Start ``names`` (default: every node) and bootstrap them: masters first get their
-    addresses, then every node gets its certificates and kubeconfigs naming them."""
+    """Start ``names`` (default: every node, and the load balancer of several masters) and
+    bootstrap them: once the masters (and the load balancer) have their addresses, every
+    node gets its certificates and kubeconfigs naming them."""
     spec = ctx.spec
     net = dockerhost.ensure_network(ctx)
+    creating = names is None
     wanted = list(names) if names is not None else [*spec.master.names, *spec.worker.names]
     fl = flannel(spec)
     with ThreadPoolExecutor(max_workers=8) as pool:
         started: dict[str, Future[NodeInfo]] = {
             n: pool.submit(ctx.provider.ensure_node, node_spec(ctx, net, n)) for n in wanted
         }
-        infos = {n: f.result() for n, f in started.items() if n in spec.master.names}
-        if len(infos) < len(spec.master.names):  # adding workers: the masters already run
+        if creating and lb_enabled(spec):
+            started[lb_name(spec)] = pool.submit(ctx.provider.ensure_node, _lb_spec(ctx, net))
+        firsts = [n for n in (*spec.master.names, lb_name(spec)) if n in started]
+        infos = {n: started[n].result() for n in firsts}
+        if not creating:  # adding workers: the masters already run
             infos = {**_nodes(ctx), **infos}
         masters = _plans(ctx, infos, spec.master.names, "master")
+        server = endpoint(spec, infos)
+        api_ips = [server.removeprefix("https://").rsplit(":", 1)[0]]
         check = pool.submit(_check_binaries, ctx, infos[spec.master.names[0]])
-        server = server_of(masters)
+        if creating and lb_enabled(spec):
+            ctx.provider.put_files(infos[lb_name(spec)], {HAPROXY_CFG: haproxy_cfg(masters)})
         done = 0
 
         def one(name: str) -> None:
             info = started[name].result()
             plan = NodePlan(name, _group(spec, name).role, info.address or "")
-            ctx.provider.put_files(info, bootstrap.address_files(ctx, plan, masters, server, fl))
+            ctx.provider.put_files(info, bootstrap.address_files(ctx, plan, masters, server, fl, api_ips))
 
         errors: list[str] = []
         futures = {pool.submit(one, n): n for n in wanted}
@@ -141,9 +191,7 @@ def start_all(ctx: StepContext) -> None:
 
 
 def api(ctx: StepContext) -> KubeApi:
-    infos = _nodes(ctx)
-    masters = _plans(ctx, infos, ctx.spec.master.names, "master")
-    return KubeApi(server_of(masters), ctx.client_tls())
+    return KubeApi(endpoint(ctx.spec, _nodes(ctx)), ctx.client_tls())
 
 
 def _log_tail(ctx: StepContext, node: str, service: str, lines: int = 8) -> str:
@@ -215,7 +263,7 @@ def wait_nodes(ctx: StepContext, timeout: float = NODES_TIMEOUT) -> None:
     info = (any_node.get("status") or {}).get("nodeInfo") or {}
     master_addrs = [infos[n].address or "" for n in spec.master.names]
     ctx.save_outputs(
-        api_address=server_of([NodePlan(spec.master.names[0], "master", master_addrs[0])]),
+        api_address=endpoint(spec, infos),
         master_addresses=master_addrs, node_addresses=[infos[n].address or "" for n in spec.worker.names],
         coe_version=str(info.get("kubeletVersion") or "") or None,
         container_version=str(info.get("containerRuntimeVersion") or "") or None,
@@ -288,13 +336,14 @@ def reinstall_certs(ctx: StepContext) -> None:
     spec = ctx.spec
     infos = _nodes(ctx)
     masters = _plans(ctx, infos, spec.master.names, "master")
-    server = server_of(masters)
+    server = endpoint(spec, infos)
+    api_ips = [server.removeprefix("https://").rsplit(":", 1)[0]]
     fl = flannel(spec)
 
     def one(name: str) -> None:
         info = infos[name]
         plan = NodePlan(name, _group(spec, name).role, info.address or "")
-        ctx.provider.put_files(info, bootstrap.address_files(ctx, plan, masters, server, fl))
+        ctx.provider.put_files(info, bootstrap.address_files(ctx, plan, masters, server, fl, api_ips))
         ctx.provider.restart_node(info)
 
     _parallel([*spec.master.names, *spec.worker.names], one, ctx, "certificates installed")
