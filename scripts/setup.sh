@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(docker.io haproxy busybox-static postgresql openssh-client openssh-server docker-registry iproute2 procps curl)
+APT_PACKAGES=(docker.io haproxy busybox-static postgresql openssh-client openssh-server docker-registry iproute2 procps curl
+  containernetworking-plugins conntrack iptables nftables socat ethtool)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
