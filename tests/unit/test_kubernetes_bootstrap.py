@@ -5,7 +5,10 @@ supervisor script's subnet arithmetic, template validation and the Ready reading
 from __future__ import annotations
 
 import base64
+import io
+import json
 import subprocess
+import tarfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -193,7 +196,14 @@ def test_template_validation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     coe.validate_template(
         {"coe": "kubernetes", "network_driver": "flannel", "labels": {"kube_tag": "v1.37.2"}}
     )
-    assert addons.coredns_image() == "flotilla.local/coredns:1.12.0"
+    assert addons.coredns_image() == "flotilla.local/coredns:v1.12.0"
+    (tmp_path / "current" / "images").mkdir()
+    with tarfile.open(tmp_path / "current" / "images" / "coredns.tar", "w") as t:
+        data = json.dumps([{"RepoTags": ["flotilla.local/coredns:1.12.4"]}]).encode()
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
+    assert addons.coredns_image() == "flotilla.local/coredns:1.12.4"
     for bad in ({"network_driver": "docker"}, {"volume_driver": "cinder"}, {"labels": {"kube_tag": "v1.30.0"}},
                 {"labels": {"flannel_backend": "weave"}}):  # fmt: skip
         with pytest.raises(Invalid):

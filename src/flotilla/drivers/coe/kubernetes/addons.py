@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .artifacts import built_versions
+from .artifacts import built_versions, cache_dir, image_name
 from .bootstrap import CONTROL_PLANE_TAINT
 from .labels import CLUSTER_DOMAIN, DNS_SERVICE_IP
 
@@ -32,8 +32,12 @@ COREFILE = f""".:53 {{
 
 
 def coredns_image() -> str:
+    """The CoreDNS image the node image carries (its archive's name), else the contract's name."""
+    named = image_name(cache_dir() / "images" / "coredns.tar")
+    if named:
+        return named
     version = (built_versions() or {}).get("coredns", "")
-    return f"flotilla.local/coredns:{version.lstrip('v') or 'latest'}"
+    return f"flotilla.local/coredns:{version or 'latest'}"
 
 
 def coredns(image: str | None = None, replicas: int = 1) -> list[dict[str, Any]]:

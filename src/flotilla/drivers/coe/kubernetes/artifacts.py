@@ -4,7 +4,9 @@ and, inside a node, the copy ``flotilla image-build`` puts in the node image."""
 
 from __future__ import annotations
 
+import json
 import os
+import tarfile
 from pathlib import Path
 
 CACHE_ENV = "FLOTILLA_KUBE_CACHE"
@@ -44,3 +46,28 @@ def built_versions(directory: Path | None = None) -> dict[str, str] | None:
 def built_version(directory: Path | None = None) -> str | None:
     versions = built_versions(directory)
     return versions.get("kubernetes") if versions else None
+
+
+def image_name(tar: Path) -> str | None:
+    """The name an image archive imports as (``ctr images import``): docker-save's
+    ``manifest.json`` RepoTags, or the OCI ``index.json`` name annotations."""
+    try:
+        with tarfile.open(tar) as t:
+            names = t.getnames()
+            if "manifest.json" in names:
+                member = t.extractfile("manifest.json")
+                manifest = json.load(member) if member else []
+                tags = [tag for entry in manifest for tag in entry.get("RepoTags") or []]
+                if tags:
+                    return str(tags[0])
+            if "index.json" in names:
+                member = t.extractfile("index.json")
+                index = json.load(member) if member else {}
+                for m in index.get("manifests") or []:
+                    ann = m.get("annotations") or {}
+                    name = ann.get("io.containerd.image.name") or ann.get("org.opencontainers.image.ref.name")
+                    if name and ("/" in name or ":" in name):
+                        return str(name)
+    except (OSError, tarfile.TarError, ValueError, KeyError):
+        return None
+    return None
