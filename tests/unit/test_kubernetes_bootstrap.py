@@ -153,15 +153,26 @@ def test_worker_files_have_no_control_plane() -> None:
     assert b"--node-ip=172.29.1.100" in files[f"{bootstrap.SERVICES}/kubelet"]
 
 
-def test_tls_disabled_opens_the_api_to_anyone() -> None:
+def test_tls_disabled_serves_plain_http_with_full_rights() -> None:
+    """Magnum's insecure port: magnumclient writes a kubeconfig without credentials for it."""
     master = NodePlan("k-master-0", "master", "172.29.1.10")
     fl = flannel_settings({})
-    on = bootstrap.master_services(_spec(), master, [master], fl)[f"{bootstrap.SERVICES}/kube-apiserver"]
-    off = bootstrap.master_services(_spec(tls_disabled=True), master, [master], fl)[
-        f"{bootstrap.SERVICES}/kube-apiserver"
-    ]
-    assert b"--authorization-mode=Node,RBAC" in on and b"AlwaysAllow" not in on
-    assert b"--authorization-mode=AlwaysAllow" in off
+    on = bootstrap.master_services(_spec(), master, [master], fl)
+    assert f"{bootstrap.SERVICES}/insecure-port" not in on
+    spec = _spec(tls_disabled=True)
+    off = bootstrap.master_services(spec, master, [master], fl)
+    assert b"TCP-LISTEN:8080" in off[f"{bootstrap.SERVICES}/insecure-port"]
+    assert b"--authorization-mode=Node,RBAC" in off[f"{bootstrap.SERVICES}/kube-apiserver"]
+    files = bootstrap.address_files(Ctx(spec), master, [master], "https://172.29.1.10:6443", fl)  # type: ignore[arg-type]
+    assert _subject(files[f"{bootstrap.PKI}/insecure-port.crt"])[1] == ["system:masters"]
+    from flotilla.domain import NodeInfo
+    from flotilla.drivers.coe.kubernetes import steps
+
+    infos = {"k-master-0": NodeInfo("u1", "k-master-0", "master", "172.29.1.10", "running")}
+    assert steps.user_address(spec, infos) == "http://172.29.1.10:8080"
+    assert steps.user_address(_spec(), infos) == "https://172.29.1.10:6443"
+    cfg = steps.haproxy_cfg([master], (6443, 8080)).decode()
+    assert "bind :8080" in cfg and "server k-master-0 172.29.1.10:8080" in cfg
 
 
 @pytest.mark.parametrize(

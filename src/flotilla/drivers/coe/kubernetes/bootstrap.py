@@ -34,6 +34,8 @@ SERVICES = "/etc/flotilla/services"
 MARKER = "/var/lib/flotilla/bootstrap.env"
 SUPERVISOR = "/etc/flotilla/node.sh"
 API_PORT = 6443
+#: Plain-HTTP port of ``tls_disabled`` clusters (Magnum's insecure port).
+INSECURE_PORT = 8080
 KUBERNETES_SERVICE_IP = "10.254.0.1"
 PAUSE_IMAGE = "flotilla.local/pause:3.10"
 CONTROL_PLANE_TAINT = "node-role.kubernetes.io/control-plane"
@@ -204,12 +206,18 @@ def master_services(
         f"--service-account-issuer=https://kubernetes.default.svc.{CLUSTER_DOMAIN}",
         "--enable-admission-plugins=NodeRestriction", "--profiling=false",
     ]  # fmt: skip
-    if spec.tls_disabled:  # the guide's development mode: anyone who reaches the API may use it
-        apiserver += ["--anonymous-auth=true", "--authorization-mode=AlwaysAllow"]
-    else:
-        apiserver += ["--anonymous-auth=true", "--authorization-mode=Node,RBAC"]
+    apiserver += ["--anonymous-auth=true", "--authorization-mode=Node,RBAC"]
     elect = "false" if single else "true"
-    return {
+    services: dict[str, bytes] = {}
+    if spec.tls_disabled:
+        # The guide's development mode (Magnum's insecure port): plain HTTP on 8080 with
+        # full rights, relayed to the API server with a system:masters certificate.
+        services[f"{SERVICES}/insecure-port"] = _sh([
+            "socat", f"TCP-LISTEN:{INSECURE_PORT},fork,reuseaddr",
+            f"OPENSSL:127.0.0.1:{API_PORT},cert={PKI}/insecure-port.crt,key={PKI}/insecure-port.key,"
+            f"cafile={PKI}/ca.crt",
+        ])  # fmt: skip
+    return services | {
         f"{SERVICES}/etcd": _sh([
             "etcd", f"--name={node.name}", "--data-dir=/var/lib/etcd",
             f"--listen-client-urls=https://127.0.0.1:2379,https://{ip}:2379",
@@ -292,6 +300,8 @@ def address_files(
             ctx.client_cert("kube-apiserver-kubelet-client", "system:masters"),
         )
         files[f"{PKI}/sa.key"] = ctx.derived_key(SA_KEY_PURPOSE).encode()
+        if spec.tls_disabled:
+            _pair(files, "insecure-port", ctx.client_cert("flotilla-insecure-port", "system:masters"))
         files[f"{KUBE}/controller-manager.kubeconfig"] = kubeconfig(
             local, ctx.client_cert("system:kube-controller-manager"), "system:kube-controller-manager"
         )

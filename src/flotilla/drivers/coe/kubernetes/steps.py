@@ -15,7 +15,7 @@ from flotilla.drivers.coe import dockerhost
 
 from . import addons, bootstrap
 from .artifacts import NODE_DIR
-from .bootstrap import API_PORT, CONTROL_PLANE_TAINT, NodePlan
+from .bootstrap import API_PORT, CONTROL_PLANE_TAINT, INSECURE_PORT, NodePlan
 from .kubeapi import Errors, KubeApi, node_name, node_ready
 from .labels import FlannelSettings, flannel_settings
 
@@ -111,15 +111,25 @@ LB_COMMAND = [
 ]
 
 
-def haproxy_cfg(masters: Sequence[NodePlan]) -> bytes:
-    servers = "\n".join(
-        f"  server {m.name} {m.address}:{API_PORT} check inter 1s fall 2 rise 1" for m in masters
-    )
-    return (
-        "global\n  maxconn 2000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n"
-        f"  timeout server 1h\nfrontend kube-apiserver\n  bind :{API_PORT}\n  default_backend masters\n"
-        f"backend masters\n  balance roundrobin\n{servers}\n"
-    ).encode()
+def haproxy_cfg(masters: Sequence[NodePlan], ports: Sequence[int] = (API_PORT,)) -> bytes:
+    text = "global\n  maxconn 2000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n"
+    for port in ports:
+        servers = "\n".join(
+            f"  server {m.name} {m.address}:{port} check inter 1s fall 2 rise 1" for m in masters
+        )
+        text += (
+            f"frontend f{port}\n  bind :{port}\n  default_backend b{port}\n"
+            f"backend b{port}\n  balance roundrobin\n{servers}\n"
+        )
+    return text.encode()
+
+
+def user_address(spec: ClusterSpec, infos: dict[str, NodeInfo]) -> str:
+    """``api_address``: the TLS endpoint, or the insecure port of a ``tls_disabled`` cluster."""
+    server = endpoint(spec, infos)
+    if spec.tls_disabled:
+        return server.replace("https://", "http://").rsplit(":", 1)[0] + f":{INSECURE_PORT}"
+    return server
 
 
 def _lb_spec(ctx: StepContext, net: NetworkInfo) -> NodeSpec:
@@ -164,7 +174,8 @@ def start_nodes(ctx: StepContext, names: Sequence[str] | None = None) -> None:
         api_ips = [server.removeprefix("https://").rsplit(":", 1)[0]]
         check = pool.submit(_check_binaries, ctx, infos[spec.master.names[0]])
         if creating and lb_enabled(spec):
-            ctx.provider.put_files(infos[lb_name(spec)], {HAPROXY_CFG: haproxy_cfg(masters)})
+            ports = (API_PORT, INSECURE_PORT) if spec.tls_disabled else (API_PORT,)
+            ctx.provider.put_files(infos[lb_name(spec)], {HAPROXY_CFG: haproxy_cfg(masters, ports)})
         done = 0
 
         def one(name: str) -> None:
@@ -263,7 +274,7 @@ def wait_nodes(ctx: StepContext, timeout: float = NODES_TIMEOUT) -> None:
     info = (any_node.get("status") or {}).get("nodeInfo") or {}
     master_addrs = [infos[n].address or "" for n in spec.master.names]
     ctx.save_outputs(
-        api_address=endpoint(spec, infos),
+        api_address=user_address(spec, infos),
         master_addresses=master_addrs, node_addresses=[infos[n].address or "" for n in spec.worker.names],
         coe_version=str(info.get("kubeletVersion") or "") or None,
         container_version=str(info.get("containerRuntimeVersion") or "") or None,
