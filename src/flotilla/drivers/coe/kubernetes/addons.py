@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .artifacts import built_versions, cache_dir, image_name
-from .bootstrap import CONTROL_PLANE_TAINT
+from .bootstrap import CONTROL_PLANE_TAINT, FLANNEL_USER
 from .labels import CLUSTER_DOMAIN, DNS_SERVICE_IP
 
 NS = "kube-system"
@@ -38,6 +38,29 @@ def coredns_image() -> str:
         return named
     version = (built_versions() or {}).get("coredns", "")
     return f"flotilla.local/coredns:{version or 'latest'}"
+
+
+def flannel_rbac() -> list[dict[str, Any]]:
+    """What flanneld's kube subnet manager does: watch every Node (the other nodes' leases),
+    annotate its own and clear its NetworkUnavailable condition."""
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": FLANNEL_USER},
+            "rules": [
+                {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch", "patch"]},
+                {"apiGroups": [""], "resources": ["nodes/status"], "verbs": ["patch"]},
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": FLANNEL_USER},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": FLANNEL_USER},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": FLANNEL_USER}],
+        },
+    ]
 
 
 def coredns(image: str | None = None, replicas: int = 1) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 import yaml
+from cryptography.hazmat.primitives import serialization
 
 from flotilla.domain import TlsMaterial
 from flotilla.drivers.base import ClusterSpec, StepContext
@@ -40,6 +41,8 @@ KUBERNETES_SERVICE_IP = "10.254.0.1"
 PAUSE_IMAGE = "flotilla.local/pause:3.10"
 CONTROL_PLANE_TAINT = "node-role.kubernetes.io/control-plane"
 SA_KEY_PURPOSE = "kubernetes service-account signing key"
+#: flanneld's identity; the Node authorizer lets a kubelet read only its own Node.
+FLANNEL_USER = "flotilla:flannel"
 #: What pods resolve through when CoreDNS forwards (nodes have no upstream resolver).
 UPSTREAM_RESOLV = "nameserver 127.0.0.1\n"
 
@@ -202,7 +205,7 @@ def master_services(
         f"--kubelet-certificate-authority={PKI}/ca.crt", "--kubelet-preferred-address-types=InternalIP",
         "--etcd-servers=https://127.0.0.1:2379", f"--etcd-cafile={PKI}/ca.crt",
         f"--etcd-certfile={PKI}/apiserver-etcd-client.crt", f"--etcd-keyfile={PKI}/apiserver-etcd-client.key",
-        f"--service-account-key-file={PKI}/sa.key", f"--service-account-signing-key-file={PKI}/sa.key",
+        f"--service-account-key-file={PKI}/sa.pub", f"--service-account-signing-key-file={PKI}/sa.key",
         f"--service-account-issuer=https://kubernetes.default.svc.{CLUSTER_DOMAIN}",
         "--enable-admission-plugins=NodeRestriction", "--profiling=false",
     ]  # fmt: skip
@@ -237,7 +240,6 @@ def master_services(
             "--allocate-node-cidrs=true", f"--cluster-cidr={flannel.network_cidr}",
             f"--node-cidr-mask-size={flannel.subnetlen}", f"--service-cluster-ip-range={DEFAULT_SERVICE_CIDR}",
             f"--root-ca-file={PKI}/ca.crt", f"--service-account-private-key-file={PKI}/sa.key",
-            "--controllers=*,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller",
         ]),
         f"{SERVICES}/kube-scheduler": _sh([
             "kube-scheduler", f"--kubeconfig={KUBE}/scheduler.kubeconfig",
@@ -248,7 +250,22 @@ def master_services(
     }  # fmt: skip
 
 
-def node_services(node: NodePlan) -> dict[str, bytes]:
+def flanneld_service(node: NodePlan, server: str) -> bytes:
+    """flanneld, once the API server lets it list nodes (its RBAC comes with the add-ons):
+    started earlier, its watch backs off for up to 30 s after the first refusals."""
+    curl = (
+        f"curl -fsS -o /dev/null --max-time 2 --cacert {PKI}/ca.crt --cert {PKI}/flannel.crt "
+        f"--key {PKI}/flannel.key {server}/api/v1/nodes?limit=1"
+    )
+    wait = f"until {curl}; do sleep 0.2; done\n"
+    return wait.encode() + _sh([
+        "env", f"NODE_NAME={node.name}", "flanneld", "--kube-subnet-mgr",
+        f"--kubeconfig-file={KUBE}/flannel.kubeconfig", f"--public-ip={node.address}", "--iface=eth0",
+        "--ip-masq", "--net-config-path=/etc/kube-flannel/net-conf.json",
+    ])  # fmt: skip
+
+
+def node_services(node: NodePlan, server: str) -> dict[str, bytes]:
     return {
         f"{SERVICES}/kubelet": _sh([
             "kubelet", f"--config={KUBE}/kubelet.yaml", f"--config-dir={KUBE}/kubelet.conf.d",
@@ -256,11 +273,7 @@ def node_services(node: NodePlan) -> dict[str, bytes]:
             f"--node-ip={node.address}",
         ]),
         f"{SERVICES}/kube-proxy": _sh(["kube-proxy", f"--config={KUBE}/proxy.yaml"]),
-        f"{SERVICES}/flanneld": _sh([
-            "env", f"NODE_NAME={node.name}", "flanneld", "--kube-subnet-mgr",
-            f"--kubeconfig-file={KUBE}/kubelet.kubeconfig", f"--public-ip={node.address}", "--iface=eth0",
-            "--ip-masq", "--net-config-path=/etc/kube-flannel/net-conf.json",
-        ]),
+        f"{SERVICES}/flanneld": flanneld_service(node, server),
     }  # fmt: skip
 
 
@@ -285,7 +298,10 @@ def address_files(
     files[f"{KUBE}/proxy.kubeconfig"] = kubeconfig(server, ctx.client_cert("system:kube-proxy"), "kube-proxy")
     files[f"{KUBE}/kubelet.yaml"] = kubelet_config(node, master=master).encode()
     files[f"{KUBE}/proxy.yaml"] = proxy_config(node, flannel).encode()
-    files.update(node_services(node))
+    flannel_tls = ctx.client_cert(FLANNEL_USER)
+    _pair(files, "flannel", flannel_tls)
+    files[f"{KUBE}/flannel.kubeconfig"] = kubeconfig(server, flannel_tls, FLANNEL_USER)
+    files.update(node_services(node, server))
     if master:
         local = f"https://127.0.0.1:{API_PORT}"
         names = [node.name, "kubernetes", "kubernetes.default", "kubernetes.default.svc",
@@ -299,7 +315,9 @@ def address_files(
             "apiserver-kubelet-client",
             ctx.client_cert("kube-apiserver-kubelet-client", "system:masters"),
         )
-        files[f"{PKI}/sa.key"] = ctx.derived_key(SA_KEY_PURPOSE).encode()
+        sa_key = ctx.derived_key(SA_KEY_PURPOSE)
+        files[f"{PKI}/sa.key"] = sa_key.encode()
+        files[f"{PKI}/sa.pub"] = public_pem(sa_key)
         if spec.tls_disabled:
             _pair(files, "insecure-port", ctx.client_cert("flotilla-insecure-port", "system:masters"))
         files[f"{KUBE}/controller-manager.kubeconfig"] = kubeconfig(
@@ -311,6 +329,14 @@ def address_files(
         files.update(master_services(spec, node, masters, flannel))
     files[MARKER] = marker(node)
     return files
+
+
+def public_pem(private_pem: str) -> bytes:
+    """The public half of a PEM private key (the API server reads public keys only)."""
+    key = serialization.load_pem_private_key(private_pem.encode(), password=None)
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def marker(node: NodePlan) -> bytes:

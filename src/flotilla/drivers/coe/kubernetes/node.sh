@@ -54,7 +54,8 @@ state containerd
 run containerd containerd --config /etc/containerd/config.toml
 (
     until ctr version >/dev/null 2>&1; do sleep 0.05; done
-    for image in "$K"/images/*.tar; do
+    # pause first: every pod sandbox needs it; CoreDNS (3 s to import on a busy host) after.
+    for image in "$K"/images/pause.tar "$K"/images/*.tar; do
         [ -f "$image" ] && ctr -n k8s.io images import --all-platforms "$image" >>"$LOGS/images.log" 2>&1
     done
     echo ok > /run/flotilla/images

@@ -233,7 +233,7 @@ def wait_api(ctx: StepContext, timeout: float = API_TIMEOUT) -> None:
 
 def install_addons(ctx: StepContext) -> None:
     with api(ctx) as k:
-        for obj in addons.coredns():
+        for obj in [*addons.flannel_rbac(), *addons.coredns()]:
             k.apply(obj)
 
 
