@@ -86,7 +86,9 @@ def node_memory(srv: Server, data_dir: Path, uuid: str) -> str:
         top = ", ".join(f"{c} {kb // 1024}" for c, kb in sorted(procs.items(), key=lambda x: -x[1])[:8])
         # RSS counts the shared pages of the one multi-call binary once per process; the
         # node's memory cgroup (its own root, private cgroupns) counts them once.
-        cg = engine.run(["exec", node.name, "cat", "/sys/fs/cgroup/memory/memory.usage_in_bytes"], check=False)
+        cg = engine.run(
+            ["exec", node.name, "cat", "/sys/fs/cgroup/memory/memory.usage_in_bytes"], check=False
+        )
         usage = f"{int(cg.stdout.strip()) // 2**20} MB" if cg.stdout.strip().isdigit() else "?"
         lines.append(f"  {node.name}: cgroup {usage}, {sum(procs.values()) // 1024} MB RSS summed ({top})")
     return "memory per node right after create:\n" + "\n".join(lines)
