@@ -267,3 +267,35 @@ def test_sigkill_mid_create_resumes_without_duplicates(
     assert set(_node_states(k).values()) == {"Ready"} and len(_node_states(k)) == 2
     server.fl("cluster-delete", name, "--wait")
     assert leaks(engine, uuid) == []
+
+
+def test_three_masters_behind_the_load_balancer_without_tls(
+    server: Server, engine: Engine, tmp_path: Path
+) -> None:
+    """Stacked etcd on three masters behind haproxy; tls_disabled gives Magnum's insecure
+    port, for which magnumclient writes a kubeconfig without credentials."""
+    server.fl("cluster-template-create", "k8s-ha", "--coe", "kubernetes", "--image", "kube", "--external-network",
+              "public", "--master-flavor", "m1.medium", "--flavor", "m1.small", "--network-driver", "flannel",
+              "--tls-disabled", "--master-lb-enabled", "--docker-storage-driver", "overlay2")  # fmt: skip
+    server.fl("cluster-create", "ha", "--cluster-template", "k8s-ha", "--master-count", "3", "--node-count", "1",
+              "--wait", timeout=600)  # fmt: skip
+    c = server.cluster("ha")
+    assert c["status"] == "CREATE_COMPLETE", c["status_reason"]
+    assert c["api_address"].startswith("http://") and c["api_address"].endswith(":8080")
+    lb = c["api_address"].removeprefix("http://").split(":")[0]
+    assert lb not in c["master_addresses"] and len(c["master_addresses"]) == 3
+    config = tmp_path / "config"
+    config.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "ha",
+        "clusters": [{"name": "ha", "cluster": {"server": c["api_address"]}}],
+        "contexts": [{"name": "ha", "context": {"cluster": "ha", "user": "ha"}}], "users": [{"name": "ha"}],
+    }))  # fmt: skip
+    k = Kubectl(config)
+    states = _node_states(k)
+    assert len(states) == 4 and set(states.values()) == {"Ready"}, states
+    masters = sorted(n for n in states if "-master-" in n)
+    engine.run(["stop", "-t", "1", masters[1]])  # one master down: the API still answers through the LB
+    for _ in range(5):
+        assert len(_node_states(k)) == 4
+    server.fl("cluster-delete", "ha", "--wait")
+    assert leaks(engine, c["uuid"]) == []
