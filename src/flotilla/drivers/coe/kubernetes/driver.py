@@ -44,13 +44,12 @@ class KubernetesCoe:
                 Step("installing cluster add-ons", steps.install_addons),
                 Step("waiting for kubelets", steps.wait_nodes),
             ]
-        if kind == "update":
-            out = []
-            if set(spec.previous_worker_names) - set(spec.worker.names):
-                out.append(Step("draining and removing workers", steps.remove_workers))
-            if set(spec.worker.names) - set(spec.previous_worker_names):
-                out.append(Step("starting new workers", steps.add_workers))
-            return [*out, Step("waiting for kubelets", steps.wait_nodes_after_update)]
+        if kind == "update":  # reconcile: each step diffs the desired workers against what runs
+            return [
+                Step("draining and removing workers", steps.remove_workers),
+                Step("starting new workers", steps.add_workers),
+                Step("waiting for kubelets", steps.wait_nodes_after_update),
+            ]
         if kind == "delete":
             return [Step("removing nodes and network", steps.delete_everything)]
         if kind == "rotate_ca":

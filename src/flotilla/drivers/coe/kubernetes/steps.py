@@ -289,9 +289,15 @@ def wait_nodes_after_update(ctx: StepContext) -> None:
 
 
 def add_workers(ctx: StepContext) -> None:
+    """Desired workers the provider does not run yet, or whose kubelet has not registered
+    (bootstrapping again is harmless), so a retried or resumed scale converges."""
     spec = ctx.spec
-    new = [n for n in spec.worker.names if n not in spec.previous_worker_names]
-    start_nodes(ctx, new)
+    running = {n.name for n in ctx.provider.list_nodes(spec.uuid) if n.state == "running"}
+    with api(ctx) as k:
+        registered = {node_name(n) for n in k.nodes()}
+    new = [n for n in spec.worker.names if n not in running or n not in registered]
+    if new:
+        start_nodes(ctx, new)
 
 
 def _evictable(pod: Mapping[str, Any]) -> bool:
@@ -305,15 +311,19 @@ def _evictable(pod: Mapping[str, Any]) -> bool:
 
 
 def remove_workers(ctx: StepContext) -> None:
-    """Drain (cordon, evict), then delete the Node objects and the nodes."""
+    """Drain (cordon, evict), then delete the Node objects and the nodes: every worker the
+    provider runs or the API server lists that is not desired (a Node object whose node is
+    already gone, after an interrupted scale-in, is deleted too)."""
     spec = ctx.spec
-    gone = [n for n in spec.previous_worker_names if n not in spec.worker.names]
-    if not gone:
-        return
-    present = _nodes(ctx)
+    desired = {*spec.master.names, *spec.worker.names}
+    present = {n.name for n in ctx.provider.list_nodes(spec.uuid) if n.role == "worker"}
+    surplus_nodes = sorted(present - desired)
     with api(ctx) as k:
         registered = {node_name(n) for n in k.nodes()}
-        draining = [n for n in gone if n in registered]
+        stale = sorted(registered - desired)
+        draining = [n for n in stale if n in present]
+        if not surplus_nodes and not stale:
+            return
         for name in draining:
             k.patch_node(name, {"spec": {"unschedulable": True}})
         deadline = time.monotonic() + DRAIN_GRACE
@@ -329,10 +339,9 @@ def remove_workers(ctx: StepContext) -> None:
                 break
             ctx.progress(f"draining: {len(pods)} pod(s) still on {', '.join(draining)}")
             time.sleep(0.3)
-        for name in draining:
+        for name in stale:
             k.delete_node(name)
-    _parallel([n for n in gone if n in present], lambda n: ctx.provider.delete_node(spec.uuid, n), ctx,
-              "removing workers")  # fmt: skip
+    _parallel(surplus_nodes, lambda n: ctx.provider.delete_node(spec.uuid, n), ctx, "removing workers")
 
 
 def delete_everything(ctx: StepContext) -> None:
