@@ -10,10 +10,11 @@ demo: setup       ## the main job: a server plus a real cluster on this machine
 serve: setup      ## run API + conductor (embedded default: SQLite, local Docker provider)
 	.venv/bin/flotilla serve
 
-check:            ## ruff + mypy --strict
+check:            ## ruff + mypy --strict + the import contracts (pyproject: tool.importlinter)
 	.venv/bin/ruff check src tests bench
 	.venv/bin/ruff format --check src tests bench
 	.venv/bin/mypy
+	.venv/bin/lint-imports --no-cache
 
 test:             ## everything: unit, API (SQLite + PostgreSQL), e2e (Docker), compat (real clients)
 	scripts/test.sh

@@ -5,8 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(docker.io haproxy busybox-static postgresql openssh-client openssh-server docker-registry iproute2 procps curl
-  containernetworking-plugins conntrack iptables nftables socat ethtool)
+APT_PACKAGES=(docker.io haproxy busybox-static postgresql openssh-client openssh-server docker-registry iproute2 procps curl)
+# Kubernetes nodes (also built from the host's /usr): CNI plugins, the kube-proxy/kubelet tools;
+# gcc + libc6-dev link flanneld's (C) udp backend; time measures the kube build.
+APT_PACKAGES+=(containernetworking-plugins conntrack iptables nftables socat ethtool gcc libc6-dev time)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -29,5 +31,11 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q --disable-pip-version-check -U pip >/dev/null
   .venv/bin/pip install -q --disable-pip-version-check -e '.[dev,keystone,amqp]'
   touch "$stamp"
+fi
+# Kubernetes binaries (kubelet, apiserver, etcd, containerd, flannel, CoreDNS) from Go modules:
+# cached by source hash, so this is a no-op after the first (long, ~30 min) build.
+# FLOTILLA_KUBE_BUILD=0 skips it on machines that will not run Kubernetes clusters.
+if [ "${FLOTILLA_KUBE_BUILD:-1}" != 0 ]; then
+  scripts/build-kube.sh
 fi
 echo "==> setup done"

@@ -128,11 +128,25 @@ class Client:
         json: Any = None,
         params: Mapping[str, Any] | None = None,
         expect_body: bool = True,
+        content: bytes | None = None,
+        content_type: str = "application/octet-stream",
+        timeout: float | None = None,
     ) -> Any:
-        """Send one request; return the decoded JSON body (``None`` for an empty one)."""
+        """Send one request; return the decoded JSON body (``None`` for an empty one).
+        ``content`` sends raw bytes (of ``content_type``) instead of JSON."""
         clean = {k: _qs(v) for k, v in (params or {}).items() if v is not None}
+        extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         try:
-            if json is not None:
+            if content is not None:
+                resp = self._http.request(
+                    method,
+                    path,
+                    content=content,
+                    params=clean,
+                    headers={"Content-Type": content_type},
+                    **extra,
+                )
+            elif json is not None:
                 resp = self._http.request(method, path, json=json, params=clean)
             else:
                 resp = self._http.request(method, path, params=clean)
@@ -325,6 +339,9 @@ class Client:
     def list_networks(self) -> list[dict[str, Any]]:
         return self._get_list("/local/v1/networks", "networks")
 
+    def create_network(self, name: str, *, external: bool = False) -> dict[str, Any]:
+        return self._dict("POST", "/local/v1/networks", json={"name": name, "external": external})
+
     def list_keypairs(self) -> list[dict[str, Any]]:
         return self._get_list("/local/v1/keypairs", "keypairs")
 
@@ -336,6 +353,24 @@ class Client:
 
     def delete_keypair(self, name: str) -> None:
         self.request("DELETE", f"/local/v1/keypairs/{name}", expect_body=False)
+
+    # ----------------------------------------------------------------- tokens
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        return self._get_list("/local/v1/tokens", "tokens")
+
+    def revoke_token(self, ident: str | int) -> None:
+        self.request("DELETE", f"/local/v1/tokens/{ident}", expect_body=False)
+
+    def load_cluster_image(self, cluster_uuid: str, archive: bytes, name: str) -> dict[str, Any]:
+        """Record an image archive (``docker save`` format) for the cluster's nodes (202)."""
+        return self._dict(
+            "POST", f"/local/v1/clusters/{cluster_uuid}/images", content=archive, content_type="application/x-tar",
+            params={"name": name}, timeout=600,
+        )  # fmt: skip
+
+    def list_cluster_images(self, cluster_uuid: str) -> dict[str, Any]:
+        return self._dict("GET", f"/local/v1/clusters/{cluster_uuid}/images")
 
     # ----------------------------------------------------------------- helpers
 

@@ -28,6 +28,9 @@ class NetworkSpec:
     name: str
     fixed_network: str | None = None
     dns_nameserver: str | None = None
+    #: Forward traffic between the network's nodes whatever its addresses (routed pod
+    #: networks, e.g. Kubernetes host-gw); otherwise only node address to node address.
+    routed: bool = False
 
 
 @dataclass(frozen=True)
@@ -42,13 +45,13 @@ class NetworkInfo:
 class NodeSpec:
     """What a node should be. Providers create it idempotently by ``name``.
 
-    ``files``: absolute path inside the node -> content, placed before the node's
-    command starts (certificates, configs). ``command``: the node's main process.
-    ``volume_gb``: size limit of the node's data volume (None: unsized), mounted at
-    ``volume_path`` (``/var/lib/docker`` for Docker hosts, ``/var`` for Kubernetes nodes).
-    ``private_cgroups``: the node gets its own cgroup namespace (it runs a cgroup
-    manager of its own, e.g. a kubelet). ``ports``: container ports the provider must
-    make reachable from the host.
+        ``files``: absolute path inside the node -> content, placed before the node's
+        command starts (certificates, configs). ``command``: the node's main process.
+        ``volume_gb``: size limit of the node's data volume (None: unsized), mounted at
+        ``volume_path`` (``/var/lib/docker`` for Docker hosts, ``/var`` for Kubernetes nodes).
+    ``ports``: container ports the provider must
+        make reachable from the host. ``ip``: leave None and let the provider choose (see
+        ``Provider.reserve_address``); a COE driver never derives an address from a node's name.
     """
 
     cluster_uuid: str
@@ -67,7 +70,6 @@ class NodeSpec:
     login_user: str = "fedora"
     labels: Mapping[str, str] = field(default_factory=dict)
     volume_path: str = "/var/lib/docker"
-    private_cgroups: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,64 @@ class NodeInfo:
     role: str
     address: str | None
     state: NodeState
+    provider_id: str = ""
+
+
+@dataclass(frozen=True)
+class VolumeUsage:
+    """How full a node's Docker volume (its ``/var/lib/docker``) is, in bytes."""
+
+    cluster_uuid: str
+    node: str
+    size_bytes: int
+    free_bytes: int
+
+    #: Below this much free space (or 2 % of the size, whichever is more) a volume is full:
+    #: image pulls and container starts fail.
+    FULL_BELOW = 64 * 1024**2
+
+    @property
+    def full(self) -> bool:
+        return self.free_bytes < max(self.FULL_BELOW, self.size_bytes // 50)
+
+    def describe(self) -> str:
+        mib = 1024**2
+        return f"docker volume full: {self.free_bytes // mib} MiB free of {self.size_bytes // mib} MiB"
+
+
+@dataclass(frozen=True)
+class Listener:
+    """TCP passthrough: connections to the load balancer's ``port`` go round-robin to
+    ``member_port`` (default: ``port``) of each address in ``members`` (health-checked)."""
+
+    port: int
+    members: tuple[str, ...] = ()
+    member_port: int | None = None
+
+    @property
+    def backend_port(self) -> int:
+        return self.member_port or self.port
+
+
+@dataclass(frozen=True)
+class LoadBalancerSpec:
+    """A cluster's TCP load balancer (swarm managers on 2376, Kubernetes API servers on 6443).
+
+    ``image_ref``: for providers that run the balancer on a node of their own (local:
+    haproxy in a node container); cloud providers (Octavia) ignore it.
+    """
+
+    cluster_uuid: str
+    name: str
+    network: str
+    listeners: tuple[Listener, ...] = ()
+    image_ref: str | None = None
+
+
+@dataclass(frozen=True)
+class LoadBalancerInfo:
+    name: str
+    address: str | None
     provider_id: str = ""
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import threading
 
 import uvicorn
 
 from flotilla.api.app import create_app
+from flotilla.datadir import PRIVATE_UMASK, private_dir
 from flotilla.db.engine import Database
 from flotilla.services import bootstrap
 from flotilla.settings import Settings
@@ -26,9 +29,43 @@ def _logging(settings: Settings) -> None:
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
+def listen(settings: Settings) -> socket.socket:
+    """The listening socket for ``settings.bind``. Raises OSError (port taken, bad address)."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((settings.host.strip("[]"), settings.port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def _private(settings: Settings) -> None:
+    """Files this process creates are private (database, keys, volume images); the data
+    dir is 0700. The owned dockerd gets its usual 022 back (see the local provider)."""
+    os.umask(PRIVATE_UMASK)
+    private_dir(settings.data_dir)
+
+
 def run_server(settings: Settings) -> int:
-    """Serve until SIGINT/SIGTERM. Returns the exit code."""
+    """Serve until SIGINT/SIGTERM. Returns the exit code (1 when the port cannot be bound).
+
+    The port is bound before the conductor starts, so a server that cannot listen never
+    registers itself in ``/v1/mservices`` nor claims operations.
+    """
     _logging(settings)
+    try:
+        sock = listen(settings)
+    except OSError as exc:
+        log.error(
+            "cannot listen on %s: %s (is another server using it? choose one with --bind)", settings.bind, exc
+        )
+        return 1
+    _private(settings)
     db = Database(settings)
     bootstrap.prepare_database(db)
     path = bootstrap.ensure_admin_credentials(settings, db)
@@ -50,8 +87,9 @@ def run_server(settings: Settings) -> int:
     )
     server = uvicorn.Server(config)
     try:
-        server.run()
+        server.run(sockets=[sock])
     finally:
+        sock.close()
         if conductor is not None:
             conductor.stop()
         db.dispose()
@@ -60,6 +98,7 @@ def run_server(settings: Settings) -> int:
 
 def run_conductor(settings: Settings) -> int:
     _logging(settings)
+    _private(settings)
     from flotilla.conductor.service import Conductor
 
     db = Database(settings)

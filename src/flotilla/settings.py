@@ -12,12 +12,44 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from flotilla.notify.config import NotificationSettings
-
 AuthStrategy = Literal["token", "keystone", "noauth"]
+
+SinkName = Literal["jsonl", "webhook", "amqp"]
+
+
+def _default_sinks() -> list[SinkName]:
+    return ["jsonl"]
+
+
+class NotificationSettings(BaseModel):
+    """Which sinks get the CADF notifications, and how the dispatcher retries."""
+
+    #: Any of ``jsonl``, ``webhook``, ``amqp``; empty = nothing is sent, rows wait in the outbox.
+    sinks: list[SinkName] = Field(default_factory=_default_sinks)
+    #: Default ``DATA_DIR/notifications.jsonl``.
+    jsonl_path: str | None = None
+    webhook_url: str | None = None
+    webhook_timeout: float = Field(default=10.0, gt=0)
+    #: An oslo.messaging transport URL, e.g. ``rabbit://user:pass@host:5672/``.
+    amqp_url: str | None = None
+    amqp_topic: str = "notifications"
+    #: Seconds between outbox scans when there is nothing to send.
+    poll_interval: float = Field(default=1.0, gt=0)
+    #: Attempts before a notification is given up (logged, kept with its last error).
+    max_attempts: int = Field(default=20, ge=1)
+    #: Delivered rows older than this many hours are deleted from the outbox.
+    keep_delivered_hours: float = Field(default=168.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_urls(self) -> NotificationSettings:
+        if "webhook" in self.sinks and not self.webhook_url:
+            raise ValueError("notifications.sinks has 'webhook' but notifications.webhook_url is not set")
+        if "amqp" in self.sinks and not self.amqp_url:
+            raise ValueError("notifications.sinks has 'amqp' but notifications.amqp_url is not set")
+        return self
 
 
 def default_data_dir() -> Path:
@@ -52,6 +84,9 @@ class ConductorSettings(BaseModel):
     #: Above this share of unhealthy nodes, auto-healing stops and says why.
     max_unhealthy_share: float = Field(default=0.5, gt=0, le=1)
     heartbeat_interval: float = Field(default=10.0, gt=0)
+    #: The host name in ``/v1/mservices`` (Magnum's ``[DEFAULT] host``); default: the machine's.
+    #: Conductors with the same host share one row, as in Magnum.
+    host: str | None = Field(default=None, min_length=1, max_length=255)
     service_down_time: float = Field(default=60.0, gt=0)
 
 
@@ -86,7 +121,19 @@ class Settings(BaseSettings):
     max_clusters_per_project: int = Field(default=20, ge=0)
     #: Masters + workers one cluster may have (a guard against typos like node_count=10000).
     max_nodes_per_cluster: int = Field(default=200, ge=1)
+    #: Larger request bodies are refused with 413 before any route runs.
+    max_request_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    #: Labels one template or cluster may carry, and the longest key and value (characters).
+    max_labels: int = Field(default=100, ge=1)
+    max_label_key_length: int = Field(default=255, ge=1)
+    max_label_value_length: int = Field(default=8192, ge=1)
+    #: The largest docker_volume_size (GB) a template or cluster may ask for, on any provider
+    #: (the local provider also refuses more than its free space).
+    max_docker_volume_size: int = Field(default=1024, ge=1)
     log_level: str = "INFO"
+    #: Days a token made by ``token-create`` lives unless told otherwise (0: never expires).
+    #: The bootstrap admin token in clouds.yaml does not expire; ``token-rotate-admin`` replaces it.
+    token_ttl_days: float = Field(default=30.0, ge=0, le=36500)
 
     @field_validator("bind")
     @classmethod
@@ -95,6 +142,15 @@ class Settings(BaseSettings):
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"bind must be HOST:PORT, got {v!r}")
         return v
+
+    @model_validator(mode="after")
+    def _check_default_provider(self) -> Settings:
+        if self.default_provider not in self.enabled_providers:
+            raise ValueError(
+                f"default_provider {self.default_provider} is not enabled (enabled_providers: "
+                f"{', '.join(self.enabled_providers) or 'none'}); enable it or choose one of those"
+            )
+        return self
 
     @property
     def host(self) -> str:

@@ -79,12 +79,16 @@ def admin_only(method: str, path: str) -> bool:
         return method != "GET" or path == "/v1/quotas"
     if path.startswith("/v1/mservices"):
         return True
-    return path.startswith("/local/v1/") and not path.startswith("/local/v1/keypairs") and method != "GET"
+    return path.startswith("/local/v1/") and not path.startswith(OWN_RECORDS) and method != "GET"
+
+
+#: /local/v1 records that belong to a user or project (not the shared catalog; cluster images are the cluster's).
+OWN_RECORDS = ("/local/v1/keypairs", "/local/v1/tokens", "/local/v1/clusters")
 
 
 def public_catalog(path: str) -> bool:
     """Catalog records every project reads (not p1's data)."""
-    return path.startswith("/local/v1/") and not path.startswith("/local/v1/keypairs")
+    return path.startswith("/local/v1/") and not path.startswith(OWN_RECORDS)
 
 
 @dataclass
@@ -145,9 +149,15 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             time.sleep(0.05)
     finally:
         conductor.stop()
+    alice = [
+        t
+        for t in _ok(client.get("/local/v1/tokens", headers=admin), 200)["tokens"]
+        if t["user_id"] == "alice"
+    ]
     ids = {
         "template": template["uuid"], "template_name": "p1-private-template", "cluster": cluster["uuid"],
         "cluster_name": "p1-cluster", "keypair": "p1key", "fingerprint": key["fingerprint"],
+        "token": str(alice[0]["id"]),
     }  # fmt: skip
     yield World(client, tokens, ids)
     client.close()
@@ -163,6 +173,8 @@ def fill(path: str, ids: dict[str, str]) -> str:
         values["ident"] = ids["template"]
     elif path.startswith("/local/v1/keypairs"):
         values["name"] = ids["keypair"]
+    elif path.startswith("/local/v1/tokens"):
+        values["ident"] = ids["token"]  # alice's (p1's member): only she and admins may revoke it
     elif path.startswith("/local/v1/images"):
         values["ident"] = "flotilla-node"
     elif path.startswith("/local/v1/flavors"):

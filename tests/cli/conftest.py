@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 from cli_helpers import IMAGE, START_TIMEOUT, Server, clean_env
 
+import kube_cache
 import serving
 from flotilla.drivers.providers.local import Engine
 
@@ -21,7 +22,11 @@ def server(tmp_path_factory: pytest.TempPathFactory, engine: Engine) -> Iterator
     try:
         launched = serving.launch(
             data_dir,
-            clean_env(HOME=str(home), FLOTILLA_LOCAL__DOCKER_HOST=engine.host),
+            clean_env(
+                HOME=str(home),
+                FLOTILLA_LOCAL__DOCKER_HOST=engine.host,
+                **kube_cache.env_for_server(root / "kube-cache"),
+            ),
             log=root / "server.log",
             cwd=workdir,
             timeout=START_TIMEOUT,

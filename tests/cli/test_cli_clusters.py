@@ -15,10 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 from cli_helpers import FLOTILLA, IMAGE, Server
-
-from flotilla.cli.cluster_config import kubeconfig
 
 NODE_TAG = "flotilla-node:hostroot"
 
@@ -54,21 +51,6 @@ def cl(server: Server) -> Iterator[Server]:
     leftovers = json.loads(server.run("--json", "cluster-list").stdout)
     if leftovers:
         server.run("cluster-delete", "--wait", *[c["uuid"] for c in leftovers], check=False, timeout=300)
-
-
-def test_kubeconfig_embeds_certificates() -> None:
-    doc = yaml.safe_load(
-        kubeconfig("k1", "https://10.0.0.1:6443", {"ca": "CA", "cert": "CERT", "key": "KEY"})
-    )
-    assert doc["current-context"] == "k1"
-    assert doc["clusters"][0]["cluster"]["server"] == "https://10.0.0.1:6443"
-    assert doc["clusters"][0]["cluster"]["certificate-authority-data"] == "Q0EK"  # base64("CA\n")
-    assert set(doc["users"][0]["user"]) == {"client-certificate-data", "client-key-data"}
-    plain = yaml.safe_load(kubeconfig("k2", "http://10.0.0.1:8080", None))
-    assert (
-        plain["users"][0]["user"] == {}
-        and "certificate-authority-data" not in plain["clusters"][0]["cluster"]
-    )
 
 
 def test_docker_cluster_lifecycle(cl: Server, tmp_path: Path) -> None:

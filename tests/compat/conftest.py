@@ -49,6 +49,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+import kube_cache
 import serving
 
 REPO = Path(__file__).resolve().parents[2]
@@ -204,15 +205,36 @@ def running_server(tmp_path_factory: pytest.TempPathFactory, name: str, **extra_
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """The session's Flotilla server (SQLite, token auth, fake provider), image and keypair registered."""
-    with running_server(tmp_path_factory, "flotilla-compat") as s:
+    """The session's Flotilla server (SQLite, token auth, fake provider), image and keypair registered.
+
+    Kubernetes templates validate against the real kube build cache when it is built, else
+    against a stand-in (tests/kube_cache.py); ``kube_version`` is the version it names."""
+    kube_env = kube_cache.env_for_server(tmp_path_factory.mktemp("kube-cache"))
+    with running_server(tmp_path_factory, "flotilla-compat", **kube_env) as s:
         yield s
+
+
+@pytest.fixture(scope="session")
+def kube_version(server: Server) -> str:
+    """The Kubernetes version the session's server accepts in ``kube_tag``."""
+    return kube_cache.version_of(server.extra_env)
 
 
 @pytest.fixture(scope="session")
 def small_page_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A second server whose pages hold at most 2 items (max_limit), to exercise `next`."""
     with running_server(tmp_path_factory, "flotilla-compat-pages", FLOTILLA_MAX_LIMIT="2") as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def paused_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A fake-provider server whose conductor is off: a test finishes a cluster's create itself
+    (tests/seed_cluster.py) to get a CREATE_COMPLETE cluster without running its COE steps."""
+    kube_env = kube_cache.env_for_server(tmp_path_factory.mktemp("kube-cache"))
+    with running_server(
+        tmp_path_factory, "flotilla-compat-paused", FLOTILLA_CONDUCTOR__ENABLED="false", **kube_env
+    ) as s:
         yield s
 
 
@@ -409,16 +431,17 @@ def openstack(openstack_bin: Path, server: Server) -> Openstack:
     ``token=`` instead authenticates with ``--os-auth-type admin_token`` flags (no clouds.yaml).
     """
 
-    def run(*args: str, token: str | None = None, debug: bool = False) -> Result:
+    def run(*args: str, token: str | None = None, debug: bool = False, on: Server | None = None) -> Result:
+        srv = on or server
         argv = [str(openstack_bin)]
         if debug:
             argv.append("--debug")
         if token is None:
             argv += ["--os-cloud", "flotilla"]
-            env = _clean_env(OS_CLIENT_CONFIG_FILE=str(server.clouds_yaml))
+            env = _clean_env(OS_CLIENT_CONFIG_FILE=str(srv.clouds_yaml))
         else:
-            argv += ["--os-auth-type", "admin_token", "--os-token", token, "--os-endpoint", server.endpoint]
+            argv += ["--os-auth-type", "admin_token", "--os-token", token, "--os-endpoint", srv.endpoint]
             env = _clean_env(OS_CLIENT_CONFIG_FILE=os.devnull)
-        return _run([*argv, *args], env, server)
+        return _run([*argv, *args], env, srv)
 
     return run

@@ -1,9 +1,9 @@
 """Bays with the legacy ``magnum`` shell (python-magnumclient 2.17.0, token mode).
 
 The baymodel uses the ``docker`` COE (Flotilla's single-Docker-host COE) and
-``--docker-storage-driver overlay2``: the 2.17 CLI's default ``devicemapper`` is refused at
-bay create (nodes are containers), see ``test_bay_create_devicemapper_baymodel``. The
-session server runs clusters on the in-memory ``fake`` provider (conftest.py).
+``--docker-storage-driver overlay2``; the 2.17 CLI's default ``devicemapper`` works too, see
+``test_bay_create_devicemapper_baymodel``. The session server runs clusters on the
+in-memory ``fake`` provider (conftest.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,17 @@ if TYPE_CHECKING:  # conftest.py is pytest's, not a package module: types only
 pytestmark = pytest.mark.compat
 
 TRACEBACK = "Traceback (most recent call last)"
-TOKEN_MODE_ERROR = "'HTTPResponse' object has no attribute 'json'"
+# What 2.17 prints in token mode for an error: its exception for the status, never the
+# server's text (it reads that only from an application/json body, and then crashes on
+# http.client's response: "'HTTPResponse' object has no attribute 'json'", which is what
+# it printed before Flotilla sent it errors as text/plain; the text is in the --debug log).
+TOKEN_MODE_REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 409: "Conflict"}
+
+
+def token_mode_error(status: int) -> str:
+    return f"{TOKEN_MODE_REASONS[status]} (HTTP {status})"
+
+
 BAYMODEL_FLAGS = [
     "--image-id",
     "fedora-atomic-latest",
@@ -158,7 +168,7 @@ def test_bay_lifecycle(magnum: Magnum, baymodel: dict[str, str]) -> None:
 
         # the baymodel is in use now
         in_use = magnum("baymodel-delete", baymodel["name"])
-        assert in_use.lines == [f"Delete for baymodel {baymodel['name']} failed: {TOKEN_MODE_ERROR}"]
+        assert in_use.lines == [f"Delete for baymodel {baymodel['name']} failed: {token_mode_error(400)}"]
         assert magnum("baymodel-show", baymodel["uuid"]).ok().props()["name"] == baymodel["name"]
     finally:
         deleted = magnum("bay-delete", name).ok()
@@ -243,7 +253,7 @@ def test_bad_bay_create(
     # baymodel lookup (before the try) is an ERROR with exit 1
     assert TRACEBACK not in out.output, out
     if out.returncode == 0:
-        assert out.lines == [f"Create for bay {name} failed: {TOKEN_MODE_ERROR}"], out
+        assert out.lines == [f"Create for bay {name} failed: {token_mode_error(status)}"], out
     else:
         out.failed()
     got, err = magnum(*args, debug=True).http_error()
@@ -256,20 +266,19 @@ def test_bad_bay_create(
 def test_bay_create_devicemapper_baymodel(magnum: Magnum) -> None:
     """The guide's flow without --docker-storage-driver: 2.17 defaults to devicemapper.
 
-    Flotilla refuses devicemapper at bay create with a clear 400 (its nodes are
-    containers); the client reports it without crashing.
+    The bay is created (on the local provider devicemapper is served as overlay2 on each
+    node's sized volume, see tests/compat/test_magnum_guide_engine.py); it used to be a
+    400 at bay create that 2.17 reported as an AttributeError.
     """
     model = unique("dm-model")
     magnum("baymodel-create", "--name", model, *BAYMODEL_FLAGS, "--coe", "docker").ok()
+    name = unique("dm-bay")
     try:
-        name = unique("dm-bay")
         out = magnum("bay-create", "--name", name, "--baymodel", model, "--node-count", "1").ok()
-        assert out.lines == [f"Create for bay {name} failed: {TOKEN_MODE_ERROR}"]
-        status, err = magnum(
-            "bay-create", "--name", name, "--baymodel", model, "--node-count", "1", debug=True
-        ).http_error()
-        assert status == 400
-        assert "devicemapper" in err["detail"]
-        assert name not in magnum("bay-list").ok().stdout
+        assert len(out.lines) == 1 and out.lines[0].startswith("Request to create bay "), out
+        assert out.lines[0].endswith(" has been accepted."), out
+        assert name in magnum("bay-list").ok().stdout
     finally:
+        magnum("bay-delete", name)
+        wait_gone(magnum, name)
         magnum("baymodel-delete", model).ok()

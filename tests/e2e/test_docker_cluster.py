@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from flotilla_server import Server, docker
+from host_devices import host_disk
 
 from flotilla.certs.authority import generate_csr
 from flotilla.drivers.providers.local import Engine, leaks
@@ -48,6 +49,13 @@ def test_docker_cluster_tls_csr_rotation_and_clean_delete(
     server.fl("cluster-image-load", "d1", "busybox")
     out = docker(env, "run", "--rm", "busybox:local", "echo", "hello-from-flotilla").stdout
     assert "hello-from-flotilla" in out
+    # The escape, verbatim, with nothing but the cluster's TLS endpoint: refused.
+    disk = host_disk()[0]
+    escape = docker(
+        env, "run", "--rm", "--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined", "--device", disk,
+        "busybox:local", "mount", disk, "/mnt", check=False,
+    )  # fmt: skip
+    assert escape.returncode != 0, escape.stdout
     # /var/lib/docker is really limited to docker_volume_size (2 GB).
     df = docker(env, "run", "--rm", "-v", "/var/lib/docker:/d:ro", "busybox:local", "df", "-m", "/d").stdout
     size_mb = int(df.splitlines()[-1].split()[1])

@@ -70,3 +70,25 @@ def test_killed_worker(server: Server, engine: Engine, healing: bool) -> None:
         )
     server.fl("cluster-delete", name, "--wait")
     assert leaks(engine, c["uuid"]) == []
+
+
+def test_full_docker_volume_is_reported(server: Server, engine: Engine) -> None:
+    """A node whose /var/lib/docker volume is full makes the cluster UNHEALTHY, with the
+    reason; freeing space makes it HEALTHY again (issue 14, item 3)."""
+    server.fl("cluster-template-create", "vt", "--coe", "docker", "--image", "node", "--external-network",
+              "public", "--docker-storage-driver", "overlay2", "--docker-volume-size", "1")  # fmt: skip
+    server.fl("cluster-create", "v1", "--cluster-template", "vt", "--wait")
+    c = _until(server, "v1", lambda c: c["health_status"] == "HEALTHY")
+    node = f"v1-{c['uuid'][:8]}-master-0"
+    fill = (
+        "fallocate -l $(( $(df --output=avail -k /var/lib/docker | tail -1) - 8192 ))K /var/lib/docker/fill"
+    )
+    engine.run(["exec", node, "sh", "-c", fill])
+    c = _until(server, "v1", lambda c: c["health_status"] == "UNHEALTHY")
+    reason = c["health_status_reason"].get(node, "")
+    assert reason.startswith("docker volume full:") and "MiB free of" in reason, c["health_status_reason"]
+    assert c["status"] == "CREATE_COMPLETE"  # reported, not "healed" (that would drop the node's data)
+    engine.run(["exec", node, "rm", "/var/lib/docker/fill"])
+    c = _until(server, "v1", lambda c: c["health_status"] == "HEALTHY")
+    server.fl("cluster-delete", "v1", "--wait")
+    assert leaks(engine, c["uuid"]) == []

@@ -256,6 +256,13 @@ def test_two_nodes_tls_sized_volume_exec_and_cleanup(
     assert fs.startswith("/dev/loop")
     assert 1_800_000 < int(size_kb) <= 2_100_000, df.stdout
     assert any(entry.startswith("loop:") for entry in leaks(engine, cluster_uuid))
+    # The image holds the node's /var/lib/docker (keys included): private to root.
+    image = engine.data_dir / "volumes" / cluster_uuid / f"{w0}.img"
+    assert image.stat().st_mode & 0o777 == 0o600
+    assert image.parent.stat().st_mode & 0o777 == 0o700
+    assert (engine.data_dir / "volumes").stat().st_mode & 0o777 == 0o700
+    node_files = engine.data_dir / "nodes" / cluster_uuid
+    assert node_files.stat().st_mode & 0o777 == 0o700
 
     # Files, ssh key and resolv.conf are in place; env and limits applied.
     cat = provider.exec(worker, ["cat", "/etc/flotilla/hello", "/etc/resolv.conf"])

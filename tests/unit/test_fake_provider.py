@@ -145,3 +145,36 @@ def test_sweep_removes_only_that_cluster() -> None:
     assert sorted(p.sweep("u1")) == ["container:a", "network:u1-net"]
     assert p.leaks("u1") == []
     assert p.leaks() == ["container:z"]
+
+
+def test_fake_nodes_answer_docker_like_a_swarm_daemon() -> None:
+    """COE drivers talk to fake nodes through exec as to real ones (no fake checks)."""
+    from flotilla.domain import NetworkSpec, NodeSpec
+
+    p = FakeProvider()
+    p.ensure_network(NetworkSpec(cluster_uuid="c", name="n"))
+    spec = {
+        "cluster_uuid": "c",
+        "image_ref": "i",
+        "network": "n",
+        "cpus": 1,
+        "memory_mb": 1,
+        "command": ["x"],
+    }
+    m = p.ensure_node(NodeSpec(name="m", role="master", **spec))  # type: ignore[arg-type]
+    w = p.ensure_node(NodeSpec(name="w", role="worker", **spec))  # type: ignore[arg-type]
+    assert p.exec(m, ["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"]).stdout.strip() == "inactive"
+    assert p.exec(m, ["docker", "swarm", "init", "--advertise-addr", "x"]).ok
+    assert not p.exec(m, ["docker", "swarm", "init"]).ok  # already part of a swarm
+    token = p.exec(m, ["docker", "swarm", "join-token", "-q", "worker"]).stdout.strip()
+    assert not p.exec(w, ["docker", "node", "ls"]).ok  # not a manager
+    assert p.exec(w, ["docker", "swarm", "join", "--token", token, "m:2377"]).ok
+    ls = ["docker", "node", "ls", "--format", "{{.Hostname}} {{.Status}}"]
+    assert p.exec(m, ls).stdout.split("\n")[:2] == ["m Ready", "w Ready"]
+    p.stop_node("w")
+    assert "w Down" in p.exec(m, ls).stdout
+    p.delete_node("c", "w")
+    w = p.ensure_node(NodeSpec(name="w", role="worker", **spec))  # type: ignore[arg-type]
+    assert p.exec(w, ["docker", "info"]).stdout.strip() == "inactive"  # a new container starts outside
+    assert p.exec(m, ["docker", "node", "rm", "--force", "w"]).ok
+    assert p.exec(m, ls).stdout.strip() == "m Ready"

@@ -60,10 +60,18 @@ class Conductor:
             assert op is not None, "no operation to claim"
             return op
 
-    def progress(self, cluster_uuid: str, text: str) -> m.Operation:
+    def progress(
+        self,
+        cluster_uuid: str,
+        step: int = 1,
+        total: int = 1,
+        name: str = "doing it",
+        detail: str | None = None,
+    ) -> m.Operation:
+        """Claim the operation and record its step as the runner does (data, not text)."""
         op = self._claim()
         with self.app.state.runtime.db.session() as s:
-            operations.set_progress(s, cluster_uuid, text)
+            operations.record_progress(s, op.id, cluster_uuid, operations.Progress(step, total, name, detail))
         return op
 
     def finish(
@@ -86,7 +94,7 @@ class Conductor:
 
     def run(self, cluster_uuid: str, **kw: Any) -> None:
         """Claim the next operation, show a step, and finish it."""
-        op = self.progress(cluster_uuid, "1/1 doing it")
+        op = self.progress(cluster_uuid)
         self.finish(op, **kw)
 
 

@@ -61,6 +61,18 @@ def test_logout_ends_the_session(dashboard: Dash) -> None:
     assert location(dash.get("/dashboard/clusters", follow_redirects=False)).startswith("/dashboard/login")
 
 
+def test_logout_ends_the_session_server_side(dashboard: Dash, app: FastAPI) -> None:
+    """A copy of the session cookie taken before the sign-out no longer works after it."""
+    dash = dashboard("admin")
+    stolen = dash.client.cookies.get("flotilla_session")
+    assert stolen
+    assert location(dash.post("/dashboard/logout")) == "/dashboard/login"
+    with TestClient(app) as other:
+        other.cookies.set("flotilla_session", stolen, path="/dashboard")
+        response = other.get("/dashboard/clusters", follow_redirects=False)
+    assert location(response).startswith("/dashboard/login")
+
+
 def test_a_revoked_session_cookie_is_refused(api: TestClient, tokens: dict[str, str]) -> None:
     api.cookies.set("flotilla_session", "v1:forged", path="/dashboard")
     response = api.get("/dashboard/clusters", follow_redirects=False)

@@ -21,6 +21,7 @@ from dashboard_helpers import (
 )
 from fastapi import FastAPI
 
+from flotilla.db import models as m
 from flotilla.web.live import snapshot
 
 Dash = Callable[[str], Dashboard]
@@ -40,7 +41,9 @@ def test_cluster_lifecycle_through_the_forms(
     assert "CREATE_IN_PROGRESS" in page and 'data-running="1"' in page and "waiting for a conductor" in page
     assert "Creation requested" in page and "/dashboard/static/live.js" in page
 
-    op = conductor.progress(cluster, "2/3 starting node (booting)")
+    op = conductor.progress(cluster, 2, 3, "starting node", "booting")
+    with app.state.runtime.db.reader() as s:  # Magnum's status_reason is rendered from the step data
+        assert s.get(m.Cluster, 1).status_reason == "2/3 starting node (booting)"  # type: ignore[union-attr]
     status = dash.get(f"/dashboard/clusters/{cluster}/status.json").json()
     assert status["running"] and status["step"] == {"index": 2, "total": 3, "text": "starting node (booting)"}
     assert status["elapsed"] is not None and status["elapsed_text"].endswith(" s")

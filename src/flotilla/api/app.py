@@ -12,14 +12,17 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from flotilla import __version__
+from flotilla.api import cluster_images as cluster_images_api
 from flotilla.api.auth import Authenticator
 from flotilla.api.deps import Runtime
 from flotilla.api.errors import error_response
 from flotilla.api.local import router as local_router
+from flotilla.api.local_tokens import router as local_tokens_router
 from flotilla.api.middleware import FRAMEWORK_ERROR_MARK, EdgeMiddleware
 from flotilla.api.openapi import describe as describe_openapi
 from flotilla.api.v1 import certificates as certificates_api
 from flotilla.api.v1 import clusters, clustertemplates, mservices, nodegroups, quotas, root, stats
+from flotilla.conductor.providers import ProviderPool
 from flotilla.db.engine import Database
 from flotilla.drivers.registry import CoeRegistry
 from flotilla.errors import FlotillaError
@@ -40,9 +43,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
         db=database,
         auth=Authenticator(settings, database),
         coes=CoeRegistry.from_names(settings.enabled_coe_drivers),
-        limits=Limits(
-            max_clusters_per_project=settings.max_clusters_per_project, max_limit=settings.max_limit
-        ),
+        limits=Limits.from_settings(settings, volume_capacity_gb=ProviderPool(settings).max_volume_gb),
         box=certificates.secret_box(settings),
     )
 
@@ -73,8 +74,10 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     app.include_router(web_routes.router)
     describe_openapi(app)
     app.include_router(local_router)
+    app.include_router(local_tokens_router)
+    app.include_router(cluster_images_api.router)
     _install_error_handlers(app)
-    app.add_middleware(EdgeMiddleware)
+    app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_request_body_bytes)
     return app
 
 

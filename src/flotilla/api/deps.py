@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
+from flotilla import safetext
 from flotilla.api import microversion as mv
 from flotilla.api.auth import Authenticator
 from flotilla.certs.keys import SecretBox
@@ -66,21 +67,16 @@ async def json_body(request: Request) -> Any:
         raise Invalid(f'Unknown argument: "{raw[:200].decode("utf-8", "replace")}"')
     try:
         body = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
+    except RecursionError:
+        raise Invalid(
+            f"The request body is not accepted: JSON nested deeper than {safetext.MAX_DEPTH} levels."
+        ) from None
+    except ValueError as exc:
         raise Invalid(f"The request body is not valid JSON: {exc}.") from None
-    if _has_nul(body):
-        raise Invalid("The request body contains a NUL character (\\u0000), which no field accepts.")
+    problem = safetext.find_problem(body)
+    if problem is not None:
+        raise Invalid(problem.message())
     return body
-
-
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
 
 
 def base_url(request: Request) -> str:

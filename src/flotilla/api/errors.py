@@ -11,6 +11,8 @@ def error_body(status: int, message: str, *, code: str | None = None) -> dict[st
     """``{"errors": [...]}`` with ``title`` = the message up to its first ``.``."""
     if code is None:
         code = "server" if status >= 500 else "client"
+    # A message may echo client text: never let it make the error itself unserializable.
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     title = message.split(".")[0] if message else ""
     return {
         "errors": [

@@ -10,6 +10,7 @@ from typing import Any
 
 import jsonpatch
 
+from flotilla import safetext
 from flotilla.errors import Invalid
 
 PATH_RE = re.compile(r"^(/[\w-]+)+$")
@@ -19,16 +20,16 @@ COMMON_INTERNAL = frozenset(
 LITERAL_PATHS = frozenset({"/labels", "/health_status_reason"})
 
 
-def apply_patch(
-    doc: Mapping[str, Any],
+def parse_patch(
     patch: Any,
     *,
     internal: Iterable[str] = (),
     non_removable: Iterable[str] = (),
-) -> dict[str, Any]:
-    """Validate ``patch`` and apply it to a copy of ``doc``.
+) -> list[dict[str, Any]]:
+    """Check ``patch`` on its own (before the resource is looked up, as Magnum does).
 
-    Raises ``Invalid`` with Magnum's messages for each rule of the dialect.
+    Returns the operations with literal values evaluated. Raises ``Invalid`` with
+    Magnum's messages for each rule of the dialect.
     """
     if not isinstance(patch, list):
         raise Invalid(f"Invalid input for field/attribute patch. Value: '{patch}'. Value not a valid list")
@@ -58,30 +59,54 @@ def apply_patch(
         value = item["value"]
         if path in LITERAL_PATHS and isinstance(value, str):
             value = _literal(value)
+            problem = safetext.find_problem(value)
+            if problem is not None:
+                raise Invalid(problem.message(f"The value of {path}"))
         elif path in LITERAL_PATHS and isinstance(value, dict):
             pass  # JSON objects are accepted for labels too.
         elif value is not None and not isinstance(value, str | int):
             raise Invalid(
                 f"Invalid input for field/attribute value. Value: '{value}'. Wrong type. Expected '(str, int)'"
             )
-        if op == "add" and path == root:
+        ops.append({"op": op, "path": path, "value": value})
+    return ops
+
+
+def apply_ops(doc: Mapping[str, Any], ops: list[dict[str, Any]], patch: Any) -> dict[str, Any]:
+    """Apply operations from :func:`parse_patch` to a copy of ``doc`` (``patch`` is for messages)."""
+    ready: list[dict[str, Any]] = []
+    for item in ops:
+        path = item["path"]
+        root = "/" + path.split("/")[1]
+        if item["op"] == "add" and path == root:
             if root[1:] not in doc:
                 raise Invalid(f"Adding a new attribute {root} to the root of the resource is not allowed.")
             if doc[root[1:]] is not None:
                 raise Invalid(f"The attribute {root} has existed, please use 'replace' operation instead.")
-            op = "replace"
-        ops.append({"op": op, "path": path, "value": value})
+            item = {**item, "op": "replace"}
+        ready.append(item)
     current = json.loads(json.dumps(doc, default=str))
     try:
-        result = jsonpatch.apply_patch(current, ops)
+        result = jsonpatch.apply_patch(current, ready)
     except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
         raise Invalid(f"Couldn't apply patch '{patch}'. Reason: {exc}") from None
     if not isinstance(result, dict):
         raise Invalid(f"Couldn't apply patch '{patch}'. Reason: the result is not an object")
-    for item in ops:
+    for item in ready:
         if item["op"] == "remove" and item["path"].count("/") == 1:
             result[item["path"][1:]] = None
     return result
+
+
+def apply_patch(
+    doc: Mapping[str, Any],
+    patch: Any,
+    *,
+    internal: Iterable[str] = (),
+    non_removable: Iterable[str] = (),
+) -> dict[str, Any]:
+    """Validate ``patch`` and apply it to a copy of ``doc`` (:func:`parse_patch` + :func:`apply_ops`)."""
+    return apply_ops(doc, parse_patch(patch, internal=internal, non_removable=non_removable), patch)
 
 
 def _literal(text: str) -> Any:

@@ -126,6 +126,8 @@ def _default_public_key(name: str, data_dir: Path) -> tuple[str, str]:
             return path.read_text().strip(), str(path)
     keys = data_dir / "keys"
     private, public = keys / name, keys / f"{name}.pub"
+    if private.parent != keys or public.parent != keys:  # keypair_name_problem already refuses these
+        raise _cli_error(f"Keypair name {name!r} would write outside {keys}.")
     if private.is_file() and public.is_file():
         return public.read_text().strip(), f"{public} (existing key pair)"
     from cryptography.hazmat.primitives import serialization
@@ -148,6 +150,11 @@ def _default_public_key(name: str, data_dir: Path) -> tuple[str, str]:
 
 @api_command
 def cmd_keypair_create(args: argparse.Namespace) -> int:
+    from flotilla.idents import keypair_name_problem
+
+    problem = keypair_name_problem(args.name)
+    if problem is not None:  # before any file is written: the name becomes DATA_DIR/keys/NAME
+        raise _cli_error(problem)
     if args.public_key:
         path = Path(args.public_key).expanduser()
         if not path.is_file():
@@ -206,6 +213,13 @@ def cmd_flavor_create(args: argparse.Namespace) -> int:
 def cmd_network_list(args: argparse.Namespace) -> int:
     with connect(args) as client:
         table(args, client.list_networks(), NETWORK_COLUMNS)
+    return 0
+
+
+@api_command
+def cmd_network_create(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        show(args, client.create_network(args.name, external=args.external), exclude=())
     return 0
 
 
@@ -315,3 +329,16 @@ def register(sub: Any) -> None:
         "network-list", help="List networks.", description="List networks (external ones for templates)."
     )
     p.set_defaults(func=cmd_network_list)
+    p = sub.add_parser(
+        "network-create",
+        help="Register a network (admin).",
+        description=(
+            "Register a network in the catalog (admin). A non-external one may then be named as a "
+            "template's or cluster's --fixed-network (an existing Docker network of that name on the "
+            "local provider), by every project: registering it is the decision to share it. Docker's "
+            "host, none and bridge are refused."
+        ),
+    )
+    p.add_argument("name", metavar="<name>", help="Network name (letters, digits, '_', '.', '-').")
+    p.add_argument("--external", action="store_true", help="An external network (for --external-network-id).")
+    p.set_defaults(func=cmd_network_create)

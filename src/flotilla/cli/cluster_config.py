@@ -2,26 +2,24 @@
 
 Like python-magnumclient: read the cluster and its template; when TLS is on, make a
 key and CSR (``CN=admin, O=system:masters``), fetch the cluster CA and get the CSR
-signed. Docker COEs (swarm, swarm-mode, docker) get ``ca.pem``, ``cert.pem`` and
-``key.pem`` in ``--dir`` and the ``DOCKER_*`` exports; Kubernetes gets ``DIR/config``,
-a kubeconfig with the certificates embedded, and ``KUBECONFIG``. Only the export lines
-go to stdout, so ``eval $(flotilla cluster-config NAME --dir D)`` works.
+signed through ``POST /v1/certificates``. What to write and export is the COE
+driver's (``client_config``: docker COEs get ``ca.pem``/``cert.pem``/``key.pem`` and
+``DOCKER_*``; Kubernetes ``DIR/config``, a kubeconfig with the certificates inlined,
+and ``KUBECONFIG``). Only the export lines go to stdout, so
+``eval $(flotilla cluster-config NAME --dir D)`` works. ``--merge`` merges a
+kubeconfig into ``~/.kube/config`` instead (as kind and k3d do).
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import os
-import shlex
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from flotilla.cli.output import api_command, connect, note
+from flotilla.drivers.coe.native import ClientConfigRequest, ConfigFile, Credentials, NativeConfig, pem_files
 
-DOCKER_COES = ("swarm", "swarm-mode", "docker")
 READY = ("CREATE_COMPLETE", "UPDATE_COMPLETE", "ROLLBACK_COMPLETE")
 
 
@@ -35,41 +33,6 @@ def _csh() -> bool:
     return "csh" in os.environ.get("SHELL", "")
 
 
-def _export(name: str, value: str) -> str:
-    return f"setenv {name} {shlex.quote(value)}" if _csh() else f"export {name}={shlex.quote(value)}"
-
-
-def _unset(name: str) -> str:
-    return f"unsetenv {name}" if _csh() else f"unset {name}"
-
-
-def _b64(pem: str) -> str:
-    return base64.b64encode(_pem(pem).encode("ascii")).decode("ascii")
-
-
-def _pem(text: str) -> str:
-    return text if text.endswith("\n") else text + "\n"
-
-
-def kubeconfig(name: str, server: str, tls: dict[str, str] | None) -> str:
-    """A kubeconfig whose cluster, user and context are all named ``name``."""
-    cluster: dict[str, Any] = {"server": server}
-    user: dict[str, Any] = {}
-    if tls is not None:
-        cluster["certificate-authority-data"] = _b64(tls["ca"])
-        user = {"client-certificate-data": _b64(tls["cert"]), "client-key-data": _b64(tls["key"])}
-    doc = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": name, "cluster": cluster}],
-        "users": [{"name": name, "user": user}],
-        "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
-        "current-context": name,
-        "preferences": {},
-    }
-    return yaml.safe_dump(doc, sort_keys=False)
-
-
 def _write(path: Path, text: str, mode: int) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
@@ -77,6 +40,16 @@ def _write(path: Path, text: str, mode: int) -> None:
         fh.write(text)
     os.chmod(tmp, mode)
     os.replace(tmp, path)
+
+
+def render(coe: str, request: ClientConfigRequest) -> NativeConfig:
+    """The one place the COE picks the renderer: the installed driver serving ``coe``."""
+    from flotilla.drivers.registry import installed_coe_driver
+
+    driver = installed_coe_driver(coe)
+    if driver is None:
+        return NativeConfig(note=f"no client configuration for COE {coe}; API address: {request.api_address}")
+    return driver.client_config(request)
 
 
 @api_command
@@ -104,44 +77,54 @@ def cmd_config(args: argparse.Namespace) -> int:
         address = cluster.get("api_address")
         if not address:
             raise _cli_error(f"{noun} {name} has no API address (api_address is empty).")
-        names: list[str] = []
-        if coe == "kubernetes":
-            names.append("config")
-            if use_tls and args.output_certs:
-                names += ["ca.pem", "cert.pem", "key.pem"]
-        elif use_tls:
-            names += ["ca.pem", "cert.pem", "key.pem"]
-        for fname in names:
-            if (cfg_dir / fname).exists() and not args.force:
-                raise _cli_error(f"File {cfg_dir / fname} exists, aborting (use --force to overwrite).")
-        tls: dict[str, str] | None = None
+        request = ClientConfigRequest(name, str(address), str(cfg_dir), use_tls)
+        preview = render(coe, request)
+        if args.kubeconfig and not args.merge:
+            raise _cli_error("--kubeconfig names the file --merge writes; add --merge.")
+        if args.merge and preview.merge is None and not preview.note:
+            raise _cli_error(
+                f"--merge: {noun} {name} (COE {coe}) has no kubeconfig to merge; leave --merge out."
+            )
+        creds: Credentials | None = None
         if use_tls:
             csr, key = generate_csr()
             ca = client.get_ca(str(cluster["uuid"]))["pem"]
             cert = client.sign_csr(str(cluster["uuid"]), csr)["pem"]
-            tls = {"ca": str(ca), "cert": str(cert), "key": key}
-    cfg_dir.mkdir(parents=True, exist_ok=True)
-    if tls is not None and ("key.pem" in names):
-        _write(cfg_dir / "ca.pem", _pem(tls["ca"]), 0o644)
-        _write(cfg_dir / "cert.pem", _pem(tls["cert"]), 0o644)
-        _write(cfg_dir / "key.pem", _pem(tls["key"]), 0o600)
-        note(f"wrote ca.pem, cert.pem and key.pem to {cfg_dir}")
-    if coe == "kubernetes":
-        path = cfg_dir / "config"
-        _write(path, kubeconfig(name, str(address), tls), 0o600)
-        note(f"wrote {path}")
-        print(_export("KUBECONFIG", str(path)))
-    elif coe in DOCKER_COES:
-        print(_export("DOCKER_HOST", str(address)))
-        if use_tls:
-            print(_export("DOCKER_CERT_PATH", str(cfg_dir)))
-            print(_export("DOCKER_TLS_VERIFY", "1"))
-        else:
-            print(_unset("DOCKER_CERT_PATH"))
-            print(_unset("DOCKER_TLS_VERIFY"))
-    else:
-        note(f"no client configuration for COE {coe}; API address: {address}")
+            creds = Credentials(str(ca), str(cert), key)
+    config = render(coe, ClientConfigRequest(name, str(address), str(cfg_dir), use_tls, creds))
+    if config.note:
+        note(config.note)
+        return 0
+    if args.merge and config.merge is not None:
+        target = Path(os.path.expanduser(args.kubeconfig)) if args.kubeconfig else config.merge.default_target
+        try:
+            existing: str | None = target.read_text()
+        except FileNotFoundError:
+            existing = None
+        text = config.merge.apply(existing)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write(target, text, 0o600)
+        note(f"merged {config.merge.what} into {target} and made it the current context")
+        return 0
+    files = list(config.files)
+    if args.output_certs and creds is not None:
+        files += [f for f in pem_files(creds) if f.name not in {g.name for g in files}]
+    _write_files(cfg_dir, files, force=args.force)
+    for line in config.shell(csh=_csh()):
+        print(line)
     return 0
+
+
+def _write_files(cfg_dir: Path, files: list[ConfigFile], *, force: bool) -> None:
+    for f in files:
+        if (cfg_dir / f.name).exists() and not force:
+            raise _cli_error(f"File {cfg_dir / f.name} exists, aborting (use --force to overwrite).")
+    if not files:
+        return
+    cfg_dir.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        _write(cfg_dir / f.name, f.text, f.mode)
+    note(f"wrote {', '.join(f.name for f in files)} to {cfg_dir}")
 
 
 def register_config(sub: Any, command: str, view: str) -> None:
@@ -153,7 +136,8 @@ def register_config(sub: Any, command: str, view: str) -> None:
             f"Write the credentials for a {noun} and print shell exports: "
             f"eval $(flotilla {command} NAME --dir DIR). Docker COEs get DIR/ca.pem, cert.pem and key.pem "
             "(when TLS is on) and DOCKER_HOST, DOCKER_CERT_PATH, DOCKER_TLS_VERIFY; Kubernetes gets "
-            "DIR/config (certificates embedded) and KUBECONFIG. Only the exports go to stdout."
+            "DIR/config (certificates embedded) and KUBECONFIG, or with --merge a context in ~/.kube/config. "
+            "Only the exports go to stdout."
         ),
     )
     p.add_argument("cluster", metavar=f"<{noun}>", help=f"ID or name of the {noun}.")
@@ -166,4 +150,14 @@ def register_config(sub: Any, command: str, view: str) -> None:
         action="store_true",
         help="Kubernetes: also write ca.pem, cert.pem and key.pem (docker COEs always get them).",
     )
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help=(
+            "Kubernetes: merge the cluster into your kubeconfig (the first file in $KUBECONFIG, else "
+            "~/.kube/config, or --kubeconfig) as context flotilla-NAME and make it current, instead of "
+            "writing DIR/config; prints no exports."
+        ),
+    )
+    p.add_argument("--kubeconfig", metavar="<file>", help="With --merge: the kubeconfig to merge into.")
     p.set_defaults(func=cmd_config, view=view)

@@ -31,6 +31,38 @@ class CliError(Exception):
     """A user-facing failure: printed as ``ERROR: <message>``, exit code 1."""
 
 
+def _add_global_options(parser: argparse.ArgumentParser, *, after_command: bool) -> None:
+    """The options every command understands, before the command or (``after_command``)
+    after it: ``flotilla serve --data-dir X`` as well as ``flotilla --data-dir X serve``.
+
+    After the command they default to SUPPRESS, so an option not repeated there keeps the
+    value given before the command; an option string the command defines itself wins.
+    """
+    taken = set(parser._option_string_actions) if after_command else set()
+    extra: dict[str, object] = {"default": argparse.SUPPRESS} if after_command else {}
+
+    def add(group: argparse._ActionsContainer, *flags: str, **kwargs: object) -> None:
+        if taken.intersection(flags):
+            return
+        group.add_argument(*flags, **{**kwargs, **extra})  # type: ignore[arg-type]
+
+    add(parser, "--debug", action="store_true", help="Log HTTP requests and show tracebacks.")
+    title = "global options" if after_command else "connection (default: the data dir's clouds.yaml)"
+    conn = parser.add_argument_group(title)
+    add(conn, "--os-cloud", dest="os_cloud", help="Cloud name in clouds.yaml (env OS_CLOUD).")
+    add(conn, "--os-token", dest="os_token", help="API token (env OS_TOKEN).")
+    add(
+        conn, "--os-endpoint-override", "--bypass-url", dest="os_endpoint",
+        help="API endpoint (env OS_ENDPOINT_OVERRIDE).",
+    )  # fmt: skip
+    add(conn, "--data-dir", dest="data_dir", help="Flotilla data dir (env FLOTILLA_DATA_DIR).")
+    add(
+        conn, "--magnum-api-version", dest="api_version", default="latest",
+        help="Microversion to request (default latest).",
+    )  # fmt: skip
+    add(conn, "--json", action="store_true", help="Print JSON instead of tables (for scripts).")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flotilla",
@@ -40,24 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=__version__)
-    parser.add_argument("--debug", action="store_true", help="Log HTTP requests and show tracebacks.")
-    conn = parser.add_argument_group("connection (default: the data dir's clouds.yaml)")
-    conn.add_argument("--os-cloud", dest="os_cloud", help="Cloud name in clouds.yaml (env OS_CLOUD).")
-    conn.add_argument("--os-token", dest="os_token", help="API token (env OS_TOKEN).")
-    conn.add_argument(
-        "--os-endpoint-override",
-        "--bypass-url",
-        dest="os_endpoint",
-        help="API endpoint (env OS_ENDPOINT_OVERRIDE).",
-    )
-    conn.add_argument("--data-dir", dest="data_dir", help="Flotilla data dir (env FLOTILLA_DATA_DIR).")
-    conn.add_argument(
-        "--magnum-api-version",
-        dest="api_version",
-        default="latest",
-        help="Microversion to request (default latest).",
-    )
-    conn.add_argument("--json", action="store_true", help="Print JSON instead of tables (for scripts).")
+    _add_global_options(parser, after_command=False)
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     for name in MODULES:
         try:
@@ -67,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
+    for command in set(sub.choices.values()):
+        _add_global_options(command, after_command=True)
     return parser
 
 
@@ -87,7 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CliError, FlotillaError) as exc:
         if args.debug:
             raise
-        print(f"ERROR: {exc}", file=sys.stderr)
+        from flotilla.cli.output import printable
+
+        print(f"ERROR: {printable(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

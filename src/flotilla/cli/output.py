@@ -17,12 +17,30 @@ import functools
 import json
 import os
 import sys
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from flotilla.client import ApiError, Client
 
 Command = Callable[[argparse.Namespace], int]
+
+
+#: Bidirectional-text controls: they reorder what a terminal shows (U+202E and friends).
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters shown as escapes (``\\x1b``), so a name holding an
+    ANSI sequence or a carriage return cannot drive the terminal. Newlines are kept."""
+    if text.isprintable() and not any(c in _BIDI for c in text):
+        return text
+    return "".join(
+        c
+        if c == "\n" or (c.isprintable() and c not in _BIDI) or unicodedata.category(c) == "Zs"
+        else c.encode("unicode_escape").decode("ascii")
+        for c in text
+    )
 
 
 def format_value(value: Any) -> str:
@@ -38,7 +56,10 @@ def format_value(value: Any) -> str:
 
 def render_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     """A prettytable-style table; cells with newlines span several lines."""
-    lines_rows: list[list[list[str]]] = [[c.splitlines() or [""] for c in row] for row in rows]
+    headers = [printable(h) for h in headers]
+    lines_rows: list[list[list[str]]] = [
+        [printable(c).split("\n") if c else [""] for c in row] for row in rows
+    ]
     widths = [len(h) for h in headers]
     for row in lines_rows:
         for i, cell in enumerate(row):
@@ -78,12 +99,12 @@ def table(args: argparse.Namespace, items: Sequence[Mapping[str, Any]], columns:
 
 def message(args: argparse.Namespace, text: str) -> None:
     """A human message: stdout normally, stderr with ``--json`` (stdout stays JSON)."""
-    print(text, file=sys.stderr if getattr(args, "json", False) else sys.stdout, flush=True)
+    print(printable(text), file=sys.stderr if getattr(args, "json", False) else sys.stdout, flush=True)
 
 
 def note(text: str) -> None:
     """A side message that never belongs in stdout (progress, hints)."""
-    print(text, file=sys.stderr, flush=True)
+    print(printable(text), file=sys.stderr, flush=True)
 
 
 def extra_columns(base: Sequence[str], fields: str | None) -> list[str]:

@@ -58,8 +58,16 @@ def register(sub: Any) -> None:
     p.add_argument("--user", required=True, help="User id.")
     p.add_argument("--role", required=True, choices=["admin", "member", "reader"])
     p.add_argument("--description")
+    p.add_argument(
+        "--expires-days", type=float, metavar="<days>",
+        help="Days until the token expires (default: the token_ttl_days setting, 30; 0: never).",
+    )  # fmt: skip
     p.add_argument("--database-url")
     p.set_defaults(func=cmd_token_create)
+
+    from flotilla.cli import tokens as token_commands
+
+    token_commands.register(sub)
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Any:
@@ -91,17 +99,24 @@ def cmd_conductor(args: argparse.Namespace) -> int:
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
+    from flotilla.cli.main import CliError
     from flotilla.db.engine import Database
     from flotilla.services import bootstrap, tokens
 
     settings = _settings(args)
+    days = settings.token_ttl_days if args.expires_days is None else args.expires_days
+    if days < 0 or days > 36500:
+        raise CliError(f"--expires-days must be between 0 (never) and 36500, got {days}")
     db = Database(settings)
     bootstrap.prepare_database(db)
-    with db.session() as s:
-        token = tokens.create(
-            s, user_id=args.user, project_id=args.project, roles=[args.role], description=args.description
-        )
-    db.dispose()
+    try:
+        with db.session() as s:
+            token = tokens.create(
+                s, user_id=args.user, project_id=args.project, roles=[args.role], description=args.description,
+                expires_at=tokens.expiry(days),
+            )  # fmt: skip
+    finally:
+        db.dispose()
     print(token)
     print(f"# export OS_TOKEN={token} OS_ENDPOINT_OVERRIDE={settings.endpoint}/v1", file=sys.stderr)
     return 0

@@ -261,7 +261,10 @@ def _add_create(sub: Any, name: str, view: TemplateView) -> None:
     p.add_argument(
         "--coe", required=True, metavar="<coe>", help="Container Orchestration Engine: kubernetes, swarm, ..."
     )
-    p.add_argument("--fixed-network", metavar="<fixed-network>", help="Private network name.")
+    p.add_argument(
+        "--fixed-network", metavar="<fixed-network>",
+        help="A network an admin registered (see `flotilla network-list`); unset: the cluster gets its own.",
+    )  # fmt: skip
     p.add_argument("--fixed-subnet", metavar="<fixed-subnet>", help="Private subnet name.")
     p.add_argument(
         "--network-driver",

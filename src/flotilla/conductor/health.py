@@ -25,7 +25,7 @@ from flotilla.conductor.providers import ProviderPool
 from flotilla.context import SYSTEM
 from flotilla.db import models as m
 from flotilla.db.engine import Database
-from flotilla.domain import NodeInfo, TlsMaterial
+from flotilla.domain import NodeInfo, TlsMaterial, VolumeUsage
 from flotilla.drivers.base import ClusterSpec, Observation, Provider
 from flotilla.drivers.registry import CoeRegistry
 from flotilla.errors import FlotillaError
@@ -35,6 +35,11 @@ from flotilla.services import certificates, clusters, operations, specs
 log = logging.getLogger(__name__)
 
 SETTLED = (Status.CREATE_COMPLETE.value, Status.UPDATE_COMPLETE.value, Status.ROLLBACK_COMPLETE.value)
+#: A cluster left FAILED still runs (some of) its nodes: its health keeps being checked so
+#: that health_status says what is left, but it is never auto-healed (that needs a settled
+#: cluster; the user decides: update again, or delete).
+FAILED = (Status.CREATE_FAILED.value, Status.UPDATE_FAILED.value)
+OBSERVED = SETTLED + FAILED
 
 
 @dataclass
@@ -71,10 +76,17 @@ class HealthMonitor:
     _since: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def cycle(self) -> int:
-        """One pass over every settled cluster; returns how many changed health."""
+        """One pass over every settled or failed cluster; returns how many changed health."""
+        cluster_specs: dict[str, ClusterSpec] = {}
         with self.db.reader() as s:
-            rows = list(s.scalars(select(m.Cluster).where(m.Cluster.status.in_(SETTLED))))
-            cluster_specs = {c.uuid: specs.build(s, c) for c in rows}
+            rows = []
+            for c in s.scalars(select(m.Cluster).where(m.Cluster.status.in_(OBSERVED))):
+                try:
+                    cluster_specs[c.uuid] = specs.build(s, c)
+                except Exception:  # one broken row (e.g. its template gone) must not stop the others
+                    log.exception("health: cannot describe cluster %s", c.uuid)
+                    continue
+                rows.append(c)
         by_provider: dict[str, list[m.Cluster]] = defaultdict(list)
         for c in rows:
             by_provider[c.provider].append(c)
@@ -88,15 +100,30 @@ class HealthMonitor:
                 for c in members:
                     changed += self._save(c.uuid, Observation("UNKNOWN", {"provider": str(exc)}))
                 continue
+            full = self._full_volumes(name, provider)
             for c in members:
                 spec = cluster_specs[c.uuid]
-                obs = self._observe(spec, provider, nodes)
+                obs = with_full_volumes(self._observe(spec, provider, nodes), full.get(c.uuid, []))
                 changed += self._save(c.uuid, obs)
-                if obs.health == "UNHEALTHY":
+                if obs.health == "UNHEALTHY" and c.status in SETTLED:
                     self._maybe_heal(c, spec, obs)
                 else:
                     self._forget(c.uuid)
         return changed
+
+    @staticmethod
+    def _full_volumes(name: str, provider: Provider) -> dict[str, list[VolumeUsage]]:
+        """cluster uuid -> its nodes whose Docker volume is full (one provider pass)."""
+        try:
+            usage = provider.volume_usage(None)
+        except (FlotillaError, OSError) as exc:
+            log.warning("health: provider %s could not measure volumes: %s", name, exc)
+            return {}
+        full: dict[str, list[VolumeUsage]] = defaultdict(list)
+        for u in usage:
+            if u.full:
+                full[u.cluster_uuid].append(u)
+        return full
 
     def _observe(self, spec: ClusterSpec, provider: Provider, nodes: Sequence[NodeInfo]) -> Observation:
         driver = self.coes.get(spec.coe)
@@ -111,7 +138,7 @@ class HealthMonitor:
     def _save(self, cluster_uuid: str, obs: Observation) -> int:
         with self.db.session() as s:
             row = s.scalars(select(m.Cluster).where(m.Cluster.uuid == cluster_uuid)).first()
-            if row is None or row.status not in SETTLED:
+            if row is None or row.status not in OBSERVED:
                 return 0
             reasons = dict(obs.reasons)
             if row.health_status == obs.health and (row.health_status_reason or {}) == reasons:
@@ -154,6 +181,7 @@ class HealthMonitor:
             op = clusters.scale(
                 s, SYSTEM, row, node_count=ng.node_count, nodes_to_remove=[victim], nodegroup=None,
                 coes=self.coes, version_minor=10, resize=True,
+                limits=clusters.Limits.from_settings(self.providers.settings),
             )  # fmt: skip
             if op is not None:
                 op.params = {**(op.params or {}), "repair": victim}
@@ -168,3 +196,16 @@ class HealthMonitor:
             row = s.scalars(select(m.Cluster).where(m.Cluster.uuid == cluster_uuid)).first()
             if row is not None:
                 row.health_status_reason = {**obs.reasons, "auto_healing": text}
+
+
+def with_full_volumes(obs: Observation, full: Sequence[VolumeUsage]) -> Observation:
+    """The COE's observation, UNHEALTHY when a node's Docker volume is full (the reason
+    says how full). Such nodes are not auto-healed: replacing one would drop its data."""
+    if not full:
+        return obs
+    reasons = dict(obs.reasons)
+    for u in full:
+        before = reasons.get(u.node)
+        ok = before is None or before in ("ok", "Ready")
+        reasons[u.node] = u.describe() if ok else f"{before}; {u.describe()}"
+    return Observation("UNHEALTHY", reasons, obs.unhealthy_nodes)

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import select, update
@@ -122,17 +123,22 @@ class OpRunner:
         self.op: m.Operation | None = None
         self._lost = threading.Event()
         self._done = threading.Event()
-        self._prefix = ""
+        self._step: operations.Progress | None = None
 
     @property
     def lost(self) -> bool:
         return self._lost.is_set()
 
+    def abandon(self) -> None:
+        """Stop at the next step boundary (the process is shutting down)."""
+        self._lost.set()
+
     def show(self, detail: str) -> None:
-        assert self.op is not None
-        text = f"{self._prefix} ({detail})" if detail else self._prefix
+        assert self.op is not None and self._step is not None
         with self.db.session() as s:
-            operations.set_progress(s, self.op.cluster_id, text)
+            operations.record_progress(
+                s, self.op.id, self.op.cluster_id, replace(self._step, detail=detail or None)
+            )
 
     def _renew_loop(self) -> None:
         assert self.op is not None
@@ -184,14 +190,14 @@ class OpRunner:
             if op.deadline is not None and utcnow() > op.deadline:
                 self._fail(op, f"Timed out at step {index + 1}/{total} ({step.name}).")
                 return
-            self._prefix = f"{index + 1}/{total} {step.name}"
+            self._step = operations.Progress(index + 1, total, step.name)
             # One transaction per step boundary: "steps before this one are done, this one runs".
             with self.db.session() as s:
                 if not operations.checkpoint(
                     s, op.id, self.owner, step_index=index, step_count=total, step_name=step.name
                 ):
                     raise LeaseLost
-                operations.set_progress(s, op.cluster_id, self._prefix)
+                operations.set_progress(s, op.cluster_id, self._step.text)
             started = time.monotonic()
             try:
                 step.run(ctx)

@@ -9,6 +9,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from flotilla.datadir import private_dir, secure_sqlite
+from flotilla.db.guard import refuse_unstorable
 from flotilla.settings import Settings
 
 
@@ -17,10 +19,12 @@ def make_engine(settings: Settings, *, immediate: bool = True) -> Engine:
 
     ``immediate``: on SQLite, start transactions with ``BEGIN IMMEDIATE`` (writers);
     readers use a second engine with deferred BEGIN so WAL lets them run beside a writer.
+    The data dir is made 0700 and the SQLite file 0600 (see :mod:`flotilla.datadir`).
     """
     url = settings.db_url
     if url.startswith("sqlite"):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data_dir)
+        secure_sqlite(url)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -54,6 +58,8 @@ class Database:
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
         self.read_engine = make_engine(settings, immediate=False) if self.is_sqlite else self.engine
         self._read_factory = sessionmaker(self.read_engine, expire_on_commit=False)
+        for factory in (self._factory, self._read_factory):
+            event.listen(factory, "before_flush", refuse_unstorable)
 
     @property
     def is_sqlite(self) -> bool:

@@ -64,6 +64,18 @@ class ApiToken(Base, Timestamps):
     project_id: Mapped[str] = mapped_column(String(255))
     roles: Mapped[str] = mapped_column(String(255))  # comma list
     description: Mapped[str | None] = mapped_column(String(255), default=None)
+    #: None: never expires (the bootstrap admin token; rotate it with ``token-rotate-admin``).
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+
+
+class WebSession(Base, Timestamps):
+    """A signed-in dashboard session; sign-out deletes the row, which ends the session
+    even for a copy of its cookie. Only the SHA-256 of the session id is stored."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sid_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class ClusterTemplate(Base, Timestamps):

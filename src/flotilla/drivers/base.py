@@ -18,7 +18,19 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
-from flotilla.domain import ExecResult, Flavor, NetworkInfo, NetworkSpec, NodeInfo, NodeSpec, TlsMaterial
+from flotilla.domain import (
+    ExecResult,
+    Flavor,
+    LoadBalancerInfo,
+    LoadBalancerSpec,
+    NetworkInfo,
+    NetworkSpec,
+    NodeInfo,
+    NodeSpec,
+    TlsMaterial,
+    VolumeUsage,
+)
+from flotilla.drivers.coe.native import ClientConfigRequest, NativeConfig
 
 OpKind = Literal["create", "update", "delete", "rotate_ca"]
 
@@ -49,8 +61,22 @@ class Provider(Protocol):
 
     def delete_network(self, cluster_uuid: str, name: str) -> None: ...
 
+    def reserve_address(self, cluster_uuid: str, network: str, name: str, role: str) -> str:
+        """The address node ``name`` has (or will have) on ``network``, chosen by the provider.
+
+        Idempotent by name: an existing node's address, or the one promised earlier.
+        ``ensure_node`` with ``NodeSpec.ip=None`` uses the promise (or picks one), so a COE
+        can put the address in a certificate before the node exists (an OpenStack provider
+        creates the Neutron port here). Raises ``NotFound`` for an unknown network,
+        ``FlotillaError`` when it has no free address.
+        """
+        ...
+
     def ensure_node(self, spec: NodeSpec) -> NodeInfo:
-        """Create (or return the existing) node and start it; the node's command is running on return."""
+        """Create (or return the existing) node and start it; the node's command is running on return.
+
+        ``spec.ip`` None: the provider chooses (the reserved address, else the lowest free).
+        """
         ...
 
     def delete_node(self, cluster_uuid: str, name: str) -> None:
@@ -59,6 +85,20 @@ class Provider(Protocol):
 
     def list_nodes(self, cluster_uuid: str | None = None) -> list[NodeInfo]:
         """Every node of one cluster, or of all clusters, in ONE backend call."""
+        ...
+
+    def ensure_load_balancer(self, spec: LoadBalancerSpec) -> LoadBalancerInfo:
+        """Create the balancer, or bring an existing one to ``spec`` (listeners and members);
+        its address never changes once created. Create it with no members first when the
+        members need its address (a certificate SAN), then again with them."""
+        ...
+
+    def find_load_balancer(self, cluster_uuid: str, name: str) -> LoadBalancerInfo | None:
+        """The balancer as it is now, or None."""
+        ...
+
+    def delete_load_balancer(self, cluster_uuid: str, name: str) -> None:
+        """Remove the balancer; a missing one counts as removed."""
         ...
 
     def exec(
@@ -74,6 +114,16 @@ class Provider(Protocol):
         ...
 
     def image_exists(self, image_ref: str) -> bool: ...
+
+    def max_volume_gb(self) -> int | None:
+        """The largest ``docker_volume_size`` (GiB) a new node volume can get now (e.g. the
+        free space where volumes live); None when the provider cannot tell."""
+        ...
+
+    def volume_usage(self, cluster_uuid: str | None = None) -> list[VolumeUsage]:
+        """How full the nodes' Docker volumes are, for one cluster or all, in one pass;
+        nodes the provider cannot measure are left out."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -184,7 +234,13 @@ class CoeDriver(Protocol):
     requires: frozenset[str]
 
     def validate_template(self, fields: Mapping[str, object]) -> None:
-        """Raise ``errors.Invalid`` for COE-specific fields/labels this driver cannot honour."""
+        """Raise ``errors.Invalid`` for COE-specific fields/labels this driver cannot honour.
+
+        Called twice: at template create/update with the template's writable fields
+        (the *template stage*), and at cluster create/resize with ``master_count`` and
+        ``node_count`` (and ``scaling``) added (the *cluster stage*); checks that need the
+        node counts can only run at the cluster stage (``"node_count" in fields``).
+        """
         ...
 
     def plan(self, kind: OpKind, spec: ClusterSpec) -> list[Step]:
@@ -193,6 +249,14 @@ class CoeDriver(Protocol):
 
     def observe(self, spec: ClusterSpec, nodes: Sequence[NodeInfo], ctx: StepContext) -> Observation: ...
 
-    def client_env(self, api_address: str, cert_dir: str, tls: bool) -> list[str]:
-        """The ``export`` lines for the native client (``bay-config``)."""
+    def image_load_argv(self) -> Sequence[str] | None:
+        """The command, run on a node, that imports an image archive (``docker save``
+        format) read from stdin into what runs the users' containers; None when this COE
+        cannot load images (``cluster-image-load``; the conductor also runs it on nodes
+        added later)."""
+        ...
+
+    def client_config(self, request: ClientConfigRequest) -> NativeConfig:
+        """The native client's configuration (files + environment) for ``cluster-config``,
+        ``bay-config`` and the dashboard's bundle. Pure: callers write the files."""
         ...

@@ -44,6 +44,10 @@ class CoeRegistry:
         classes = _load("flotilla.coe_drivers", names)
         return cls(factory() for factory in classes.values())
 
+    def drivers(self) -> list[CoeDriver]:
+        """Each enabled driver once, by name."""
+        return sorted({id(d): d for d in self._by_coe.values()}.values(), key=lambda d: d.name)
+
     def coes(self) -> list[str]:
         return sorted(self._by_coe)
 
@@ -61,6 +65,34 @@ class CoeRegistry:
         return driver
 
 
+def installed_coe_driver(coe: str) -> CoeDriver | None:
+    """The installed (not necessarily enabled) driver serving ``coe``, for client-side use
+    such as rendering a native-client configuration; None when no installed driver serves it."""
+    for ep in entry_points(group="flotilla.coe_drivers"):
+        try:
+            driver = ep.load()()
+        except Exception:  # a broken out-of-tree driver must not break the CLI for the others
+            log.warning("COE driver %s failed to load", ep.name, exc_info=True)
+            continue
+        if coe in getattr(driver, "coes", ()):
+            return driver if isinstance(driver, CoeDriver) else None
+    return None
+
+
 def load_provider_factories(names: Iterable[str]) -> dict[str, Callable[..., Provider]]:
     """Provider classes by name (constructed by the conductor with their settings)."""
     return _load("flotilla.providers", names)
+
+
+def unmet_requirements(drivers: Iterable[CoeDriver], provider: Provider) -> list[str]:
+    """One sentence per driver whose ``requires`` is not within the provider's capabilities."""
+    caps = provider.capabilities()
+    out = []
+    for d in drivers:
+        missing = sorted(d.requires - caps)
+        if missing:
+            out.append(
+                f"COE driver {d.name} requires {', '.join(missing)}, which provider {provider.name} does not "
+                f"offer (it offers {', '.join(sorted(caps)) or 'nothing'}); disable the driver or use another provider"
+            )
+    return out

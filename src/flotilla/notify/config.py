@@ -1,4 +1,4 @@
-"""Notification settings (``Settings.notifications``) and the sinks they name.
+"""The sinks ``Settings.notifications`` names (the settings model lives in ``flotilla.settings``).
 
 In ``flotilla.yaml``::
 
@@ -13,45 +13,11 @@ or ``FLOTILLA_NOTIFICATIONS__SINKS='["jsonl","amqp"]'``, ``FLOTILLA_NOTIFICATION
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
-
-from pydantic import BaseModel, Field, model_validator
 
 from flotilla.notify.sinks import AmqpSink, JsonLinesSink, Sink, WebhookSink
+from flotilla.settings import NotificationSettings, SinkName
 
-SinkName = Literal["jsonl", "webhook", "amqp"]
-
-
-def _default_sinks() -> list[SinkName]:
-    return ["jsonl"]
-
-
-class NotificationSettings(BaseModel):
-    """Which sinks get the CADF notifications, and how the dispatcher retries."""
-
-    #: Any of ``jsonl``, ``webhook``, ``amqp``; empty = nothing is sent, rows wait in the outbox.
-    sinks: list[SinkName] = Field(default_factory=_default_sinks)
-    #: Default ``DATA_DIR/notifications.jsonl``.
-    jsonl_path: str | None = None
-    webhook_url: str | None = None
-    webhook_timeout: float = Field(default=10.0, gt=0)
-    #: An oslo.messaging transport URL, e.g. ``rabbit://user:pass@host:5672/``.
-    amqp_url: str | None = None
-    amqp_topic: str = "notifications"
-    #: Seconds between outbox scans when there is nothing to send.
-    poll_interval: float = Field(default=1.0, gt=0)
-    #: Attempts before a notification is given up (logged, kept with its last error).
-    max_attempts: int = Field(default=20, ge=1)
-    #: Delivered rows older than this many hours are deleted from the outbox.
-    keep_delivered_hours: float = Field(default=168.0, gt=0)
-
-    @model_validator(mode="after")
-    def _check_urls(self) -> NotificationSettings:
-        if "webhook" in self.sinks and not self.webhook_url:
-            raise ValueError("notifications.sinks has 'webhook' but notifications.webhook_url is not set")
-        if "amqp" in self.sinks and not self.amqp_url:
-            raise ValueError("notifications.sinks has 'amqp' but notifications.amqp_url is not set")
-        return self
+__all__ = ["NotificationSettings", "SinkName", "build_sinks"]
 
 
 def build_sinks(cfg: NotificationSettings, data_dir: Path) -> list[Sink]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ from flotilla import domain
 from flotilla.context import RequestContext
 from flotilla.db import models as m
 from flotilla.errors import Conflict, Forbidden, Invalid, NotFound
-from flotilla.idents import is_uuid, new_uuid
+from flotilla.idents import is_uuid, keypair_name_problem, new_uuid
 
 SEED_FLAVORS: tuple[tuple[str, float, int], ...] = (
     ("m1.tiny", 0.5, 512),
@@ -109,8 +110,45 @@ def find_external_network(session: Session, ident: str) -> m.Network:
     return row
 
 
+#: Docker's own network names: not networks a cluster may join (``host`` is the host's
+#: network namespace, ``none`` no network, ``bridge`` the engine's shared default bridge).
+RESERVED_NETWORK_NAMES = frozenset({"host", "none", "bridge", "default"})
+NETWORK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
+
+
+def find_fixed_network(session: Session, ident: str) -> m.Network:
+    """The network a template's or cluster's ``fixed_network`` names.
+
+    The rule: only a non-external network an admin registered in the catalog
+    (``POST /local/v1/networks``) may be named, so users never choose raw Docker networks:
+    not another project's cluster network, not ``host``. Admins decide which networks
+    are shared, and by whom (every project that can see a template naming it).
+    Raises Invalid (400) with the accepted names.
+    """
+    if ident in RESERVED_NETWORK_NAMES:
+        raise Invalid(
+            f"fixed_network {ident} is Docker's {ident} network, which cluster nodes may not use; "
+            "leave fixed_network unset to give the cluster its own network."
+        )
+    col = m.Network.uuid if is_uuid(ident) else m.Network.name
+    row = session.scalars(select(m.Network).where(col == ident, m.Network.external.is_(False))).first()
+    if row is None:
+        names = ", ".join(n.name for n in list_networks(session) if not n.external) or "none"
+        raise Invalid(
+            f"Unable to find network {ident} for fixed_network: it must name a non-external network an admin "
+            f"registered in the catalog (/local/v1/networks). Available: {names}. Leave it unset to give the "
+            "cluster its own network."
+        )
+    return row
+
+
 def create_network(session: Session, ctx: RequestContext, name: str, external: bool) -> m.Network:
     _require_admin(ctx, "network:create")
+    if name in RESERVED_NETWORK_NAMES or not NETWORK_NAME_RE.match(name):
+        raise Invalid(
+            f"Invalid network name {name!r}: use letters, digits, '_', '.' and '-' (starting with a letter "
+            f"or digit, at most 255 characters); {', '.join(sorted(RESERVED_NETWORK_NAMES))} are Docker's own."
+        )
     if session.scalars(select(m.Network).where(m.Network.name == name)).first():
         raise Conflict(f"Network {name} already exists.")
     row = m.Network(uuid=new_uuid(), name=name, external=external)
@@ -131,10 +169,26 @@ def list_images(session: Session) -> list[m.Image]:
     return list(session.scalars(select(m.Image).order_by(m.Image.name)))
 
 
+#: The guide's image names -> the local node image they stand for when no image of that
+#: name is registered (the guide boots Fedora Atomic from Glance; here nodes run the node
+#: image built locally with ``flotilla image-build flotilla-node``). An image registered
+#: under the guide's name itself always wins.
+GUIDE_IMAGE_ALIASES: dict[str, str] = {"fedora-atomic-latest": "flotilla-node"}
+
+
 def find_image(session: Session, ident: str) -> m.Image:
-    """Raises Invalid naming the images that exist."""
+    """Raises Invalid naming the images that exist (and, for the guide's image name, the
+    node image it stands for)."""
     col = m.Image.uuid if is_uuid(ident) else m.Image.name
     row = session.scalars(select(m.Image).where(col == ident)).first()
+    if row is None and ident in GUIDE_IMAGE_ALIASES:
+        target = GUIDE_IMAGE_ALIASES[ident]
+        row = session.scalars(select(m.Image).where(m.Image.name == target)).first()
+        if row is None:
+            raise Invalid(
+                f"Image {ident} could not be found. It is the guide's image; here it stands for the local node "
+                f"image {target}: build it with `flotilla image-build {target} --os-distro debian`."
+            )
     if row is None:
         names = (
             ", ".join(i.name for i in list_images(session)) or "none (build one with `flotilla image-build`)"
@@ -227,8 +281,9 @@ def find_keypair(session: Session, ctx: RequestContext, name: str) -> m.Keypair:
 def create_keypair(session: Session, ctx: RequestContext, name: str, public_key: str) -> m.Keypair:
     if not ctx.can_write:
         raise Forbidden("Policy doesn't allow keypair:create to be performed.")
-    if not name or len(name) > 255:
-        raise Invalid("A keypair name must have 1 to 255 characters.")
+    problem = keypair_name_problem(name)
+    if problem is not None:
+        raise Invalid(problem)
     parsed = parse_public_key(public_key)
     row = m.Keypair(
         name=name,

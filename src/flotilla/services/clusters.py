@@ -7,7 +7,8 @@ transaction before the API answers; the conductor does the work.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, func, select, true
@@ -24,6 +25,7 @@ from flotilla.lifecycle import Event, Status
 from flotilla.services import catalog, notifications, operations, template_rules, templates
 from flotilla.services.lookup import by_ident
 from flotilla.services.pagination import Page, paginate
+from flotilla.settings import Settings
 
 ClusterView = Literal["cluster", "bay"]
 NAME_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_.-]*$")
@@ -37,6 +39,29 @@ class Limits:
     max_clusters_per_project: int
     max_limit: int
     max_nodes_per_cluster: int = 200
+    labels: template_rules.LabelLimits = field(default_factory=template_rules.LabelLimits)
+    volumes: template_rules.VolumeLimits = field(default_factory=template_rules.VolumeLimits)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, volume_capacity_gb: Callable[[str], int | None] | None = None
+    ) -> Limits:
+        """The one place limits are read from settings (API, dashboard and CLI share it).
+
+        ``volume_capacity_gb(provider)``: what a provider can give a node volume now (its
+        free space); without it only the ``max_docker_volume_size`` setting applies.
+        """
+        return cls(
+            max_clusters_per_project=settings.max_clusters_per_project,
+            max_limit=settings.max_limit,
+            max_nodes_per_cluster=settings.max_nodes_per_cluster,
+            labels=template_rules.LabelLimits(
+                max_labels=settings.max_labels,
+                max_key_length=settings.max_label_key_length,
+                max_value_length=settings.max_label_value_length,
+            ),
+            volumes=template_rules.VolumeLimits(settings.max_docker_volume_size, volume_capacity_gb),
+        )
 
 
 def _check_size(limits: Limits, masters: int, workers: int) -> None:
@@ -209,25 +234,28 @@ def create(
 
     docker_volume_size = values.get("docker_volume_size") or template.docker_volume_size
     template_rules.check_storage(template.docker_storage_driver, docker_volume_size)
-    if view == "bay":
-        keypair = template.keypair_id
-        labels: dict[str, Any] = dict(values.get("labels") or {})
+    limits.volumes.check(docker_volume_size, default_provider)
+    keypair = template.keypair_id if view == "bay" else values.get("keypair") or template.keypair_id
+    # Absent, null or {} labels: the template's (bays too: bay-create sends none, and the
+    # baymodel's labels, e.g. auto_healing_enabled, must take effect as in Magnum).
+    given = values.get("labels")
+    labels: dict[str, Any]
+    if not given:
+        labels = dict(template.labels or {})
+    elif view == "cluster" and values.get("merge_labels"):
+        labels = {**(template.labels or {}), **given}
     else:
-        keypair = values.get("keypair") or template.keypair_id
-        given = values.get("labels")
-        if not given:
-            labels = dict(template.labels or {})
-        elif values.get("merge_labels"):
-            labels = {**(template.labels or {}), **given}
-        else:
-            labels = dict(given)
-    template_rules.check_labels(labels)
+        labels = dict(given)
+    template_rules.check_labels(labels, limits.labels)
     master_flavor_id = values.get("master_flavor_id") or template.master_flavor_id or "m1.small"
     flavor_id = values.get("flavor_id") or template.flavor_id or "m1.small"
     catalog.find_flavor(session, master_flavor_id)
     catalog.find_flavor(session, flavor_id)
     if keypair:
         catalog.find_keypair(session, ctx, keypair)
+    fixed_network = values.get("fixed_network") or template.fixed_network
+    if fixed_network:  # re-checked: the template's may predate the rule or name a removed network
+        fixed_network = catalog.find_fixed_network(session, fixed_network).name  # the provider's name
     lb = values.get("master_lb_enabled")
     master_lb_enabled = template.master_lb_enabled if lb is None or view == "bay" else bool(lb)
     if master_count > 1 and not master_lb_enabled:
@@ -245,7 +273,7 @@ def create(
         uuid=uuid, name=name, project_id=ctx.project_id, user_id=ctx.user_id,
         cluster_template_id=template.uuid, keypair=keypair, docker_volume_size=docker_volume_size,
         labels=labels, master_flavor_id=master_flavor_id, flavor_id=flavor_id,
-        fixed_network=values.get("fixed_network") or template.fixed_network,
+        fixed_network=fixed_network,
         fixed_subnet=values.get("fixed_subnet") or template.fixed_subnet,
         floating_ip_enabled=template.floating_ip_enabled if fip is None else bool(fip),
         master_lb_enabled=master_lb_enabled, create_timeout=timeout,
@@ -310,10 +338,28 @@ def _start_update(
 ) -> None:
     if Status(cluster.status) not in allowed:
         raise InvalidTransition(
-            f'Updating a cluster when status is "{cluster.status}" is not supported. '
-            "Wait for the current operation to end."
+            f'Updating a cluster when status is "{cluster.status}" is not supported. {_what_to_do(cluster)}'
         )
     operations.transition(session, cluster, Event.UPDATE_REQUESTED, None)
+
+
+def _what_to_do(cluster: m.Cluster) -> str:
+    """The way forward from a status that refuses an update (lifecycle.RESIZABLE is the rule)."""
+    status = Status(cluster.status)
+    reason = (cluster.status_reason or "no reason recorded")[:300]
+    if status in lifecycle.IN_PROGRESS:
+        return "Wait for the current operation to end."
+    if status == Status.UPDATE_FAILED:
+        return (
+            f"The last update failed ({reason}) and the node count was restored. Retry it with a resize, "
+            f"which a cluster in UPDATE_FAILED accepts: POST /v1/clusters/{cluster.uuid}/actions/resize "
+            '{"node_count": N} (`openstack coe cluster resize`, `flotilla cluster-resize`), or delete the cluster.'
+        )
+    if status == Status.CREATE_FAILED:
+        return f"The cluster was never created ({reason}); delete it and create it again."
+    if status == Status.DELETE_FAILED:
+        return f"The last delete failed ({reason}); delete the cluster again."
+    return f"Delete the cluster ({reason})."
 
 
 def scale(
@@ -327,12 +373,11 @@ def scale(
     coes: CoeRegistry,
     version_minor: int,
     resize: bool,
-    limits: Limits | None = None,
+    limits: Limits,
 ) -> m.Operation | None:
     """Change a worker nodegroup's size. Returns the operation, or None for a no-op."""
     _policy(ctx, "cluster", "resize" if resize else "update")
-    if limits is not None:
-        _check_size(limits, _count(session, cluster, "master"), node_count)
+    _check_size(limits, _count(session, cluster, "master"), node_count)
     if node_count < 0:
         raise Invalid(
             f"Invalid input for field/attribute node_count. Value: '{node_count}'. Value should be greater or equal to 0"
@@ -360,20 +405,24 @@ def scale(
         raise Invalid(
             f"Cannot remove {', '.join(unknown)}: not a node of {ng.name}. Nodes: {', '.join(current) or 'none'}."
         )
-    if node_count == ng.node_count and not remove:
+    # After a failed operation the nodes may differ from the record: the same count then
+    # reconciles (finishes or removes what the failed attempt left) instead of doing nothing.
+    retry = resize and cluster.status == Status.UPDATE_FAILED.value  # resize is allowed from UPDATE_FAILED
+    if node_count == ng.node_count and not remove and not retry:
         return None
     _start_update(session, ctx, cluster, lifecycle.RESIZABLE if resize else lifecycle.UPDATABLE)
     names = worker_names(node_prefix(cluster.name or "cluster", cluster.uuid), current, node_count, remove)
     previous = ng.node_count
     ng.node_count = node_count
-    ng.node_names = names
+    # ng.node_names stays the committed membership; the operation carries the target and
+    # operations.finish commits it on success (a failure leaves the record as it was).
     ng.status = Status.UPDATE_IN_PROGRESS.value
     ng.updated_at = utcnow()
     _notify(session, ctx, cluster, "update")
     return operations.enqueue(
         session, cluster, "update",
         params={"nodegroup": ng.uuid, "previous_node_count": previous, "previous_names": current,
-                "nodes_to_remove": remove},
+                "names": names, "nodes_to_remove": remove},
         user_id=ctx.user_id, project_id=ctx.project_id,
     )  # fmt: skip
 
@@ -392,6 +441,16 @@ def _find_group(session: Session, cluster: m.Cluster, ident: str) -> m.NodeGroup
 def update_health(
     session: Session, ctx: RequestContext, cluster: m.Cluster, status: str | None, reason: Any
 ) -> None:
+    """Set the health fields by hand. Admins only (the role Magnum's auto-healer uses):
+    the conductor's health monitor writes them, and its next observation replaces these.
+
+    Raises Forbidden for everyone else, Invalid for an unknown status.
+    """
+    if not ctx.is_admin:
+        raise Forbidden(
+            "Policy doesn't allow cluster:update_health_status to be performed: health_status and "
+            "health_status_reason are written by the service's health monitor, not by users."
+        )
     if status is not None and status not in ("HEALTHY", "UNHEALTHY", "UNKNOWN"):
         raise Invalid(
             f"Invalid input for field/attribute health_status. Value: '{status}'. Value should be one of: HEALTHY, UNHEALTHY, UNKNOWN"

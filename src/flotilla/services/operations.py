@@ -12,6 +12,8 @@ Status changes of the cluster happen here and in ``services.clusters`` only, thr
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,7 +26,7 @@ from flotilla.db.models import utcnow
 from flotilla.errors import InvalidTransition
 from flotilla.idents import new_uuid
 from flotilla.lifecycle import Event, Status
-from flotilla.services import notifications
+from flotilla.services import notifications, template_rules
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +153,13 @@ def checkpoint(
     result = session.execute(
         update(m.Operation)
         .where(_mine(op_id, owner))
-        .values(step_index=step_index, step_count=step_count, step_name=step_name, updated_at=utcnow())
+        .values(
+            step_index=step_index,
+            step_count=step_count,
+            step_name=step_name,
+            detail=None,
+            updated_at=utcnow(),
+        )
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -165,8 +173,105 @@ def release(session: Session, op_id: int, owner: str) -> None:
     )
 
 
+def holder(host: str, pid: int) -> str:
+    """The lease-holder prefix of one process: ``HOST:PID`` (workers add ``/wN``)."""
+    return f"{host}:{pid}"
+
+
+def parse_holder(owner: str) -> tuple[str, int] | None:
+    """(host, pid) from a lease owner ``HOST:PID/...``, or None for another shape."""
+    process = owner.split("/", 1)[0]
+    host, sep, pid = process.rpartition(":")
+    if not sep or not host or not pid.isdigit():
+        return None
+    return host, int(pid)
+
+
+def release_all(session: Session, process: str) -> int:
+    """Let go of every lease held by the workers of ``process`` (``HOST:PID``): called when
+    the process stops (SIGTERM), so a restarted or sibling conductor resumes at once.
+    The operations stay running/cancelled; only their leases end. Returns how many."""
+    result = session.execute(
+        update(m.Operation)
+        .where(m.Operation.lease_owner.like(f"{process}/%"), m.Operation.lease_until.is_not(None))
+        .values(lease_until=None, lease_owner=None)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def reclaim_dead(session: Session, host: str, alive: Callable[[int], bool]) -> list[str]:
+    """End the live leases held by processes of ``host`` that are gone (``alive(pid)`` is
+    False): their operations are resumed at once instead of when the lease runs out.
+    Leases of other hosts are left alone (we cannot see their processes). Returns the
+    uuids of the operations whose lease was reclaimed."""
+    now = utcnow()
+    rows = session.scalars(
+        select(m.Operation).where(
+            m.Operation.lease_until.is_not(None),
+            m.Operation.lease_until > now,
+            m.Operation.lease_owner.like(f"{host}:%"),
+        )
+    ).all()
+    reclaimed = []
+    for op in rows:
+        parsed = parse_holder(op.lease_owner or "")
+        if parsed is None or parsed[0] != host or alive(parsed[1]):
+            continue
+        result = session.execute(
+            update(m.Operation)
+            .where(m.Operation.id == op.id, m.Operation.lease_owner == op.lease_owner)
+            .values(lease_until=None, lease_owner=None)
+        )
+        if result.rowcount:  # type: ignore[attr-defined]
+            log.info("cluster %s: reclaimed the lease of %s (its holder %s is gone)", op.cluster_id, op.uuid,
+                     op.lease_owner)  # fmt: skip
+            reclaimed.append(op.uuid)
+    return reclaimed
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a running operation is: step ``step`` (1-based) of ``total``, and what it does."""
+
+    step: int
+    total: int
+    name: str
+    detail: str | None = None
+
+    @property
+    def label(self) -> str:
+        """``"joining workers (2 of 5)"``."""
+        return f"{self.name} ({self.detail})" if self.detail else self.name
+
+    @property
+    def text(self) -> str:
+        """``"3/7 joining workers (2 of 5)"``: how Magnum's ``status_reason`` shows it."""
+        return f"{self.step}/{self.total} {self.label}"
+
+
+def record_progress(session: Session, op_id: int, cluster_uuid: str, progress: Progress) -> None:
+    """Store the step as data on the operation (index, count, name, detail) and render it
+    into the cluster's ``status_reason`` (the field Magnum clients read)."""
+    session.execute(
+        update(m.Operation)
+        .where(m.Operation.id == op_id)
+        .values(step_index=progress.step - 1, step_count=progress.total, step_name=progress.name,
+                detail=progress.detail)
+    )  # fmt: skip
+    set_progress(session, cluster_uuid, progress.text)
+
+
+def progress_of(session: Session, cluster_uuid: str) -> Progress | None:
+    """The running operation's step, or None (no operation, or none claimed yet)."""
+    op = active_for(session, cluster_uuid)
+    if op is None or op.state != "running" or not op.step_count:
+        return None
+    step = min(op.step_index + 1, op.step_count)
+    return Progress(step, op.step_count, op.step_name or "", op.detail)
+
+
 def set_progress(session: Session, cluster_uuid: str, text: str) -> None:
-    """Show the current step in ``status_reason`` while an operation runs."""
+    """Show ``text`` in ``status_reason`` while an operation runs (see record_progress)."""
     session.execute(
         update(m.Cluster)
         .where(m.Cluster.uuid == cluster_uuid, m.Cluster.status.in_([s.value for s in lifecycle.IN_PROGRESS]))
@@ -215,7 +320,8 @@ def finish(
         _restore_counts_on_failure(session, cluster, row)
         status = transition(session, cluster, Event.FAILED, failed_reason)
     else:
-        status = transition(session, cluster, Event.SUCCEEDED, _done_reason(row, now))
+        _commit_members(session, row)
+        status = transition(session, cluster, Event.SUCCEEDED, _done_reason(session, row, cluster, now))
     session.refresh(cluster)
     action: notifications.Action = (
         "create" if row.kind == "create" else "delete" if row.kind == "delete" else "update"
@@ -235,9 +341,25 @@ def finish(
     return status
 
 
-def _done_reason(op: m.Operation, now: datetime) -> str:
+def _done_reason(session: Session, op: m.Operation, cluster: m.Cluster, now: datetime) -> str:
+    """``create completed in 12.3 s``; a create also says where Docker keeps its data, as
+    the nodes really run it (e.g. ``Docker storage: overlay2 on a 5 GB volume per node``)."""
     started = op.started_at or op.created_at
-    return f"{op.kind} completed in {(now - started).total_seconds():.1f} s"
+    text = f"{op.kind} completed in {(now - started).total_seconds():.1f} s"
+    if op.kind != "create":
+        return text
+    driver = session.scalars(
+        select(m.ClusterTemplate.docker_storage_driver).where(
+            m.ClusterTemplate.uuid == cluster.cluster_template_id
+        )
+    ).first()
+    driver = template_rules.served_storage_driver(cluster.provider, driver)
+    if driver is None and cluster.provider == "local":
+        driver = template_rules.LOCAL_STORAGE_DRIVERS["overlay2"]
+    if driver:
+        size = f" on a {cluster.docker_volume_size} GB volume per node" if cluster.docker_volume_size else ""
+        text += f"; Docker storage: {driver}{size}"
+    return text
 
 
 def _restore_counts_on_failure(session: Session, cluster: m.Cluster, op: m.Operation) -> None:
@@ -250,6 +372,15 @@ def _restore_counts_on_failure(session: Session, cluster: m.Cluster, op: m.Opera
     if previous is None or group is None:
         return
     session.execute(update(m.NodeGroup).where(m.NodeGroup.uuid == group).values(node_count=int(previous)))
+
+
+def _commit_members(session: Session, op: m.Operation) -> None:
+    """A successful scale makes its target the nodegroup's recorded members."""
+    params = op.params or {}
+    group, names = params.get("nodegroup"), params.get("names")
+    if op.kind != "update" or group is None or names is None:
+        return
+    session.execute(update(m.NodeGroup).where(m.NodeGroup.uuid == group).values(node_names=list(names)))
 
 
 def purge_cluster(session: Session, cluster_uuid: str) -> None:

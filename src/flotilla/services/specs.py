@@ -14,9 +14,16 @@ def build(session: Session, cluster: m.Cluster, op: m.Operation | None = None) -
     template = clusters.template_of(session, cluster)
     image = catalog.find_image(session, template.image_id)
     image_ref = image.source or image.name
+    params = (op.params or {}) if op is not None else {}
     groups = {}
+    committed: tuple[str, ...] = ()
     for role in ("master", "worker"):
         ng = clusters.default_group(session, cluster, role)
+        names = tuple(ng.node_names or ())
+        if role == "worker":
+            committed = names
+            if params.get("nodegroup") == ng.uuid and params.get("names") is not None:
+                names = tuple(params["names"])  # the operation's target membership
         flavor = catalog.flavor_spec(catalog.find_flavor(session, ng.flavor_id or "m1.small"))
         groups[role] = NodeGroupSpec(
             name=ng.name,
@@ -24,7 +31,7 @@ def build(session: Session, cluster: m.Cluster, op: m.Operation | None = None) -
             node_count=ng.node_count,
             flavor=flavor,
             image_ref=image_ref,
-            names=tuple(ng.node_names or ()),
+            names=names,
         )
     key = None
     if cluster.keypair:
@@ -34,7 +41,6 @@ def build(session: Session, cluster: m.Cluster, op: m.Operation | None = None) -
             )
         ).first()
         key = row.public_key if row else None
-    params = (op.params or {}) if op is not None else {}
     return ClusterSpec(
         uuid=cluster.uuid, name=cluster.name or cluster.uuid, coe=template.coe, image_ref=image_ref,
         master=groups["master"], worker=groups["worker"], tls_disabled=template.tls_disabled,
@@ -44,5 +50,5 @@ def build(session: Session, cluster: m.Cluster, op: m.Operation | None = None) -
         no_proxy=template.no_proxy, fixed_network=cluster.fixed_network, master_lb_enabled=cluster.master_lb_enabled,
         registry_enabled=template.registry_enabled, labels={k: str(v) for k, v in (cluster.labels or {}).items()},
         ssh_public_key=key, nodes_to_remove=tuple(params.get("nodes_to_remove") or ()),
-        previous_worker_names=tuple(params.get("previous_names") or ()), project_id=cluster.project_id,
+        previous_worker_names=committed, project_id=cluster.project_id,
     )  # fmt: skip

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from flotilla.errors import Invalid
 
 COES: tuple[str, ...] = ("kubernetes", "swarm", "swarm-mode", "mesos", "docker")
 
-#: The guide's network driver table (first entry is the default).
+#: The guide's network driver table (first entry is the default). Magnum also accepts
+#: calico for kubernetes; the guide's table (and Flotilla's Kubernetes driver) has flannel only.
 NETWORK_DRIVERS: dict[str, tuple[str, ...]] = {
-    "kubernetes": ("flannel", "calico"),
+    "kubernetes": ("flannel",),
     "swarm": ("docker", "flannel"),
     "swarm-mode": ("docker", "flannel"),
     "mesos": ("docker",),
@@ -32,6 +34,16 @@ VOLUME_DRIVERS: dict[str, tuple[str, ...]] = {
 #: docker_storage_driver -> minimum docker_volume_size (GB), per the guide.
 STORAGE_DRIVER_MIN_GB: dict[str, int] = {"devicemapper": 3, "overlay": 1, "overlay2": 1}
 
+#: What the local provider really runs for each requested docker_storage_driver: its nodes
+#: are containers keeping Docker's data on a dedicated sized volume (an ext4 image), where
+#: only overlay2 works. devicemapper is the guide's (and magnum 2.17's) default, so it is
+#: served rather than refused; the template then shows the driver actually used.
+LOCAL_STORAGE_DRIVERS: dict[str, str] = {
+    "devicemapper": "overlay2",
+    "overlay": "overlay2",
+    "overlay2": "overlay2",
+}
+
 SERVER_TYPES: tuple[str, ...] = ("vm", "bm")
 
 _BOOL_LABELS = (
@@ -40,6 +52,37 @@ _BOOL_LABELS = (
     "kube_dashboard_enabled",
     "rexray_preempt",
 )
+
+
+@dataclass(frozen=True)
+class LabelLimits:
+    """How many labels a template or cluster may carry and how long keys and values may be
+    (characters); built from Settings (``max_labels``, ``max_label_key_length``,
+    ``max_label_value_length``), whose defaults these repeat."""
+
+    max_labels: int = 100
+    max_key_length: int = 255
+    max_value_length: int = 8192
+
+
+def check_label_limits(labels: Mapping[str, Any], limits: LabelLimits) -> None:
+    """Raises Invalid naming the limit (and the setting that raises it) that ``labels`` passes."""
+    if len(labels) > limits.max_labels:
+        raise Invalid(
+            f"Too many labels: {len(labels)} given, at most {limits.max_labels} are accepted "
+            "(the operator sets max_labels)."
+        )
+    for key, value in labels.items():
+        if len(str(key)) > limits.max_key_length:
+            raise Invalid(
+                f"Label key {str(key)[:40]}... is {len(str(key))} characters long; at most "
+                f"{limits.max_key_length} are accepted (the operator sets max_label_key_length)."
+            )
+        if len(str(value)) > limits.max_value_length:
+            raise Invalid(
+                f"The value of label {str(key)[:255]} is {len(str(value))} characters long; at most "
+                f"{limits.max_value_length} are accepted (the operator sets max_label_value_length)."
+            )
 
 
 def check_coe(coe: str) -> None:
@@ -95,6 +138,39 @@ def check_storage(driver: str | None, size: int | None) -> None:
         )
 
 
+@dataclass(frozen=True)
+class VolumeLimits:
+    """Bounds on ``docker_volume_size``: a setting for every provider, and what the
+    provider can give a node now (``capacity_gb(provider name)``, e.g. its free space)."""
+
+    maximum_gb: int | None = None
+    capacity_gb: Callable[[str], int | None] | None = None
+
+    def check(self, size: int | None, provider: str) -> None:
+        """Raise ``Invalid`` (400) when ``size`` GB is more than allowed or available."""
+        if size is None:
+            return
+        if self.maximum_gb is not None and size > self.maximum_gb:
+            raise Invalid(
+                f"docker volume size {size} GB is more than this service allows: at most {self.maximum_gb} GB "
+                "(the max_docker_volume_size setting)."
+            )
+        free = self.capacity_gb(provider) if self.capacity_gb is not None else None
+        if free is not None and size > free:
+            raise Invalid(
+                f"docker volume size {size} GB is more than the {provider} provider can give a node: {free} GB "
+                "free where node volumes are kept."
+            )
+
+
+def served_storage_driver(provider: str | None, requested: str | None) -> str | None:
+    """The docker_storage_driver ``provider`` actually uses for ``requested`` (call after
+    :func:`check_storage`, which applies the guide's size minimums to the request)."""
+    if provider != "local" or requested is None:
+        return requested
+    return LOCAL_STORAGE_DRIVERS.get(requested, requested)
+
+
 def check_server_type(value: str) -> None:
     if value not in SERVER_TYPES:
         raise Invalid(
@@ -102,10 +178,12 @@ def check_server_type(value: str) -> None:
         )
 
 
-def check_labels(labels: Mapping[str, Any] | None) -> None:
-    """Validate the labels the guide documents; unknown labels pass through."""
+def check_labels(labels: Mapping[str, Any] | None, limits: LabelLimits | None = None) -> None:
+    """Validate the labels the guide documents (unknown labels pass through) and the
+    operator's caps on their number and size (``limits``, the defaults when None)."""
     if not labels:
         return
+    check_label_limits(labels, limits or LabelLimits())
     cidr = labels.get("flannel_network_cidr")
     if cidr is not None:
         try:

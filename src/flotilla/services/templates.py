@@ -16,11 +16,15 @@ from sqlalchemy.orm import Session
 from flotilla.context import RequestContext
 from flotilla.db import models as m
 from flotilla.db.models import utcnow
+from flotilla.drivers.registry import CoeRegistry
 from flotilla.errors import Conflict, Forbidden, Invalid
 from flotilla.idents import new_uuid, random_name
 from flotilla.services import catalog, template_rules
 from flotilla.services.lookup import by_ident
 from flotilla.services.pagination import Page, paginate
+from flotilla.services.template_rules import LabelLimits
+
+DEFAULT_LABEL_LIMITS = LabelLimits()
 
 View = Literal["clustertemplate", "baymodel"]
 
@@ -92,7 +96,9 @@ def list_page(
     )  # fmt: skip
 
 
-def _validate(session: Session, values: dict[str, Any], view: View, *, creating: bool) -> None:
+def _validate(
+    session: Session, values: dict[str, Any], view: View, *, creating: bool, label_limits: LabelLimits
+) -> None:
     """Semantic checks in Magnum's order (reference §6.3), with clear messages."""
     coe = values["coe"]
     template_rules.check_coe(coe)
@@ -113,7 +119,9 @@ def _validate(session: Session, values: dict[str, Any], view: View, *, creating:
             catalog.find_flavor(session, values[key])
     if values.get("external_network_id"):
         catalog.find_external_network(session, values["external_network_id"])
-    template_rules.check_labels(values.get("labels"))
+    if values.get("fixed_network"):
+        catalog.find_fixed_network(session, values["fixed_network"])
+    template_rules.check_labels(values.get("labels"), label_limits)
 
 
 def _check_publish(
@@ -125,8 +133,37 @@ def _check_publish(
             raise Forbidden("Not authorized to set public or hidden flag for cluster template.")
 
 
-def create(session: Session, ctx: RequestContext, values: dict[str, Any], view: View) -> m.ClusterTemplate:
-    """Validate and insert a template. Raises Invalid/Forbidden with the reason."""
+def _serve(vals: dict[str, Any], coes: CoeRegistry | None, provider: str | None) -> None:
+    """What the provider really runs goes into the template (the storage driver), and what
+    the COE driver cannot serve is refused now, when the template is created, not later
+    when a cluster is (the driver's ``validate_template``; COEs not enabled here are
+    refused at cluster create, as Magnum does)."""
+    if vals.get("docker_storage_driver") is not None:
+        vals["docker_storage_driver"] = template_rules.served_storage_driver(
+            provider, vals["docker_storage_driver"]
+        )
+    driver = coes.get(vals["coe"]) if coes is not None else None
+    if driver is not None:
+        driver.validate_template(dict(vals))
+
+
+def create(
+    session: Session,
+    ctx: RequestContext,
+    values: dict[str, Any],
+    view: View,
+    *,
+    label_limits: LabelLimits = DEFAULT_LABEL_LIMITS,
+    volumes: template_rules.VolumeLimits | None = None,
+    coes: CoeRegistry | None = None,
+    provider: str | None = None,
+) -> m.ClusterTemplate:
+    """Validate and insert a template. Raises Invalid/Forbidden with the reason.
+
+    ``volumes``: bounds on ``docker_volume_size`` for clusters on ``provider``.
+    ``coes`` and ``provider`` (the default provider's name) let the template be checked
+    against what will serve it; without them only the generic rules apply.
+    """
     _policy(ctx, view, "create")
     vals = {k: v for k, v in values.items() if k in WRITABLE or k == "uuid"}
     for key, default in BOOL_DEFAULTS.items():
@@ -136,7 +173,10 @@ def create(session: Session, ctx: RequestContext, values: dict[str, Any], view: 
     template_rules.check_coe(vals["coe"])
     if not vals.get("network_driver"):
         vals["network_driver"] = template_rules.default_network_driver(vals["coe"])
-    _validate(session, vals, view, creating=True)
+    _validate(session, vals, view, creating=True, label_limits=label_limits)
+    if volumes is not None and provider is not None:
+        volumes.check(vals.get("docker_volume_size"), provider)
+    _serve(vals, coes, provider)
     _check_publish(ctx, view, vals, {})
     if not vals.get("name"):
         vals["name"] = random_name("template" if view == "clustertemplate" else "model")
@@ -172,9 +212,18 @@ def in_use(session: Session, row: m.ClusterTemplate) -> bool:
 
 
 def update(
-    session: Session, ctx: RequestContext, row: m.ClusterTemplate, new: dict[str, Any], view: View
+    session: Session,
+    ctx: RequestContext,
+    row: m.ClusterTemplate,
+    new: dict[str, Any],
+    view: View,
+    *,
+    label_limits: LabelLimits = DEFAULT_LABEL_LIMITS,
+    coes: CoeRegistry | None = None,
+    provider: str | None = None,
 ) -> m.ClusterTemplate:
-    """Apply already-type-checked values ``new`` (the whole writable view after the patch)."""
+    """Apply already-type-checked values ``new`` (the whole writable view after the patch);
+    ``coes`` as for :func:`create`."""
     _owner_policy(ctx, row, view, "update")
     before = writable_view(row)
     changed = {k for k in WRITABLE if k != "cluster_distro" and new.get(k) != before.get(k)}
@@ -187,7 +236,10 @@ def update(
         if vals.get(key) is None:
             vals[key] = default
     if changed - IN_USE_MUTABLE:
-        _validate(session, vals, view, creating=False)
+        _validate(session, vals, view, creating=False, label_limits=label_limits)
+        _serve(vals, coes, provider)
+        if vals.get("docker_storage_driver") != before.get("docker_storage_driver"):
+            changed.add("docker_storage_driver")
     else:
         vals["cluster_distro"] = row.cluster_distro
     _check_publish(ctx, view, vals, before)

@@ -1,5 +1,7 @@
-"""The native-client config bundle: a zip with ``ca.pem``, ``cert.pem``, ``key.pem`` and
-``env`` (the export lines), like ``magnum cluster-config`` writes into a directory.
+"""The native-client config bundle: a zip with the files the COE driver renders
+(``client_config``: docker COEs ``ca.pem``, ``cert.pem``, ``key.pem``; Kubernetes a
+kubeconfig ``config``) and ``env`` (the export lines), like ``magnum cluster-config``
+writes into a directory.
 
 The key and CSR are made here, in the dashboard process, and the CSR is signed by the
 cluster's CA through ``services.certificates.sign`` (same policy as the API); the
@@ -16,6 +18,8 @@ from fastapi import Request, Response
 
 from flotilla.api.deps import runtime
 from flotilla.certs import authority
+from flotilla.drivers.coe import native
+from flotilla.drivers.coe.native import ClientConfigRequest, Credentials, NativeConfig
 from flotilla.drivers.registry import CoeRegistry
 from flotilla.errors import Forbidden, Invalid
 from flotilla.services import certificates, clusters
@@ -30,12 +34,10 @@ def _pem(text: str) -> str:
     return text if text.endswith("\n") else text + "\n"
 
 
-def _env_lines(coes: CoeRegistry, coe: str, api_address: str) -> list[str]:
-    """The COE driver's export lines for a bundle unpacked in the current directory."""
+def _render(coes: CoeRegistry, coe: str, request: ClientConfigRequest) -> NativeConfig:
+    """The COE driver's client configuration for a bundle unpacked in the current directory."""
     driver = coes.get(coe)
-    if driver is not None:
-        return driver.client_env(api_address, ".", True)
-    return [f"export DOCKER_HOST={api_address}", "export DOCKER_CERT_PATH=.", "export DOCKER_TLS_VERIFY=1"]
+    return driver.client_config(request) if driver is not None else NativeConfig()
 
 
 @router.get("/clusters/{ident}/config")
@@ -45,12 +47,17 @@ def config_page(request: Request, me: ViewerDep, ident: str) -> Response:
         c = clusters.get(s, me.ctx, ident, "cluster")
         template = clusters.template_of(s, c)
     tls = not template.tls_disabled
-    env = _env_lines(rt.coes, template.coe, c.api_address) if c.api_address and tls else []
-    if c.api_address and not tls:
-        env = [line for line in _env_lines(rt.coes, template.coe, c.api_address) if "DOCKER_HOST" in line]
+    env: list[str] = []
+    try_it = ""
+    if c.api_address:
+        preview = _render(
+            rt.coes, template.coe, ClientConfigRequest(c.name or c.uuid, c.api_address, ".", tls)
+        )
+        env = NativeConfig(env=tuple((k, v) for k, v in preview.env if v is not None)).shell()
+        try_it = preview.try_it
     return page(
         request, "cluster_config.html", title=f"Client config for {c.name}", active="clusters", c=c,
-        tls=tls, ready=bool(c.api_address), env=env, coe=template.coe,
+        tls=tls, ready=bool(c.api_address), env=env, coe=template.coe, try_it=try_it,
     )  # fmt: skip
 
 
@@ -84,18 +91,13 @@ def config_zip(request: Request, me: ViewerDep, form: FormDep, ident: str) -> Re
         ca = certificates.ca_pem(s, me.ctx, c)
         cert = certificates.sign(s, me.ctx, rt.box, c, csr)
         name, address = c.name or c.uuid, c.api_address
-    env = "\n".join(
-        [
-            f"# Flotilla cluster {name}: run `. ./env` in this directory.",
-            *_env_lines(rt.coes, template.coe, address),
-        ]
-    )
+    creds = Credentials(ca, cert, key)
+    config = _render(rt.coes, template.coe, ClientConfigRequest(name, address, ".", True, creds))
+    files = list(config.files) or list(native.pem_files(creds))  # a COE without a renderer: the certificates
+    env = "\n".join([f"# Flotilla cluster {name}: run `. ./env` in this directory.", *config.shell()])
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for filename, text, mode in (
-            ("ca.pem", _pem(ca), 0o644), ("cert.pem", _pem(cert), 0o644), ("key.pem", _pem(key), 0o600),
-            ("env", env + "\n", 0o644),
-        ):  # fmt: skip
+        for filename, text, mode in [(f.name, f.text, f.mode) for f in files] + [("env", env + "\n", 0o644)]:
             info = zipfile.ZipInfo(filename, date_time=(2024, 1, 1, 0, 0, 0))
             info.external_attr = (0o100000 | mode) << 16
             info.compress_type = zipfile.ZIP_DEFLATED

@@ -58,7 +58,7 @@ def scale(request: Request, me: ViewerDep, form: FormDep, ident: str) -> Respons
             c = clusters.get(s, me.ctx, ident, "cluster", for_update=True)
             op = clusters.scale(
                 s, me.ctx, c, node_count=values["node_count"], nodes_to_remove=None, nodegroup=None,
-                coes=rt.coes, version_minor=mv.MAX.minor, resize=True,
+                coes=rt.coes, version_minor=mv.MAX.minor, resize=True, limits=rt.limits,
             )  # fmt: skip
             uuid = c.uuid
     except USER_ERRORS as exc:

@@ -12,7 +12,7 @@ from flotilla.api.fields import parse_body
 from flotilla.api.v1.clusters import CLUSTER_FIELDS
 from flotilla.db import models as m
 from flotilla.errors import Conflict, Forbidden, Invalid, NotFound
-from flotilla.services import catalog, clusters, templates
+from flotilla.services import catalog, clusters, operations, templates
 from flotilla.web import forms
 from flotilla.web.live import describe
 from flotilla.web.render import labels_text, page, redirect
@@ -51,9 +51,9 @@ def cluster_list(
         for c in result.items:
             masters, nodes = _counts(clusters.nodegroups(s, c))
             template = clusters.template_of(s, c)
+            live = describe(c, clusters.events(s, c.uuid, limit=20), operations.progress_of(s, c.uuid))
             rows.append(
-                {"c": c, "live": describe(c, clusters.events(s, c.uuid, limit=20)), "masters": masters,
-                 "nodes": nodes, "template": template.name or template.uuid}
+                {"c": c, "live": live, "masters": masters, "nodes": nodes, "template": template.name or template.uuid}
             )  # fmt: skip
         next_marker = result.items[-1].uuid if result.full else None
     return page(
@@ -73,7 +73,7 @@ def detail_page(
         template = clusters.template_of(s, c)
         groups = clusters.nodegroups(s, c)
         history = clusters.events(s, c.uuid)
-        live = describe(c, history)
+        live = describe(c, history, operations.progress_of(s, c.uuid))
     masters, nodes = _counts(groups)
     overview = [
         ("UUID", c.uuid), ("Template", None), ("API address", c.api_address or "-"),

@@ -23,8 +23,8 @@ from flotilla.context import RequestContext
 from flotilla.db import models as m
 from flotilla.errors import NotFound
 from flotilla.lifecycle import IN_PROGRESS
-from flotilla.services import clusters
-from flotilla.web.render import duration, is_failed, is_running, parse_step, status_class
+from flotilla.services import clusters, operations
+from flotilla.web.render import duration, is_failed, is_running, status_class
 from flotilla.web.routing import new_router
 from flotilla.web.session import ViewerDep
 
@@ -48,10 +48,13 @@ def elapsed(events: Sequence[m.ClusterEvent], now: datetime | None = None) -> fl
     return max(0.0, (end - start).total_seconds())
 
 
-def describe(cluster: m.Cluster, events: Sequence[m.ClusterEvent]) -> dict[str, Any]:
-    """What the page shows about the cluster's current operation."""
+def describe(
+    cluster: m.Cluster, events: Sequence[m.ClusterEvent], progress: operations.Progress | None
+) -> dict[str, Any]:
+    """What the page shows about the cluster's current operation (``progress``: its step,
+    as the conductor recorded it)."""
     running = is_running(cluster.status)
-    step = parse_step(cluster.status_reason) if running else None
+    step = progress if running else None
     seconds = elapsed(events)
     return {
         "uuid": cluster.uuid,
@@ -62,7 +65,7 @@ def describe(cluster: m.Cluster, events: Sequence[m.ClusterEvent]) -> dict[str, 
         "health_class": status_class(cluster.health_status),
         "running": running,
         "failed": is_failed(cluster.status),
-        "step": {"index": step[0], "total": step[1], "text": step[2]} if step else None,
+        "step": {"index": step.step, "total": step.total, "text": step.label} if step else None,
         "elapsed": seconds,
         "elapsed_text": duration(seconds),
         "api_address": cluster.api_address,
@@ -88,7 +91,7 @@ def snapshot(rt: Runtime, ctx: RequestContext, ident: str, known_uuid: str | Non
                 "step": None, "elapsed": elapsed(history), "elapsed_text": duration(elapsed(history)),
                 "api_address": None, "gone": True,
             }  # fmt: skip
-        return describe(row, clusters.events(s, row.uuid, limit=20))
+        return describe(row, clusters.events(s, row.uuid, limit=20), operations.progress_of(s, row.uuid))
 
 
 def _sse(data: dict[str, Any], event: str | None = None) -> str:

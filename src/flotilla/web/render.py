@@ -6,7 +6,6 @@ shown comes from ``flotilla.services``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +34,6 @@ SECURITY_HEADERS = {
 
 _IN_PROGRESS = {s.value for s in IN_PROGRESS}
 _FAILED = {s.value for s in FAILED}
-_STEP_RE = re.compile(r"^(\d+)/(\d+)\s+(.*)$", re.S)
 
 
 def status_class(status: str | None) -> str:
@@ -57,17 +55,6 @@ def is_running(status: str | None) -> bool:
 
 def is_failed(status: str | None) -> bool:
     return status in _FAILED
-
-
-def parse_step(reason: str | None) -> tuple[int, int, str] | None:
-    """``"3/7 starting nodes (2 of 3)"`` -> ``(3, 7, "starting nodes (2 of 3)")``."""
-    match = _STEP_RE.match(reason or "")
-    if match is None:
-        return None
-    index, total = int(match.group(1)), int(match.group(2))
-    if total <= 0 or not 1 <= index <= total:
-        return None
-    return index, total, match.group(3)
 
 
 def duration(seconds: float | None) -> str:
@@ -129,7 +116,7 @@ def _environment() -> Environment:
         labels_text=labels_text,
         pairs=pairs,
     )
-    env.globals.update(is_running=is_running, is_failed=is_failed, parse_step=parse_step, version=__version__)
+    env.globals.update(is_running=is_running, is_failed=is_failed, version=__version__)
     return env
 
 

@@ -29,6 +29,7 @@ from flotilla.api.deps import runtime
 from flotilla.certs.keys import SecretBox, SecretError, load_or_create_secret
 from flotilla.context import RequestContext
 from flotilla.errors import Invalid, Unauthorized
+from flotilla.services import web_sessions
 from flotilla.web.render import page, redirect
 from flotilla.web.routing import CsrfFailed, LoginRequired, new_router
 
@@ -46,11 +47,11 @@ class SessionKeys:
         self.box = SecretBox(secret, context=b"flotilla dashboard session")
         self.mac_key = hashlib.sha256(b"flotilla dashboard csrf\0" + secret.encode()).digest()
 
-    def seal(self, token: str) -> str:
-        return self.box.encrypt(json.dumps({"tok": token, "iat": int(time.time())}).encode())
+    def seal(self, token: str, sid: str) -> str:
+        return self.box.encrypt(json.dumps({"tok": token, "sid": sid, "iat": int(time.time())}).encode())
 
-    def open(self, value: str | None) -> str | None:
-        """The token in a session cookie, or None when absent, forged or too old."""
+    def open(self, value: str | None) -> tuple[str, str] | None:
+        """(token, session id) of a session cookie, or None when absent, forged or too old."""
         if not value:
             return None
         try:
@@ -59,10 +60,11 @@ class SessionKeys:
             return None
         if not isinstance(data, dict) or not isinstance(data.get("tok"), str):
             return None
+        if not isinstance(data.get("sid"), str):
+            return None
         if time.time() - float(data.get("iat", 0)) > SESSION_SECONDS:
             return None
-        token: str = data["tok"]
-        return token
+        return str(data["tok"]), str(data["sid"])
 
     def csrf(self, seed: str, session: str) -> str:
         mac = hmac.new(self.mac_key, f"{seed}|{session}".encode(), hashlib.sha256).digest()
@@ -131,9 +133,12 @@ class Viewer:
 
 async def current_viewer(request: Request) -> Viewer:
     """The signed-in caller; raises :class:`LoginRequired` without a valid session."""
-    token = keys(request).open(request.cookies.get(SESSION_COOKIE))
-    if token is None:
+    opened = keys(request).open(request.cookies.get(SESSION_COOKIE))
+    if opened is None:
         raise LoginRequired(expired=SESSION_COOKIE in request.cookies)
+    token, sid = opened
+    if not await run_in_threadpool(_session_live, request, sid):
+        raise LoginRequired(expired=True)
     auth = runtime(request).auth
     try:
         ctx = await run_in_threadpool(auth.authenticate, {"x-auth-token": token})
@@ -142,6 +147,21 @@ async def current_viewer(request: Request) -> Viewer:
     viewer = Viewer(ctx=ctx, csrf=csrf_token(request))
     request.state.dashboard_viewer = viewer
     return viewer
+
+
+def _session_live(request: Request, sid: str) -> bool:
+    with runtime(request).db.reader() as s:
+        return web_sessions.is_live(s, sid)
+
+
+def _start_session(request: Request) -> str:
+    with runtime(request).db.session() as s:
+        return web_sessions.start(s, SESSION_SECONDS)
+
+
+def _end_session(request: Request, sid: str) -> None:
+    with runtime(request).db.session() as s:
+        web_sessions.end(s, sid)
 
 
 async def checked_form(request: Request) -> dict[str, str]:
@@ -205,8 +225,10 @@ async def login(request: Request, form: FormDep) -> Response:
         await run_in_threadpool(auth.authenticate, {"x-auth-token": token})
     except Unauthorized as exc:
         return _login_page(request, 401, exc.message, next_url, False)
+    sid = await run_in_threadpool(_start_session, request)
     response = redirect(next_url)
-    response.set_cookie(**_cookie_args(request, SESSION_COOKIE, keys(request).seal(token), SESSION_SECONDS))
+    cookie = keys(request).seal(token, sid)
+    response.set_cookie(**_cookie_args(request, SESSION_COOKIE, cookie, SESSION_SECONDS))
     # A fresh seed: forms rendered before the sign-in stop working.
     response.set_cookie(**_cookie_args(request, SEED_COOKIE, secrets.token_urlsafe(24), None))
     return response
@@ -214,6 +236,10 @@ async def login(request: Request, form: FormDep) -> Response:
 
 @router.post("/logout")
 async def logout(request: Request, form: FormDep) -> Response:
+    """Ends the session server-side too: a copy of the cookie no longer signs anyone in."""
+    opened = keys(request).open(request.cookies.get(SESSION_COOKIE))
+    if opened is not None:
+        await run_in_threadpool(_end_session, request, opened[1])
     response = redirect("/dashboard/login")
     for name in (SESSION_COOKIE, SEED_COOKIE):
         response.delete_cookie(name, path=COOKIE_PATH, httponly=True, samesite="strict")

@@ -108,7 +108,10 @@ def template_create(request: Request, me: ViewerDep, form: FormDep) -> Response:
         body = forms.template_body(form, admin=me.is_admin)
         values = parse_body(body, TEMPLATE_FIELDS, argument="cluster_template")
         with rt.db.session() as s:
-            uuid = templates.create(s, me.ctx, values, VIEW).uuid
+            uuid = templates.create(
+                s, me.ctx, values, VIEW, label_limits=rt.limits.labels, volumes=rt.limits.volumes,
+                coes=rt.coes, provider=rt.settings.default_provider,
+            ).uuid  # fmt: skip
     except (Invalid, NotFound) as exc:
         return _form_page(request, me, form, exc.message, 400)
     return redirect(f"/dashboard/templates/{uuid}")

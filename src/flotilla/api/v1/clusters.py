@@ -211,10 +211,12 @@ def make_router(view: ClusterView) -> APIRouter:
         params = check_query(request, {"rollback"} if version.minor >= 3 else set())
         _ = params
         base = base_url(request)
+        ops = jpatch.parse_patch(body, internal=INTERNAL)  # the body first, as Magnum
         with rt.db.session() as s:
             row = clusters.get(s, ctx, ident, view, for_update=True)
+            clusters.check_write(ctx, row, "update")
             current = full_dict(s, row, view, base)
-            patched = jpatch.apply_patch(current, body, internal=INTERNAL)
+            patched = jpatch.apply_ops(current, ops, body)
             changed = sorted(k for k in set(current) | set(patched) if current.get(k) != patched.get(k))
             allowed = {"node_count"} if view == "bay" else set(clusters.MUTABLE)
             bad = [k for k in changed if k not in allowed]

@@ -129,7 +129,10 @@ def make_router(view: View) -> APIRouter:
         )
         base = base_url(request)
         with rt.db.session() as s:
-            row = templates.create(s, ctx, values, view)
+            row = templates.create(
+                s, ctx, values, view, label_limits=rt.limits.labels, volumes=rt.limits.volumes,
+                coes=rt.coes, provider=rt.settings.default_provider,
+            )  # fmt: skip
             out = to_dict(row, view, base)
         return JSONResponse(out, status_code=201, headers={"Location": f"{base}/v1/{coll}/{out['uuid']}"})
 
@@ -138,10 +141,11 @@ def make_router(view: View) -> APIRouter:
         ident: str, request: Request, rt: RuntimeDep, ctx: ContextDep, body: BodyDep
     ) -> dict[str, Any]:
         base = base_url(request)
+        ops = jpatch.parse_patch(body, non_removable=NON_REMOVABLE)  # the body first, as Magnum
         with rt.db.session() as s:
             row = templates.get(s, ctx, ident, view)
             current = templates.writable_view(row)
-            patched = jpatch.apply_patch(current, body, non_removable=NON_REMOVABLE)
+            patched = jpatch.apply_ops(current, ops, body)
             unknown = set(patched) - set(current)
             if unknown:
                 raise Invalid(
@@ -151,7 +155,10 @@ def make_router(view: View) -> APIRouter:
             for f in fields:
                 if f.mandatory and new.get(f.name) is None:
                     raise invalid(f.name, None, "Mandatory field missing.")
-            row = templates.update(s, ctx, row, new, view)
+            row = templates.update(
+                s, ctx, row, new, view, label_limits=rt.limits.labels,
+                coes=rt.coes, provider=rt.settings.default_provider,
+            )  # fmt: skip
             return to_dict(row, view, base)
 
     @router.delete("/{ident}", status_code=204)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 
 from flotilla.api import microversion as mv
-from flotilla.api.deps import base_url
+from flotilla.api.deps import RuntimeDep, base_url
+from flotilla.services import engine_health
 
 router = APIRouter(tags=["versions"])
 
@@ -63,5 +65,12 @@ def v1(request: Request) -> dict[str, Any]:
 
 
 @router.get("/healthcheck")
-def healthcheck() -> dict[str, str]:
-    return {"status": "OK"}
+def healthcheck(rt: RuntimeDep) -> JSONResponse:
+    """200 ``OK`` while the service can work; 503 ``DEGRADED`` while the local provider's
+    Docker Engine is down (the conductor starts an owned one again). No auth: says only
+    up/down, never a cluster or an address."""
+    engine = engine_health.engine_state(rt.settings)
+    down = engine["state"] == "down"
+    return JSONResponse(
+        {"status": "DEGRADED" if down else "OK", "docker_engine": engine}, 503 if down else 200
+    )

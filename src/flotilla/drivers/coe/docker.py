@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 
 from flotilla.domain import NodeInfo
 from flotilla.drivers.base import CAP_CONTAINERS_AS_NODES, ClusterSpec, Observation, OpKind, Step, StepContext
-from flotilla.drivers.coe import dockerapi, dockerhost
+from flotilla.drivers.coe import dockerapi, dockerhost, native
+from flotilla.drivers.coe.native import ClientConfigRequest, NativeConfig
 from flotilla.errors import Invalid
 
 
@@ -57,20 +58,18 @@ class DockerCoe:
             return Observation("UNHEALTHY", {node.name: f"daemon not answering: {exc}"}, (node.name,))
         return Observation("HEALTHY", {node.name: "ok"})
 
-    def client_env(self, api_address: str, cert_dir: str, tls: bool) -> list[str]:
-        lines = [f"export DOCKER_HOST={api_address}"]
-        if tls:
-            lines += [f"export DOCKER_CERT_PATH={cert_dir}", "export DOCKER_TLS_VERIFY=1"]
-        return lines
+    def image_load_argv(self) -> Sequence[str] | None:
+        return ("docker", "load")
+
+    def client_config(self, request: ClientConfigRequest) -> NativeConfig:
+        return native.docker_config(request)
 
 
 def check_local_storage(fields: Mapping[str, object]) -> None:
-    """What the local provider can honour of the guide's storage/network options."""
-    if fields.get("docker_storage_driver") == "devicemapper":
-        raise Invalid(
-            "docker_storage_driver devicemapper is not available on the local provider "
-            "(nodes are containers); use overlay2 or overlay."
-        )
+    """What the local provider can honour of the guide's storage/network options.
+
+    docker_storage_driver devicemapper (the guide's default) is served as overlay2 on the
+    node's dedicated sized volume (``dockerhost.STORAGE_DRIVERS``), not refused."""
     if fields.get("volume_driver") == "rexray":
         raise Invalid(
             "volume_driver rexray needs Cinder and is not available on the local provider; leave it unset."
@@ -90,10 +89,16 @@ def _start(ctx: StepContext) -> None:
     dockerhost.start_node(ctx, net, ctx.spec.master, _node_name(ctx.spec))
 
 
+def _address(ctx: StepContext) -> str:
+    node = dockerhost.find_node(ctx, _node_name(ctx.spec))
+    if not node.address:
+        raise RuntimeError(f"node {node.name} has no address ({node.state})")
+    return node.address
+
+
 def _wait(ctx: StepContext) -> None:
     spec = ctx.spec
-    net = dockerhost.ensure_network(ctx)
-    ip = dockerhost.node_ip(net, "master", _node_name(spec))
+    ip = _address(ctx)
     version = dockerhost.wait_daemon(ctx, _node_name(spec), ip)
     ctx.save_outputs(
         api_address=dockerhost.api_address(spec, ip), master_addresses=[ip], node_addresses=[ip],
@@ -105,7 +110,6 @@ def _reinstall_certs(ctx: StepContext) -> None:
     spec = ctx.spec
     net = dockerhost.ensure_network(ctx)
     name = _node_name(spec)
-    ip = dockerhost.node_ip(net, "master", name)
     node = dockerhost.find_node(ctx, name)
-    ctx.provider.put_files(node, dockerhost.tls_files(ctx, name, [ip], net))
+    ctx.provider.put_files(node, dockerhost.tls_files(ctx, name, [_address(ctx)], net))
     ctx.provider.restart_node(node)

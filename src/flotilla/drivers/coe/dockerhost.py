@@ -1,12 +1,12 @@
 """Shared pieces for COEs whose nodes run a Docker daemon (docker, swarm-mode).
 
-Node addresses are derived from the node's name and the network's subnet, so a
-resumed step asks for the same address again: masters ``.10+i``, workers ``.100+i``.
+Node addresses are the provider's: ``Provider.reserve_address`` before a node exists
+(its certificate names the address), ``NodeInfo.address`` after. Nothing here derives an
+address from a node's name.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Mapping
 
@@ -18,7 +18,15 @@ TLS_DIR = "/etc/docker/tls"
 TLS_PORT = 2376
 PLAIN_PORT = 2375
 LOGIN_USER = "fedora"
-STORAGE_DRIVERS = {"overlay2": "overlay2", "overlay": "overlay2", None: "overlay2"}
+#: Requested docker_storage_driver -> what the node's dockerd runs (Docker's data sits on
+#: the node's dedicated sized volume; devicemapper's thin pools need the host's
+#: device-mapper, so the guide's default is served as overlay2 on that volume).
+STORAGE_DRIVERS = {
+    "overlay2": "overlay2",
+    "overlay": "overlay2",
+    "devicemapper": "overlay2",
+    None: "overlay2",
+}
 
 
 def network_name(spec: ClusterSpec) -> str:
@@ -35,18 +43,23 @@ def ensure_network(ctx: StepContext) -> NetworkInfo:
     )  # fmt: skip
 
 
-def node_index(name: str) -> int:
-    tail = name.rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() else 0
+def node_ip(ctx: StepContext, net: NetworkInfo, role: str, name: str) -> str:
+    """The address the provider gives (or gave) node ``name``: idempotent by name."""
+    return ctx.provider.reserve_address(ctx.spec.uuid, net.name, name, role)
 
 
-def node_ip(net: NetworkInfo, role: str, name: str) -> str:
-    """A stable address in the cluster subnet for this node."""
-    subnet = ipaddress.IPv4Network(net.subnet, strict=False)
-    offset = {"lb": 5, "registry": 6, "master": 10}.get(role, 100) + node_index(name)
-    if offset >= subnet.num_addresses - 1:
-        raise ValueError(f"subnet {net.subnet} has no room for node {name} (offset {offset})")
-    return str(subnet.network_address + offset)
+def addresses(ctx: StepContext) -> dict[str, str]:
+    """``{node name: address}`` of the cluster's nodes as the provider reports them (one call)."""
+    return {n.name: n.address for n in ctx.provider.list_nodes(ctx.spec.uuid) if n.address}
+
+
+def cluster_prefix(spec: ClusterSpec) -> str:
+    """The node-name prefix of the cluster (``<name>-<uuid8>``), from its first master."""
+    return spec.master.names[0].rsplit("-master-", 1)[0]
+
+
+def registry_name(spec: ClusterSpec) -> str:
+    return cluster_prefix(spec) + "-registry-0"
 
 
 def port(spec: ClusterSpec) -> int:
@@ -101,9 +114,10 @@ def proxy_env(spec: ClusterSpec) -> dict[str, str]:
 REGISTRY_PORT = 5000
 
 
-def registry_address(net: NetworkInfo) -> str:
-    """``IP:5000`` of the cluster's registry (``registry_enabled``): the subnet's ``.6``."""
-    return f"{node_ip(net, 'registry', 'registry-0')}:{REGISTRY_PORT}"
+def registry_address(ctx: StepContext, net: NetworkInfo) -> str:
+    """``IP:5000`` of the cluster's registry (``registry_enabled``); the local provider
+    gives registries the subnet's ``.6`` while it is free."""
+    return f"{node_ip(ctx, net, 'registry', registry_name(ctx.spec))}:{REGISTRY_PORT}"
 
 
 def tls_files(
@@ -115,7 +129,7 @@ def tls_files(
     tls = ctx.server_tls(name, [name, "localhost"], ips)
     files: dict[str, bytes] = {}
     if ctx.spec.registry_enabled and net is not None:
-        files[f"/etc/docker/certs.d/{registry_address(net)}/ca.crt"] = tls.ca_pem.encode()
+        files[f"/etc/docker/certs.d/{registry_address(ctx, net)}/ca.crt"] = tls.ca_pem.encode()
     if ctx.spec.tls_disabled:
         return files
     return {
@@ -136,7 +150,7 @@ def node_spec(
     labels: Mapping[str, str] | None = None,
 ) -> NodeSpec:
     spec = ctx.spec
-    ip = node_ip(net, group.role, name)
+    ip = node_ip(ctx, net, group.role, name)
     return NodeSpec(
         cluster_uuid=spec.uuid, name=name, role=group.role, image_ref=group.image_ref, network=net.name,
         cpus=group.flavor.vcpus, memory_mb=group.flavor.ram_mb, command=dockerd_command(spec),

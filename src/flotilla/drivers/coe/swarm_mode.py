@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from flotilla.domain import NetworkInfo, NodeInfo, NodeSpec
+from flotilla.domain import Listener, LoadBalancerSpec, NetworkInfo, NodeInfo, NodeSpec
 from flotilla.drivers.base import (
     CAP_CONTAINERS_AS_NODES,
     CAP_EXEC,
@@ -28,8 +28,9 @@ from flotilla.drivers.base import (
     Step,
     StepContext,
 )
-from flotilla.drivers.coe import dockerhost, swarm_channel
+from flotilla.drivers.coe import dockerhost, native, swarm_channel
 from flotilla.drivers.coe.docker import check_local_storage
+from flotilla.drivers.coe.native import ClientConfigRequest, NativeConfig
 from flotilla.drivers.coe.swarm_channel import SwarmChannel
 from flotilla.errors import Invalid
 
@@ -54,8 +55,10 @@ class SwarmModeCoe:
 
     def plan(self, kind: OpKind, spec: ClusterSpec) -> list[Step]:
         if kind == "create":
-            steps = [
-                Step("creating network", _network),
+            steps = [Step("creating network", _network)]
+            if _lb_enabled(spec):  # first: the managers' certificates name its address
+                steps.append(Step("creating the load balancer", _create_lb))
+            steps += [
                 Step("starting nodes", _start_all),
                 Step("waiting for Docker daemons", _wait_all),
                 Step("initializing the swarm", _init_swarm),
@@ -63,20 +66,22 @@ class SwarmModeCoe:
                 Step("joining workers", _join_workers),
             ]
             if _lb_enabled(spec):
-                steps.append(Step("starting the load balancer", _start_lb))
+                steps.append(Step("adding the managers to the load balancer", _configure_lb))
             if spec.registry_enabled:
                 steps.append(Step("starting the registry", _start_registry))
             steps.append(Step("waiting for nodes to be Ready", _wait_ready))
             return steps
-        if kind == "update":  # only the steps this change needs (the plan is rebuilt alike on resume)
-            steps = []
-            if set(spec.previous_worker_names) - set(spec.worker.names):
-                steps.append(Step("draining and removing workers", _remove_workers))
-            if set(spec.worker.names) - set(spec.previous_worker_names):
-                steps.append(Step("starting and joining new workers", _add_workers))
-            return [*steps, Step("waiting for nodes to be Ready", _wait_ready_after_update)]
+        if kind == "update":
+            # Reconcile: each step diffs the desired workers against what the provider (and
+            # the swarm) report, so the plan is the same on resume and a retried failed scale
+            # converges (a half-made node is finished or removed).
+            return [
+                Step("draining and removing surplus workers", _remove_workers),
+                Step("starting and joining missing workers", _add_workers),
+                Step("waiting for nodes to be Ready", _wait_ready_after_update),
+            ]
         if kind == "delete":
-            return [Step("removing nodes and network", dockerhost.delete_everything)]
+            return [Step("removing nodes and network", _delete)]
         if kind == "rotate_ca":
             return [Step("installing new certificates", _reinstall_certs), Step("waiting for Docker daemons", _wait_all),
                     Step("waiting for nodes to be Ready", _wait_ready)]  # fmt: skip
@@ -95,10 +100,6 @@ class SwarmModeCoe:
         if manager is None:
             reasons["api"] = "no manager running"
             return Observation("UNHEALTHY", reasons, tuple(k for k in reasons if k != "api"))
-        if _is_fake(ctx):  # fake nodes run nothing: their container state is all there is
-            return (
-                Observation("UNHEALTHY", reasons, tuple(reasons)) if reasons else Observation("HEALTHY", {})
-            )
         states = swarm_channel.for_context(ctx).node_states(manager.name, manager.address or "")
         for name in (*spec.master.names, *spec.worker.names):
             st = states.get(name)
@@ -108,11 +109,11 @@ class SwarmModeCoe:
             return Observation("UNHEALTHY", reasons, tuple(k for k in reasons if k != "api"))
         return Observation("HEALTHY", {"api": "ok", **dict.fromkeys(states, "Ready")})
 
-    def client_env(self, api_address: str, cert_dir: str, tls: bool) -> list[str]:
-        lines = [f"export DOCKER_HOST={api_address}"]
-        if tls:
-            lines += [f"export DOCKER_CERT_PATH={cert_dir}", "export DOCKER_TLS_VERIFY=1"]
-        return lines
+    def image_load_argv(self) -> Sequence[str] | None:
+        return ("docker", "load")
+
+    def client_config(self, request: ClientConfigRequest) -> NativeConfig:
+        return native.docker_config(request)
 
 
 # ---- helpers ------------------------------------------------------------------------------
@@ -123,7 +124,7 @@ def _lb_enabled(spec: ClusterSpec) -> bool:
 
 
 def _lb_name(spec: ClusterSpec) -> str:
-    return spec.master.names[0].rsplit("-master-", 1)[0] + "-lb-0"
+    return dockerhost.cluster_prefix(spec) + "-lb-0"
 
 
 def _parallel(items: Sequence[str], work: Callable[[str], object], ctx: StepContext, what: str) -> None:
@@ -145,9 +146,9 @@ def _parallel(items: Sequence[str], work: Callable[[str], object], ctx: StepCont
         raise RuntimeError("; ".join(errors))
 
 
-def _extra_ips(spec: ClusterSpec, net: NetworkInfo, role: str) -> list[str]:
-    if role == "master" and _lb_enabled(spec):
-        return [dockerhost.node_ip(net, "lb", _lb_name(spec))]
+def _extra_ips(ctx: StepContext, net: NetworkInfo, role: str) -> list[str]:
+    if role == "master" and _lb_enabled(ctx.spec):
+        return [_lb_address(ctx)]
     return []
 
 
@@ -157,7 +158,7 @@ def _group(spec: ClusterSpec, name: str) -> NodeGroupSpec:
 
 def _start(ctx: StepContext, net: NetworkInfo, name: str) -> NodeInfo:
     group = _group(ctx.spec, name)
-    return dockerhost.start_node(ctx, net, group, name, extra_ips=_extra_ips(ctx.spec, net, group.role))
+    return dockerhost.start_node(ctx, net, group, name, extra_ips=_extra_ips(ctx, net, group.role))
 
 
 def _network(ctx: StepContext) -> None:
@@ -167,29 +168,36 @@ def _network(ctx: StepContext) -> None:
 def _start_all(ctx: StepContext) -> None:
     net = dockerhost.ensure_network(ctx)
     names = [*ctx.spec.master.names, *ctx.spec.worker.names]
+    for name in names:  # in order, so the first manager gets the lowest address (.10 on the local provider)
+        dockerhost.node_ip(ctx, net, _group(ctx.spec, name).role, name)
     _parallel(names, lambda n: _start(ctx, net, n), ctx, "starting nodes")
 
 
-def _ip(ctx: StepContext, net: NetworkInfo, name: str) -> str:
-    return dockerhost.node_ip(net, _group(ctx.spec, name).role, name)
+Addrs = dict[str, str]
+
+
+def _ip(addrs: Addrs, name: str) -> str:
+    """The provider's address of node ``name`` (from one ``list_nodes``)."""
+    if name not in addrs:
+        raise RuntimeError(f"node {name} is missing or has no address")
+    return addrs[name]
 
 
 def _wait_all(ctx: StepContext) -> None:
-    net = dockerhost.ensure_network(ctx)
+    addrs = dockerhost.addresses(ctx)
     names = [*ctx.spec.master.names, *ctx.spec.worker.names]
-    _parallel(names, lambda n: dockerhost.wait_daemon(ctx, n, _ip(ctx, net, n)), ctx, "daemons answering")
+    _parallel(names, lambda n: dockerhost.wait_daemon(ctx, n, _ip(addrs, n)), ctx, "daemons answering")
 
 
-def _leader(ctx: StepContext, net: NetworkInfo) -> tuple[str, str]:
+def _leader(ctx: StepContext, addrs: Addrs) -> tuple[str, str]:
     """``(name, ip)`` of the first manager: it initializes the swarm and answers for it."""
     name = ctx.spec.master.names[0]
-    return name, _ip(ctx, net, name)
+    return name, _ip(addrs, name)
 
 
 def _init_swarm(ctx: StepContext) -> None:
-    net = dockerhost.ensure_network(ctx)
     chan = swarm_channel.for_context(ctx)
-    name, ip = _leader(ctx, net)
+    name, ip = _leader(ctx, dockerhost.addresses(ctx))
     if chan.swarm_state(name, ip) != "active":
         chan.init(name, ip)
     if CAP_IPVS not in ctx.provider.capabilities():
@@ -200,21 +208,21 @@ def _init_swarm(ctx: StepContext) -> None:
         chan.remove_ingress(name, ip)
 
 
-def _join(ctx: StepContext, chan: SwarmChannel, net: NetworkInfo, name: str, token: str) -> None:
-    ip = _ip(ctx, net, name)
+def _join(ctx: StepContext, chan: SwarmChannel, addrs: Addrs, name: str, token: str) -> None:
+    ip = _ip(addrs, name)
     if chan.swarm_state(name, ip) != "active":
-        chan.join(name, ip, token, _leader(ctx, net)[1])
+        chan.join(name, ip, token, _leader(ctx, addrs)[1])
 
 
 def _join_managers(ctx: StepContext) -> None:
     others = list(ctx.spec.master.names[1:])
     if not others:
         return
-    net = dockerhost.ensure_network(ctx)
+    addrs = dockerhost.addresses(ctx)
     chan = swarm_channel.for_context(ctx)
-    token = chan.join_token(*_leader(ctx, net), "manager")
+    token = chan.join_token(*_leader(ctx, addrs), "manager")
     for name in others:  # one at a time: raft membership changes are serialized anyway
-        _join(ctx, chan, net, name, token)
+        _join(ctx, chan, addrs, name, token)
         ctx.progress(f"{name} joined")
 
 
@@ -222,10 +230,10 @@ def _join_workers(ctx: StepContext) -> None:
     names = list(ctx.spec.worker.names)
     if not names:
         return
-    net = dockerhost.ensure_network(ctx)
+    addrs = dockerhost.addresses(ctx)
     chan = swarm_channel.for_context(ctx)
-    token = chan.join_token(*_leader(ctx, net), "worker")
-    _parallel(names, lambda n: _join(ctx, chan, net, n, token), ctx, "workers joined")
+    token = chan.join_token(*_leader(ctx, addrs), "worker")
+    _parallel(names, lambda n: _join(ctx, chan, addrs, n, token), ctx, "workers joined")
 
 
 def _wait_ready_after_update(ctx: StepContext) -> None:
@@ -234,23 +242,23 @@ def _wait_ready_after_update(ctx: StepContext) -> None:
 
 def _wait_ready(ctx: StepContext, timeout: float = 90.0, *, read_version: bool = True) -> None:
     spec = ctx.spec
-    net = dockerhost.ensure_network(ctx)
+    addrs = dockerhost.addresses(ctx)
     chan = swarm_channel.for_context(ctx)
-    leader = _leader(ctx, net)
+    leader = _leader(ctx, addrs)
     wanted = [*spec.master.names, *spec.worker.names]
     deadline = time.monotonic() + timeout
     while True:
         states = chan.node_states(*leader)
         missing = [n for n in wanted if states.get(n) != "Ready"]
-        if not missing or _is_fake(ctx):
+        if not missing:
             break
         if time.monotonic() > deadline:
             raise TimeoutError(f"nodes not Ready within {timeout:.0f} s: {', '.join(missing)}")
         ctx.progress(f"{len(wanted) - len(missing)} of {len(wanted)} Ready")
         time.sleep(0.05)
-    masters = [_ip(ctx, net, n) for n in spec.master.names]
-    workers = [_ip(ctx, net, n) for n in spec.worker.names]
-    address_ip = dockerhost.node_ip(net, "lb", _lb_name(spec)) if _lb_enabled(spec) else masters[0]
+    masters = [_ip(addrs, n) for n in spec.master.names]
+    workers = [_ip(addrs, n) for n in spec.worker.names]
+    address_ip = _lb_address(ctx) if _lb_enabled(spec) else masters[0]
     version = chan.version(*leader) if read_version else None
     ctx.save_outputs(
         api_address=dockerhost.api_address(spec, address_ip), master_addresses=masters, node_addresses=workers,
@@ -258,39 +266,38 @@ def _wait_ready(ctx: StepContext, timeout: float = 90.0, *, read_version: bool =
     )  # fmt: skip
 
 
-def _is_fake(ctx: StepContext) -> bool:
-    """The fake provider runs nothing: its canned exec output lists no nodes."""
-    return ctx.provider.name == "fake"
-
-
-def _haproxy_cfg(spec: ClusterSpec, net: NetworkInfo) -> bytes:
-    port = dockerhost.port(spec)
-    servers = "\n".join(
-        f"  server {n} {dockerhost.node_ip(net, 'master', n)}:{port} check inter 1s fall 2 rise 1"
-        for n in spec.master.names
-    )
-    return (
-        "global\n  maxconn 2000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n"
-        f"  timeout server 1h\nfrontend docker\n  bind :{port}\n  default_backend managers\n"
-        f"backend managers\n  balance roundrobin\n{servers}\n"
-    ).encode()
-
-
-def _start_lb(ctx: StepContext) -> None:
+def _lb_spec(ctx: StepContext, net: NetworkInfo, members: Sequence[str]) -> LoadBalancerSpec:
     spec = ctx.spec
-    net = dockerhost.ensure_network(ctx)
-    name = _lb_name(spec)
-    ctx.provider.ensure_node(
-        NodeSpec(
-            cluster_uuid=spec.uuid, name=name, role="lb", image_ref=spec.master.image_ref, network=net.name,
-            cpus=0.5, memory_mb=256, command=["haproxy", "-db", "-f", "/etc/haproxy/haproxy.cfg"],
-            ip=dockerhost.node_ip(net, "lb", name), files={"/etc/haproxy/haproxy.cfg": _haproxy_cfg(spec, net)},
-        )
+    port = dockerhost.port(spec)
+    return LoadBalancerSpec(
+        cluster_uuid=spec.uuid, name=_lb_name(spec), network=net.name,
+        listeners=(Listener(port, tuple(members)),), image_ref=spec.master.image_ref,
     )  # fmt: skip
 
 
-def _registry_name(spec: ClusterSpec) -> str:
-    return spec.master.names[0].rsplit("-master-", 1)[0] + "-registry-0"
+def _create_lb(ctx: StepContext) -> None:
+    """The balancer with no members yet: its address goes into the managers' certificates."""
+    net = dockerhost.ensure_network(ctx)
+    if ctx.provider.find_load_balancer(ctx.spec.uuid, _lb_name(ctx.spec)) is None:
+        ctx.provider.ensure_load_balancer(_lb_spec(ctx, net, ()))
+
+
+def _lb_address(ctx: StepContext) -> str:
+    lb = ctx.provider.find_load_balancer(ctx.spec.uuid, _lb_name(ctx.spec))
+    if lb is None or not lb.address:
+        raise RuntimeError(f"load balancer {_lb_name(ctx.spec)} is missing or has no address")
+    return lb.address
+
+
+def _configure_lb(ctx: StepContext) -> None:
+    net = dockerhost.ensure_network(ctx)
+    addrs = dockerhost.addresses(ctx)
+    ctx.provider.ensure_load_balancer(_lb_spec(ctx, net, [_ip(addrs, n) for n in ctx.spec.master.names]))
+
+
+def _delete(ctx: StepContext) -> None:
+    ctx.provider.delete_load_balancer(ctx.spec.uuid, _lb_name(ctx.spec))
+    dockerhost.delete_everything(ctx)
 
 
 def _start_registry(ctx: StepContext) -> None:
@@ -299,8 +306,8 @@ def _start_registry(ctx: StepContext) -> None:
     it through /etc/docker/certs.d/<address>/ca.crt."""
     spec = ctx.spec
     net = dockerhost.ensure_network(ctx)
-    name = _registry_name(spec)
-    ip = dockerhost.node_ip(net, "registry", "registry-0")
+    name = dockerhost.registry_name(spec)
+    ip = dockerhost.node_ip(ctx, net, "registry", name)
     tls = ctx.server_tls(name, [name, "localhost"], [ip])
     config = (
         "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /var/lib/docker/registry\n"
@@ -320,44 +327,59 @@ def _start_registry(ctx: StepContext) -> None:
 
 
 def _remove_workers(ctx: StepContext) -> None:
+    """Workers that are not desired: drain and delete those the provider still has, and
+    remove them, and any swarm member left without a node (a step interrupted between
+    the delete and the ``node rm``), from the swarm."""
     spec = ctx.spec
-    gone = [n for n in spec.previous_worker_names if n not in spec.worker.names]
-    if not gone:
-        return
-    net = dockerhost.ensure_network(ctx)
+    nodes = ctx.provider.list_nodes(spec.uuid)
+    gone = [n.name for n in nodes if n.role == "worker" and n.name not in spec.worker.names]
     chan = swarm_channel.for_context(ctx)
-    leader = _leader(ctx, net)
-    present = {n.name for n in ctx.provider.list_nodes(spec.uuid)}
-    chan.drain(*leader, [n for n in gone if n in present])
-    deadline = time.monotonic() + DRAIN_GRACE
-    while time.monotonic() < deadline and not _is_fake(ctx):
-        live = chan.live_tasks(*leader, gone)
-        if live == 0:
-            break
-        ctx.progress(f"draining: {live} task(s) still running" if live > 0 else "draining")
-        time.sleep(0.2)
-    _parallel(gone, lambda n: ctx.provider.delete_node(spec.uuid, n), ctx, "removing workers")
-    chan.remove_nodes(*leader, gone)
+    leader = _leader(ctx, {n.name: n.address for n in nodes if n.address})
+    wanted = {*spec.master.names, *spec.worker.names}
+    stale = [h for h in chan.node_states(*leader) if h not in wanted and h not in gone]
+    if not gone and not stale:
+        return
+    if gone:
+        chan.drain(*leader, gone)
+        deadline = time.monotonic() + DRAIN_GRACE
+        while time.monotonic() < deadline:
+            live = chan.live_tasks(*leader, gone)
+            if live == 0:
+                break
+            ctx.progress(f"draining: {live} task(s) still running" if live > 0 else "draining")
+            time.sleep(0.2)
+        _parallel(gone, lambda n: ctx.provider.delete_node(spec.uuid, n), ctx, "removing workers")
+    chan.remove_nodes(*leader, [*gone, *stale])
 
 
 def _add_workers(ctx: StepContext) -> None:
     """Scale-up as one pipeline per new worker (start, daemon up, join) while the join
     token is fetched: the step boundaries and state probes of the create path cost more
     than the work itself when only one node is added. Idempotent: a resumed step finds
-    the node running and joined ("already part of a swarm" counts as done)."""
+    the node running and joined ("already part of a swarm" counts as done).
+
+    Missing: a desired worker the provider does not run, or the swarm does not see Ready
+    (a node a failed scale started but never joined)."""
     spec = ctx.spec
-    new = [n for n in spec.worker.names if n not in spec.previous_worker_names]
+    nodes = {n.name: n for n in ctx.provider.list_nodes(spec.uuid)}
+    chan = swarm_channel.for_context(ctx)
+    leader = _leader(ctx, {n.name: n.address for n in nodes.values() if n.address})
+    states = chan.node_states(*leader)
+    new = [
+        n
+        for n in spec.worker.names
+        if n not in nodes or nodes[n].state != "running" or states.get(n) != "Ready"
+    ]
     if not new:
         return
     net = dockerhost.ensure_network(ctx)
-    chan = swarm_channel.for_context(ctx)
-    leader = _leader(ctx, net)
     with ThreadPoolExecutor(max_workers=1) as pool:
         token = pool.submit(chan.join_token, *leader, "worker")
 
         def one(name: str) -> None:
-            _start(ctx, net, name)
-            ip = _ip(ctx, net, name)
+            ip = _start(ctx, net, name).address
+            if not ip:
+                raise RuntimeError(f"node {name} has no address")
             dockerhost.wait_daemon(ctx, name, ip)
             chan.join(name, ip, token.result(), leader[1])
 
@@ -367,12 +389,13 @@ def _add_workers(ctx: StepContext) -> None:
 def _reinstall_certs(ctx: StepContext) -> None:
     spec = ctx.spec
     net = dockerhost.ensure_network(ctx)
+    addrs = dockerhost.addresses(ctx)
 
     def one(name: str) -> None:
         node = dockerhost.find_node(ctx, name)
         role = _group(spec, name).role
-        ip = _ip(ctx, net, name)
-        ctx.provider.put_files(node, dockerhost.tls_files(ctx, name, [ip, *_extra_ips(spec, net, role)], net))
+        ip = _ip(addrs, name)
+        ctx.provider.put_files(node, dockerhost.tls_files(ctx, name, [ip, *_extra_ips(ctx, net, role)], net))
         ctx.provider.restart_node(node)
 
     _parallel([*spec.master.names, *spec.worker.names], one, ctx, "certificates installed")

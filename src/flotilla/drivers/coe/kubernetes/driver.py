@@ -19,10 +19,13 @@ from flotilla.drivers.base import (
     Step,
     StepContext,
 )
+from flotilla.drivers.coe.kubernetes import client, health, labels, steps
+from flotilla.drivers.coe.kubernetes.template import validate_template
+from flotilla.drivers.coe.native import ClientConfigRequest, NativeConfig
 
-from . import health, steps
-from .artifacts import built_version
-from .template import validate_template
+#: Import an image archive read from stdin into containerd's namespace for Kubernetes (the
+#: kubelet's), every platform in it, so pods find it without pulling.
+IMAGE_LOAD_ARGV: tuple[str, ...] = ("ctr", "-n", "k8s.io", "images", "import", "--all-platforms", "-")
 
 
 class KubernetesCoe:
@@ -33,7 +36,8 @@ class KubernetesCoe:
     def validate_template(self, fields: Mapping[str, object]) -> None:
         # docker_storage_driver (Magnum's default: devicemapper) does not apply: the nodes'
         # containerd stores images with its overlayfs snapshotter on the node's volume.
-        validate_template(fields, built_version=built_version())
+        build = labels.read_build()
+        validate_template(fields, built_version=build.version, not_built_reason=build.reason)
 
     def plan(self, kind: OpKind, spec: ClusterSpec) -> list[Step]:
         if kind == "create":
@@ -63,5 +67,8 @@ class KubernetesCoe:
     def observe(self, spec: ClusterSpec, nodes: Sequence[NodeInfo], ctx: StepContext) -> Observation:
         return health.observe(spec, nodes, ctx)
 
-    def client_env(self, api_address: str, cert_dir: str, tls: bool) -> list[str]:
-        return [f"export KUBECONFIG={cert_dir}/config"]
+    def image_load_argv(self) -> Sequence[str] | None:
+        return IMAGE_LOAD_ARGV
+
+    def client_config(self, request: ClientConfigRequest) -> NativeConfig:
+        return client.client_config(request)

@@ -40,10 +40,9 @@ def node_spec(ctx: StepContext, net: NetworkInfo, name: str) -> NodeSpec:
     return NodeSpec(
         cluster_uuid=spec.uuid, name=name, role=group.role, image_ref=group.image_ref, network=net.name,
         cpus=group.flavor.vcpus, memory_mb=group.flavor.ram_mb, command=bootstrap.command(),
-        volume_gb=spec.docker_volume_size, ip=dockerhost.node_ip(net, group.role, name),
+        volume_gb=spec.docker_volume_size,
         env=dockerhost.proxy_env(spec), files=bootstrap.static_files(spec, flannel(spec)),
         ssh_public_key=spec.ssh_public_key, login_user=dockerhost.LOGIN_USER, volume_path="/var",
-        private_cgroups=True,
     )  # fmt: skip
 
 
@@ -137,7 +136,7 @@ def _lb_spec(ctx: StepContext, net: NetworkInfo) -> NodeSpec:
     name = lb_name(spec)
     return NodeSpec(
         cluster_uuid=spec.uuid, name=name, role="lb", image_ref=spec.master.image_ref, network=net.name,
-        cpus=0.5, memory_mb=256, command=LB_COMMAND, ip=dockerhost.node_ip(net, "lb", name),
+        cpus=0.5, memory_mb=256, command=LB_COMMAND,
     )  # fmt: skip
 
 

@@ -20,6 +20,8 @@ LABEL_ROLE = "flotilla.role"
 LABEL_NETWORK = "flotilla.network"
 LABEL_VOLUME = "flotilla.volume"
 LABEL_LOOP_FILE = "flotilla.loop-file"
+#: On a network: forward routed (non-node) addresses between its nodes (firewall.py).
+LABEL_ROUTED = "flotilla.routed"
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 FORBIDDEN_FILE_ROOTS = ("/proc", "/sys", "/dev")
@@ -94,9 +96,18 @@ def validate_file_path(node: str, path: str, hostroot: bool) -> PurePosixPath:
 
 
 def create_body(
-    spec: NodeSpec, hostroot: bool, volume: str, mounts: Sequence[tuple[Path, str]], resolv: Path
+    spec: NodeSpec,
+    hostroot: bool,
+    volume: str,
+    mounts: Sequence[tuple[Path, str]],
+    resolv: Path,
+    cgroup_parent: str | None = None,
 ) -> dict[str, Any]:
-    """The container-create request for a node (what ``docker run -d --privileged ...`` sends)."""
+    """The container-create request for a node (what ``docker run -d --privileged ...`` sends).
+
+    ``cgroup_parent``: the cgroup that denies host devices (see ``devices.py``). The
+    cgroup namespace is always private, so a node cannot climb out of that parent.
+    """
     binds = [f"{volume}:{spec.volume_path}"]
     if not any(path == "/etc/resolv.conf" for _, path in mounts):
         binds.append(f"{resolv}:/etc/resolv.conf:ro")
@@ -104,6 +115,7 @@ def create_body(
         binds.append("/usr:/usr:ro")
     host: dict[str, Any] = {
         "Privileged": True,
+        "CgroupnsMode": "private",
         "NetworkMode": spec.network,
         "RestartPolicy": {"Name": "unless-stopped"},
         "Tmpfs": {"/run": "", "/tmp": ""},
@@ -112,8 +124,8 @@ def create_body(
         # Mounts, not Binds: node paths may hold colons (/etc/docker/certs.d/IP:5000/ca.crt).
         "Mounts": [{"Type": "bind", "Source": str(h), "Target": p, "ReadOnly": True} for h, p in mounts],
     }
-    if spec.private_cgroups:
-        host["CgroupnsMode"] = "private"
+    if cgroup_parent:
+        host["CgroupParent"] = cgroup_parent
     if spec.cpus and spec.cpus > 0:
         host["NanoCpus"] = int(spec.cpus * 1e9)
     if spec.memory_mb and spec.memory_mb > 0:

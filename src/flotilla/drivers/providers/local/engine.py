@@ -8,11 +8,14 @@ starts and owns. The owned daemon keeps all of its state away from any system Do
 * exec-root and socket under ``/run/flotilla-<hash of DATA_DIR>/`` (unix socket paths
   are limited to 108 bytes, so they cannot live under an arbitrary DATA_DIR);
 * ``--ip-forward=false``: the host's ``ip_forward`` and FORWARD policy stay as they are;
+* ``--iptables=false``: the daemon leaves iptables alone (a starting dockerd flushes the
+  isolation chains of every other engine); the provider owns the rules (``firewall.py``);
 * ``--bridge=none``: no default bridge. Starting a daemon with ``--bridge=none``
   deletes an existing ``docker0``, so we refuse to start when one exists (someone else's
   engine owns it; point ``docker_host`` at that engine instead);
-* ``--default-runtime capfix`` (the ``runc-capfix`` wrapper) only when the host's
-  capability bounding set is incomplete, which breaks ``--privileged`` otherwise.
+* ``--default-runtime capfix`` (the ``runc-capfix`` wrapper): drops host devices from
+  privileged containers' ``/dev`` (``devices.py``), and capabilities outside the host's
+  bounding set when it is incomplete (``--privileged`` breaks otherwise).
 
 Frequent calls go to the Engine API over the socket (:attr:`Engine.api`), the rest
 through the ``docker`` CLI (:meth:`Engine.run`); no SDK.
@@ -38,6 +41,7 @@ from pathlib import Path
 
 from flotilla.errors import FlotillaError, Unavailable
 
+from . import devices
 from .engine_api import EngineApi
 
 log = logging.getLogger(__name__)
@@ -129,6 +133,23 @@ def _unmount_under(directory: Path) -> None:
         res = subprocess.run(["umount", "-l", point], capture_output=True, text=True, check=False, timeout=10)
         if res.returncode != 0:
             log.warning("could not unmount %s: %s", point, res.stderr.strip())
+
+
+def _unmount_stacked(point: Path, limit: int = 8) -> None:
+    """Unmount ``point`` while it is still a mount point (mounts may be stacked on it)."""
+    for _ in range(limit):
+        try:
+            mounted = any(
+                line.split()[1] == str(point) for line in Path("/proc/mounts").read_text().splitlines()
+            )
+        except OSError:
+            return
+        if not mounted:
+            return
+        res = subprocess.run(["umount", str(point)], capture_output=True, text=True, check=False, timeout=10)
+        if res.returncode != 0:
+            log.warning("could not unmount %s: %s", point, res.stderr.strip())
+            return
 
 
 def _log_tail(path: Path, lines: int = 8) -> str:
@@ -260,25 +281,29 @@ class Engine:
             "--pidfile",
             str(pidfile),
             "--bridge=none",
-            "--iptables=true",
+            # A dockerd that starts flushes the DOCKER-ISOLATION chains all engines on
+            # the host share; Flotilla installs its own rules per network (firewall.py).
+            "--iptables=false",
             # Nodes sit on --internal bridges: nothing is routed, so leave the host's
             # ip_forward and FORWARD policy alone (dockerd would set them to 1/DROP).
             "--ip-forward=false",
             "--storage-driver=overlay2",
         ]
-        if needs_capfix():
-            wrapper = docker_dir / "runc-capfix"
-            script = (
-                resources.files("flotilla.drivers.providers.local").joinpath("runc-capfix.sh").read_bytes()
-            )
-            tmp = wrapper.with_suffix(".tmp")
-            tmp.write_bytes(script)
-            tmp.chmod(0o755)
-            tmp.replace(wrapper)
-            argv += ["--add-runtime", f"capfix={wrapper}", "--default-runtime", "capfix"]
-            log.info("capability bounding set is incomplete; using OCI runtime wrapper %s", wrapper)
+        # Always: it keeps host devices out of nodes (and fixes capabilities if needed).
+        wrapper = docker_dir / "runc-capfix"
+        script = resources.files("flotilla.drivers.providers.local").joinpath("runc-capfix.sh").read_text()
+        tmp = wrapper.with_suffix(".tmp")
+        tmp.write_text(script.replace("@NODE_DEVICES@", devices.wrapper_allowlist()))
+        tmp.chmod(0o755)
+        tmp.replace(wrapper)
+        argv += ["--add-runtime", f"capfix={wrapper}", "--default-runtime", "capfix"]
+        log.info("OCI runtime wrapper %s (device filter; capability fix: %s)", wrapper, needs_capfix())
+        # Nodes with a restart policy start with the daemon: their parent cgroup must
+        # deny host devices before that.
+        devices.ensure_parent_cgroup()
         started = time.monotonic()
-        with logfile.open("ab") as out:
+        fd = os.open(logfile, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "ab") as out:
             process = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -286,6 +311,9 @@ class Engine:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
+                # The server runs with umask 077 (private data dir); dockerd writes files
+                # that non-root processes in containers read (hostname, resolv.conf).
+                umask=0o022,
             )
         log.info("started dockerd pid %d (data-root %s, socket %s, log %s)", process.pid, root, sock, logfile)
         cls._wait_ready(sock, process.pid, process, logfile, _START_TIMEOUT)
@@ -345,6 +373,12 @@ class Engine:
             self._env["DOCKER_API_VERSION"] = str(version["ApiVersion"])
 
     # ----------------------------------------------------------------- use
+
+    @property
+    def engine_id(self) -> str:
+        """A short id of this Flotilla data dir's engine (labels host-wide objects such as
+        iptables rules, which several engines share)."""
+        return _short_run_dir(self.data_dir).name.removeprefix("flotilla-")
 
     @property
     def env(self) -> dict[str, str]:
@@ -448,6 +482,9 @@ class Engine:
         run_dir = _short_run_dir(self.data_dir)
         _unmount_under(run_dir)
         shutil.rmtree(run_dir, ignore_errors=True)
+        # A daemon killed earlier (and revived) leaves its bind mount of the data-root below
+        # the one its successor removes on the way out.
+        _unmount_stacked(self.data_dir / "docker" / "root")
         self._remove_bridges(bridges)
         log.info("dockerd pid %d stopped", pid)
 
@@ -478,5 +515,119 @@ class Engine:
                 else:
                     log.info("deleted bridge %s left by the stopped daemon", name)
 
+    def answers(self, timeout: float = 3.0) -> bool:
+        """True when the engine answers ``/_ping`` now."""
+        try:
+            self.api.request("GET", "/_ping", timeout=timeout)
+        except FlotillaError:
+            return False
+        return True
+
+    def revive(self) -> bool:
+        """Make the engine answer again, if it stopped: an owned daemon that died is started
+        again on the same data dir (its containers come back by their restart policies);
+        for any engine the API client is rebuilt (a fresh connection). Returns True when
+        the engine had stopped answering. Raises ``Unavailable`` when it cannot be revived.
+        """
+        if self.answers():
+            return False
+        with self._api_lock:
+            if self._api is not None:
+                self._api.close()
+                self._api = None
+        if not self.owned:
+            log.warning("the Docker Engine at %s stopped answering; reconnecting", self.host)
+            self.ping()
+            return True
+        if self._process is not None:
+            self._process.poll()  # reap it: a zombie would look alive to dockerd's pidfile check
+        log.warning("the owned dockerd (pid %s) stopped answering; starting it again", self.pid)
+        _end_orphan_containerd(_short_run_dir(self.data_dir))
+        restarted_at = time.time()
+        fresh = Engine._start_owned(self.data_dir)
+        self.host, self.pid, self._process, self._env = fresh.host, fresh.pid, fresh._process, fresh._env
+        self._restart_by_policy(restarted_at)
+        return True
+
+    def _restart_by_policy(self, since: float) -> None:
+        """Start the containers the new daemon stopped while restoring its state: without
+        live-restore, dockerd kills what was running when its predecessor died and does
+        not apply restart policies to them. Only containers with an ``always`` or
+        ``unless-stopped`` policy that finished after ``since`` (epoch seconds) are started,
+        so ones stopped on purpose before the crash stay stopped."""
+        from datetime import datetime
+
+        for row in self.api.get("/containers/json", all=1, filters=json.dumps({"status": ["exited"]})) or []:
+            info = self.api.inspect("container", str(row.get("Id")))
+            if not info:
+                continue
+            policy = ((info.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name")
+            finished = str((info.get("State") or {}).get("FinishedAt") or "")
+            try:
+                ended = datetime.fromisoformat(finished[:26].rstrip("Z") + "+00:00").timestamp()
+            except ValueError:
+                continue
+            if policy in ("always", "unless-stopped") and ended >= since - 1:
+                try:
+                    self.api.request("POST", f"/containers/{info['Id']}/start", timeout=60)
+                    log.info("started container %s again (restart policy %s)", info.get("Name"), policy)
+                except FlotillaError as exc:
+                    log.warning("could not start container %s again: %s", info.get("Name"), exc)
+
     def __repr__(self) -> str:
         return f"Engine(host={self.host!r}, owned={self.owned}, pid={self.pid})"
+
+
+def _end_orphan_containerd(run_dir: Path, wait: float = 5.0) -> None:
+    """Make sure the containerd of a dead owned dockerd is gone before a new dockerd starts:
+    the new one would otherwise find its pidfile, take it for "still running" (even as a
+    zombie not yet reaped by init) and time out talking to it. A live containerd serving
+    our exec-root is stopped by its pid; then the stale pidfile is removed."""
+    pidfile = run_dir / "exec" / "containerd" / "containerd.pid"
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return
+
+    def ours() -> bool:  # a zombie has an empty cmdline: not "ours", nothing to signal
+        return _pid_alive(pid) and str(run_dir) in " ".join(_cmdline(pid))
+
+    for sig in (None, signal.SIGTERM, signal.SIGKILL):
+        if sig is not None and ours():
+            log.warning("stopping containerd pid %d left by the dead dockerd (%s)", pid, sig.name)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while ours() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not ours():
+            break
+    with contextlib.suppress(OSError):
+        pidfile.unlink()
+
+
+def probe(docker_host: str | None, data_dir: Path, timeout: float = 2.0) -> tuple[str, str]:
+    """The engine's state without starting anything: ``("up" | "down" | "not started", detail)``.
+
+    ``not started``: no owned daemon yet (it starts when a cluster first needs it).
+    """
+    if docker_host:
+        api = EngineApi(docker_host, {**os.environ, "DOCKER_HOST": docker_host}, None)
+        try:
+            api.request("GET", "/_ping", timeout=timeout)
+        except FlotillaError as exc:
+            log.warning("the Docker Engine at %s does not answer: %s", docker_host, exc)
+            return "down", "the configured Docker Engine (docker_host) does not answer"
+        finally:
+            api.close()
+        return "up", "the configured Docker Engine (docker_host) answers"
+    data_dir = Path(data_dir).resolve()
+    pidfile = data_dir / "docker" / "dockerd.pid"
+    if not pidfile.is_file():
+        return "not started", "Flotilla starts its own dockerd when a cluster first needs it"
+    sock = _short_run_dir(data_dir) / "docker.sock"
+    if _unix_ping(sock, timeout):
+        return "up", "Flotilla's own dockerd answers"
+    if Engine._running_pid(pidfile, data_dir / "docker" / "root") is None:
+        return "down", "Flotilla's own dockerd is not running (the conductor starts it again)"
+    return "down", "Flotilla's own dockerd runs but does not answer"

@@ -66,10 +66,12 @@ def detach_loop(device: str) -> None:
 def ensure_loop(path: Path, size_gb: int) -> str:
     """Attach ``path`` (created and formatted when new) to a loop device; return the device."""
     with _LOOP_LOCK:
+        private_dirs(path.parent, levels=2)
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
             partial = path.with_suffix(".partial")
-            with partial.open("wb") as f:
+            # 0600: the image holds the node's /var/lib/docker (keys, images, secrets).
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
                 f.truncate(size_gb * 1024**3)
             subprocess.run(
                 ["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "nodiscard", str(partial)],
@@ -78,7 +80,9 @@ def ensure_loop(path: Path, size_gb: int) -> str:
                 timeout=120,
             )
             partial.replace(path)
-        elif path.stat().st_size != size_gb * 1024**3:
+        else:
+            private_file(path)
+        if path.stat().st_size != size_gb * 1024**3:
             log.warning(
                 "%s: keeping existing size %d bytes (asked %d GiB)", path, path.stat().st_size, size_gb
             )
@@ -95,6 +99,36 @@ def ensure_loop(path: Path, size_gb: int) -> str:
         if res.returncode != 0:
             raise FlotillaError(f"losetup --find --show {path}: {res.stderr.strip()}")
         return res.stdout.strip()
+
+
+def private_dirs(path: Path, levels: int = 1) -> None:
+    """Create ``path`` 0700 and make it and ``levels - 1`` of its parents 0700
+    (``volumes/<cluster>`` and ``volumes``)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for d in [path, *path.parents][:levels]:
+        if d.stat().st_mode & 0o777 != 0o700:
+            os.chmod(d, 0o700)
+
+
+def private_file(path: Path) -> None:
+    """Make an existing file 0600 (written by an older version with the umask's mode)."""
+    with contextlib.suppress(FileNotFoundError):
+        if path.stat().st_mode & 0o777 != 0o600:
+            os.chmod(path, 0o600)
+
+
+def free_gib(path: Path) -> int:
+    """Whole GiB free (for root) on the filesystem of ``path`` (or of its nearest existing parent)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize // 1024**3
+
+
+def fs_usage(path: Path) -> tuple[int, int]:
+    """(size, free) in bytes of the filesystem holding ``path``."""
+    st = os.statvfs(path)
+    return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
 
 
 def routes() -> list[ipaddress.IPv4Network]:

@@ -31,6 +31,7 @@ Sized volumes use loop devices, so they need the engine to run on this host.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import io
@@ -47,7 +48,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from flotilla.domain import ExecResult, NetworkInfo, NetworkSpec, NodeInfo, NodeSpec
+from flotilla.domain import (
+    ExecResult,
+    LoadBalancerInfo,
+    LoadBalancerSpec,
+    NetworkInfo,
+    NetworkSpec,
+    NodeInfo,
+    NodeSpec,
+    VolumeUsage,
+)
 from flotilla.drivers.base import (
     CAP_CONTAINERS_AS_NODES,
     CAP_EXEC,
@@ -58,12 +68,14 @@ from flotilla.drivers.base import (
 )
 from flotilla.errors import Conflict, FlotillaError, NotFound
 
-from . import host
+from . import firewall, host, loadbalancer
+from .addresses import AddressBook
 from .containers import (
     LABEL_CLUSTER,
     LABEL_LOOP_FILE,
     LABEL_NETWORK,
     LABEL_NODE,
+    LABEL_ROUTED,
     check_name,
     create_body,
     file_mode,
@@ -75,6 +87,7 @@ from .containers import (
 )
 from .engine import Engine
 from .engine_api import ApiError, EngineApi, quoted
+from .guard import HostGuard
 from .images import KIND_HOSTROOT, KIND_LABEL
 
 log = logging.getLogger(__name__)
@@ -110,6 +123,13 @@ class LocalProvider:
         self.data_dir = engine.data_dir
         self._net_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="flotilla-local")
+        self.guard = HostGuard(engine)
+        self.guard.tighten_files(self.data_dir)
+        try:
+            self.guard.restore_networks()
+        except FlotillaError as exc:
+            log.warning("could not restore the iptables rules of cluster networks: %s", exc)
+        self.addresses = AddressBook(lambda: self.api)
 
     @property
     def api(self) -> EngineApi:
@@ -130,6 +150,10 @@ class LocalProvider:
 
     def _node_dir(self, cluster_uuid: str, name: str) -> Path:
         return self.data_dir / "nodes" / cluster_uuid / name
+
+    def node_file(self, cluster_uuid: str, name: str, path: str) -> Path:
+        """Where a file the node was created with lives on this host (it is bind-mounted)."""
+        return self._node_dir(cluster_uuid, name) / "files" / path.lstrip("/")
 
     def _loop_file(self, cluster_uuid: str, name: str) -> Path:
         return self.data_dir / "volumes" / cluster_uuid / f"{name}.img"
@@ -222,6 +246,7 @@ class LocalProvider:
                     raise Conflict(
                         f"network {spec.name!r} exists and does not belong to cluster {spec.cluster_uuid}"
                     )
+                self.guard.guard_network(net)
                 return self._network_info(net, owned=True)
             bridge = "flt" + hashlib.sha256(f"{spec.cluster_uuid}/{spec.name}".encode()).hexdigest()[:11]
             started = time.monotonic()
@@ -231,7 +256,8 @@ class LocalProvider:
                     "Name": spec.name, "Driver": "bridge", "Internal": True, "CheckDuplicate": True,
                     "IPAM": {"Driver": "default", "Config": [{"Subnet": str(subnet), "Gateway": gateway}]},
                     "Options": {"com.docker.network.bridge.name": bridge},
-                    "Labels": {LABEL_CLUSTER: spec.cluster_uuid, LABEL_NETWORK: spec.name},
+                    "Labels": {LABEL_CLUSTER: spec.cluster_uuid, LABEL_NETWORK: spec.name,
+                               **({LABEL_ROUTED: "true"} if spec.routed else {})},
                 }  # fmt: skip
                 try:
                     self.api.request("POST", "/networks/create", body=body)
@@ -241,8 +267,10 @@ class LocalProvider:
                     if "already exists" in exc.message:
                         net = self._inspect_one("network", spec.name)
                         if net is not None and owned_by(net, spec.cluster_uuid):
+                            self.guard.guard_network(net)
                             return self._network_info(net, owned=True)
                     raise
+                self.guard.guard_network({**body, "Name": spec.name})
                 log.info(
                     "cluster %s: network %s %s (bridge %s) created in %.2f s",
                     spec.cluster_uuid,
@@ -258,16 +286,26 @@ class LocalProvider:
         """Remove the cluster's network. Missing networks and networks not labelled with
         this cluster (e.g. a fixed network) are left alone and count as success."""
         net = self._inspect_one("network", name)
-        if net is None:
-            return
-        if not owned_by(net, cluster_uuid):
+        if net is not None and not owned_by(net, cluster_uuid):
             log.debug("cluster %s: network %s is not ours; keeping it", cluster_uuid, name)
             return
-        self.api.remove("network", name)
+        if net is not None:
+            self.api.remove("network", name)
+        self.guard.forget_network(cluster_uuid, name)
+        self.addresses.forget_network(name)
+        if net is None:
+            return
         log.info("cluster %s: network %s removed", cluster_uuid, name)
         self._remove_empty_cluster_dirs(cluster_uuid)
 
     # nodes -------------------------------------------------------------------
+
+    def reserve_address(self, cluster_uuid: str, network: str, name: str, role: str) -> str:
+        """The node's address on ``network``: its own, or the lowest free one promised to it
+        (``providers.addressing``: lb ``.5``, registry ``.6``, others from ``.10``)."""
+        check_name("cluster uuid", cluster_uuid)
+        check_name("node name", name)
+        return self.addresses.reserve(network, name, role)
 
     def _image_kind(self, node: str, image_ref: str) -> str | None:
         image = self._inspect_one("image", image_ref)
@@ -314,6 +352,7 @@ class LocalProvider:
             if spec.login_user and spec.login_user != "root":
                 files.setdefault(f"/home/{spec.login_user}/.ssh/authorized_keys", key)
         base = self._node_dir(spec.cluster_uuid, spec.name) / "files"
+        host.private_dirs(base, levels=4)  # files, <node>, <cluster>, nodes
         mounts: list[tuple[Path, str]] = []
         for path, data in sorted(files.items()):
             rel = validate_file_path(spec.name, path, hostroot).relative_to("/")
@@ -378,13 +417,35 @@ class LocalProvider:
                 return self._checked_running(spec.name, node)
 
         kind = kind_f.result()
+        if spec.ip is not None:  # the caller's choice: no automatic pick may take it meanwhile
+            self.addresses.claim(spec.network, spec.name, spec.ip)
+            try:
+                return self._create_node(spec, kind, started)
+            finally:
+                self.addresses.release(spec.name)
+        for attempt in range(1, 4):
+            chosen = dataclasses.replace(spec, ip=self.addresses.reserve(spec.network, spec.name, spec.role))
+            try:
+                return self._create_node(chosen, kind, started)
+            except FlotillaError as exc:
+                # Another process (or a caller's explicit address) took it between our pick
+                # and the start: pick again, the address is in use now.
+                if "Address already in use" not in str(exc) or attempt == 3:
+                    raise
+                log.info("node %s: address %s was taken meanwhile; picking another", spec.name, chosen.ip)
+                self.api.remove("container", spec.name)
+            finally:
+                self.addresses.release(spec.name)  # the container holds it now (or the next try picks again)
+        raise AssertionError("unreachable")
+
+    def _create_node(self, spec: NodeSpec, kind: str | None, started: float) -> NodeInfo:
         hostroot = kind == KIND_HOSTROOT
         volume_f = self._pool.submit(self._ensure_volume, spec)
         mounts_f = self._pool.submit(self._write_files, spec, hostroot)
         resolv = self._resolv_conf()
         mounts = mounts_f.result()
         volume = volume_f.result()
-        body = create_body(spec, hostroot, volume, mounts, resolv)
+        body = create_body(spec, hostroot, volume, mounts, resolv, self.guard.device_cgroup())
         try:
             created = self.api.request("POST", "/containers/create", params={"name": spec.name}, body=body)
         except ApiError as exc:
@@ -458,6 +519,7 @@ class LocalProvider:
         loop_file.unlink(missing_ok=True)
         shutil.rmtree(self._node_dir(cluster_uuid, name), ignore_errors=True)
         self._remove_empty_cluster_dirs(cluster_uuid)
+        self.addresses.release(name)
         log.info("cluster %s: node %s deleted in %.2f s", cluster_uuid, name, time.monotonic() - started)
 
     def _rm(self, kind: str, names: Sequence[str]) -> None:
@@ -495,6 +557,19 @@ class LocalProvider:
         rows = self.api.get("/containers/json", all=1, filters=filters) or []
         nodes = [node_info(c) for c in rows]
         return sorted(nodes, key=lambda n: (n.cluster_uuid, n.name))
+
+    # load balancers ----------------------------------------------------------
+
+    def ensure_load_balancer(self, spec: LoadBalancerSpec) -> LoadBalancerInfo:
+        """haproxy in a node container (``loadbalancer.py``); a changed spec rewrites its
+        configuration and restarts it. ``Invalid`` without ``spec.image_ref``."""
+        return loadbalancer.ensure(self, spec)
+
+    def find_load_balancer(self, cluster_uuid: str, name: str) -> LoadBalancerInfo | None:
+        return loadbalancer.find(self, cluster_uuid, name)
+
+    def delete_load_balancer(self, cluster_uuid: str, name: str) -> None:
+        self.delete_node(cluster_uuid, name)
 
     def exec(
         self, node: NodeInfo, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float = 60.0
@@ -555,6 +630,22 @@ class LocalProvider:
     def image_exists(self, image_ref: str) -> bool:
         return self._inspect_one("image", image_ref) is not None
 
+    @staticmethod
+    def free_volume_gb(data_dir: Path) -> int:
+        """Free GiB where sized node volumes live (``DATA_DIR/volumes``); needs no engine."""
+        return host.free_gib(Path(data_dir) / "volumes")
+
+    def max_volume_gb(self) -> int | None:
+        """The free space for volume images (they are sparse files: each may grow to its
+        size); None when volumes cannot be sized (engine on another host)."""
+        if CAP_SIZED_VOLUMES not in self.capabilities():
+            return None
+        return self.free_volume_gb(self.data_dir)
+
+    def volume_usage(self, cluster_uuid: str | None = None) -> list[VolumeUsage]:
+        """Fill level of the nodes' Docker volumes (see ``HostGuard.volume_usage``)."""
+        return self.guard.volume_usage(cluster_uuid)
+
     def sweep(self, cluster_uuid: str) -> list[str]:
         """Remove every container, volume and network labelled with the cluster, the loop
         devices and backing files under ``DATA_DIR/volumes/<cluster>`` and the cluster's
@@ -595,6 +686,10 @@ class LocalProvider:
             functools.partial(batch, "volume", volumes, self._rm_volumes),
             functools.partial(batch, "network", networks, self._rm_networks),
         )
+        if self.guard.firewall:
+            rules = firewall.rules(cluster_uuid=cluster_uuid)
+            if rules:
+                attempt(f"iptables:{len(rules)} rule(s)", lambda: firewall.remove(cluster_uuid=cluster_uuid))
         vol_dir = self.data_dir / "volumes" / cluster_uuid
         for dev, back in host.loops_under(vol_dir):
             attempt(f"loop:{dev} ({back})", functools.partial(host.detach_loop, dev))
@@ -625,6 +720,12 @@ def leaks(engine: Engine, cluster_uuid: str | None = None) -> list[str]:
         f"{kind}:{name}"
         for kind in ("container", "network", "volume")
         for name in engine.api.names(kind, flt)
+    ]
+    found += [
+        f"iptables:{rule}"
+        for rule in firewall.rules(
+            engine_id=None if cluster_uuid else engine.engine_id, cluster_uuid=cluster_uuid
+        )
     ]
     vol_root = engine.data_dir / "volumes"
     found += [

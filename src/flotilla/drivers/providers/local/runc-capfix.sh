@@ -1,6 +1,13 @@
 #!/bin/sh
-# runc-capfix: an OCI runtime wrapper for hosts whose capability bounding set is
-# smaller than the full set (e.g. VMs without CAP_SYS_RESOURCE).
+# runc-capfix: the OCI runtime wrapper of Flotilla's own dockerd. Two jobs:
+#
+# 1. Host devices: a privileged container (a cluster node) gets every host device
+#    node in its /dev. Keep only the devices nodes may use (NODE_DEVICES in
+#    devices.py, substituted below when the wrapper is installed); the node's parent
+#    cgroup denies the rest anyway, this keeps host disks out of sight.
+#
+# 2. Capabilities, for hosts whose capability bounding set is smaller than the full
+#    set (e.g. VMs without CAP_SYS_RESOURCE):
 #
 # Docker 20.10 `--privileged` asks runc for every capability the kernel knows;
 # runc then fails with "unable to apply caps: operation not permitted" because
@@ -12,6 +19,7 @@
 #
 # Installed by flotilla's local provider as DATA_DIR/docker/runc-capfix and
 # registered with `dockerd --add-runtime capfix=... --default-runtime capfix`.
+# (The runtime keeps its old name: existing containers record it.)
 set -eu
 
 RUNC=${FLOTILLA_REAL_RUNC:-/usr/sbin/runc}
@@ -57,10 +65,26 @@ with open("/proc/self/status") as status:
             bnd = int(line.split()[1], 16)
 allowed = {"CAP_" + name for bit, name in enumerate(NAMES) if bnd >> bit & 1}
 known = {"CAP_" + name for name in NAMES}
+NODE_DEVICES = json.loads('@NODE_DEVICES@')
 with open(path) as f:
     doc = json.load(f)
-caps = doc.get("process", doc).get("capabilities") or {}
 changed = False
+
+linux = doc.get("linux") or {}
+rules = (linux.get("resources") or {}).get("devices") or []
+privileged = any(r.get("allow") and r.get("type", "a") in ("a", None) for r in rules)
+if privileged and isinstance(linux.get("devices"), list):
+    def node_may_use(dev):
+        return any(
+            dev.get("type") == kind and dev.get("major") == major and minor in (None, dev.get("minor"))
+            for kind, major, minor in NODE_DEVICES
+        )
+    kept_devices = [d for d in linux["devices"] if node_may_use(d)]
+    if kept_devices != linux["devices"]:
+        linux["devices"] = kept_devices
+        changed = True
+
+caps = doc.get("process", doc).get("capabilities") or {}
 for key, values in list(caps.items()):
     if not isinstance(values, list):
         continue

@@ -1,0 +1,3 @@
+module flotilla.local/kube/pause
+
+go 1.26.0
