@@ -8,11 +8,16 @@ polled every 50 ms. Never asserts anything.
 
     .venv/bin/python bench/lifecycle.py --coe swarm --masters 1 --nodes 2 --runs 3
     .venv/bin/python bench/lifecycle.py --coe swarm --runs 3 --settle 5   # scale a settled cluster
+    .venv/bin/python bench/lifecycle.py --coe kubernetes --runs 3          # needs scripts/build-kube.sh
+
+Prints a per-step breakdown (from the server log's "step ... done in" lines) and, for
+kubernetes, the memory (RSS) of each node's processes right after the create.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import shutil
 import statistics
@@ -27,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "e2e"))
 from flotilla_server import Server
 
-from flotilla.drivers.providers.local import Engine, leaks
+from flotilla.drivers.providers.local import Engine, LocalProvider, leaks
 
 
 def wait(srv: Server, uuid: str, timeout: float = 300) -> tuple[str, float]:
@@ -56,9 +61,44 @@ def timed(
     return status, time.monotonic() - start, uuid
 
 
+STEP_RE = re.compile(r"cluster (\S+): step (.+) done in ([0-9.]+)s")
+
+
+def step_times(log: str) -> dict[str, list[float]]:
+    """Per step name, the durations the runner logged (over every cluster and run)."""
+    out: dict[str, list[float]] = {}
+    for m in STEP_RE.finditer(log):
+        out.setdefault(m.group(2), []).append(float(m.group(3)))
+    return out
+
+
+def node_memory(srv: Server, data_dir: Path, uuid: str) -> str:
+    """RSS of every process in each node (MB), summed per node, from ps inside the node."""
+    engine = Engine.connect(srv.docker_host or None, data_dir)
+    lines = []
+    for node in LocalProvider(engine).list_nodes(uuid):
+        r = engine.run(["exec", node.name, "ps", "-eo", "rss=,comm="], check=False)
+        procs: dict[str, int] = {}
+        for row in r.stdout.splitlines():
+            rss, _, comm = row.strip().partition(" ")
+            if rss.isdigit():
+                procs[comm] = procs.get(comm, 0) + int(rss)
+        top = ", ".join(f"{c} {kb // 1024}" for c, kb in sorted(procs.items(), key=lambda x: -x[1])[:8])
+        # RSS counts the shared pages of the one multi-call binary once per process; the
+        # node's memory cgroup (its own root, private cgroupns) counts them once.
+        cg = engine.run(
+            ["exec", node.name, "cat", "/sys/fs/cgroup/memory/memory.usage_in_bytes"], check=False
+        )
+        usage = f"{int(cg.stdout.strip()) // 2**20} MB" if cg.stdout.strip().isdigit() else "?"
+        lines.append(f"  {node.name}: cgroup {usage}, {sum(procs.values()) // 1024} MB RSS summed ({top})")
+    return "memory per node right after create:\n" + "\n".join(lines)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--coe", default="swarm", choices=["swarm", "swarm-mode", "docker"])
+    p.add_argument("--coe", default="swarm", choices=["swarm", "swarm-mode", "docker", "kubernetes"])
+    p.add_argument("--flavor", default="m1.small")
+    p.add_argument("--master-flavor", default=None, help="Default: m1.medium for kubernetes, else --flavor.")
     p.add_argument("--masters", type=int, default=1)
     p.add_argument("--nodes", type=int, default=2)
     p.add_argument("--runs", type=int, default=3)
@@ -83,8 +123,10 @@ def main() -> int:
     created: list[str] = []
     try:
         srv.fl("image-build", "node", "--os-distro", "debian")
+        master_flavor = args.master_flavor or ("m1.medium" if args.coe == "kubernetes" else args.flavor)
         tpl = ["cluster-template-create", "bench", "--coe", args.coe, "--image", "node", "--external-network",
-               "public", "--flavor", "m1.small", "--docker-storage-driver", "overlay2"]  # fmt: skip
+               "public", "--flavor", args.flavor, "--master-flavor", master_flavor,
+               "--docker-storage-driver", "overlay2"]  # fmt: skip
         if args.masters > 1:
             tpl.append("--master-lb-enabled")
         if args.tls_disabled:
@@ -101,6 +143,8 @@ def main() -> int:
                 print(srv.cluster(uuid)["status_reason"] if status.startswith("CREATE") else uuid)
                 break
             results["create"].append(secs)
+            if args.coe == "kubernetes":
+                print(node_memory(srv, data_dir, uuid), flush=True)
             if args.coe != "docker":
                 time.sleep(args.settle)
                 patch = [{"op": "replace", "path": "/node_count", "value": args.nodes + 1}]
@@ -116,6 +160,7 @@ def main() -> int:
         print(f"server error: {exc}")
     finally:
         srv.stop()
+        log_text = srv.log()
         clean = True
         try:
             engine = Engine.connect(args.docker_host or None, data_dir)
@@ -140,6 +185,11 @@ def main() -> int:
             print(
                 f"{phase:<10} {statistics.median(values):8.2f} {min(values):8.2f} {max(values):8.2f}  {len(values)}"
             )
+    steps = step_times(log_text)
+    if steps:
+        print(f"\nper step (all operations), seconds:\n{'step':<34} {'median':>8} {'max':>8}  n")
+        for name, values in steps.items():
+            print(f"{name:<34} {statistics.median(values):8.2f} {max(values):8.2f}  {len(values)}")
     return 0
 
 

@@ -45,11 +45,13 @@ class NetworkInfo:
 class NodeSpec:
     """What a node should be. Providers create it idempotently by ``name``.
 
-    ``files``: absolute path inside the node -> content, placed before the node's
-    command starts (certificates, configs). ``command``: the node's main process.
-    ``volume_gb``: size limit of the node's ``/var/lib/docker`` (None: unsized).
-    ``ip``: leave None and let the provider choose (see ``Provider.reserve_address``);
-    a COE driver never derives an address from a node's name.
+        ``files``: absolute path inside the node -> content, placed before the node's
+        command starts (certificates, configs). ``command``: the node's main process.
+        ``volume_gb``: size limit of the node's data volume (None: unsized), mounted at
+        ``volume_path`` (``/var/lib/docker`` for Docker hosts, ``/var`` for Kubernetes nodes).
+    ``ports``: container ports the provider must
+        make reachable from the host. ``ip``: leave None and let the provider choose (see
+        ``Provider.reserve_address``); a COE driver never derives an address from a node's name.
     """
 
     cluster_uuid: str
@@ -67,6 +69,7 @@ class NodeSpec:
     ssh_public_key: str | None = None
     login_user: str = "fedora"
     labels: Mapping[str, str] = field(default_factory=dict)
+    volume_path: str = "/var/lib/docker"
 
 
 @dataclass(frozen=True)

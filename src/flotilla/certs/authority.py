@@ -32,6 +32,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 from flotilla.errors import Invalid
@@ -111,12 +112,16 @@ def issue_server_cert(
 
 
 def issue_client_cert(
-    ca_cert_pem: str, ca_key_pem: str, *, common_name: str = "admin", organization: str = "system:masters"
+    ca_cert_pem: str,
+    ca_key_pem: str,
+    *,
+    common_name: str = "admin",
+    organization: str | None = "system:masters",
 ) -> tuple[str, str]:
     """Issue a client certificate (Magnum's ``magnum_cert_ref``); return ``(cert_pem, key_pem)``.
 
-    Subject ``CN=<common_name>, O=<organization>``, extendedKeyUsage clientAuth,
-    valid for :data:`DEFAULT_DAYS`.
+    Subject ``CN=<common_name>, O=<organization>`` (no O when None), extendedKeyUsage
+    clientAuth, valid for :data:`DEFAULT_DAYS`.
     """
     eku = x509.ExtendedKeyUsage([_CLIENT_AUTH])
     return _issue(ca_cert_pem, ca_key_pem, _name(common_name, organization), DEFAULT_DAYS, [eku])
@@ -172,6 +177,20 @@ def sign_csr(ca_cert_pem: str, ca_key_pem: str, csr_pem: str, *, days: int = DEF
         builder = builder.add_extension(value, critical=critical)
     builder = builder.add_extension(_aki(ca_cert), critical=False)
     return _cert_pem(builder.sign(ca_key, hashes.SHA256()))
+
+
+def derive_key(ca_key_pem: str, purpose: str) -> str:
+    """An EC P-256 private key (PKCS#8 PEM) derived from the CA's key with HKDF-SHA256 and
+    ``purpose`` as info: deterministic, so a resumed operation gets the same key without
+    storing another secret; independent keys per purpose; new ones with a new CA."""
+    key = serialization.load_pem_private_key(ca_key_pem.encode("ascii"), password=None)
+    secret = key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    order = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551  # P-256 group order
+    okm = HKDF(algorithm=hashes.SHA256(), length=48, salt=b"flotilla-derived-key", info=purpose.encode())
+    scalar = int.from_bytes(okm.derive(secret), "big") % (order - 1) + 1
+    return _key_pem(ec.derive_private_key(scalar, ec.SECP256R1()))
 
 
 def generate_csr(common_name: str = "admin", organization: str = "system:masters") -> tuple[str, str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from flotilla.cli.output import api_command, connect, message, note, show, table
+from flotilla.errors import Invalid
 
 IMAGE_COLUMNS = ("uuid", "name", "os_distro", "source", "build_method")
 KEYPAIR_COLUMNS = ("name", "fingerprint")
@@ -84,12 +85,32 @@ def cmd_image_build(args: argparse.Namespace) -> int:
         engine = Engine.connect(settings.local.docker_host, settings.data_dir)
         note(f"building node image {tag} ({args.method}) on {engine.host} ...")
         if args.method == "hostroot":
-            built = images.build_hostroot_image(engine, tag, force=args.force)
+            extras, labels = _kube_extras(args)
+            built = images.build_hostroot_image(engine, tag, force=args.force, extras=extras, labels=labels)
         else:
             built = images.build_debootstrap_image(engine, tag, args.mirror, force=args.force)
         image = client.create_image(args.name, args.os_distro, built, args.method, replace=True)
     show(args, image, exclude=())
     return 0
+
+
+def _kube_extras(args: argparse.Namespace) -> tuple[dict[str, Path], dict[str, str]]:
+    """The Kubernetes binaries for the node image, when they are built on this host."""
+    from flotilla.drivers.coe.kubernetes import artifacts
+
+    if args.kubernetes == "no":
+        return {}, {}
+    versions = artifacts.built_versions()
+    if versions is None:
+        if args.kubernetes == "yes":
+            raise Invalid(f"no Kubernetes binaries in {artifacts.cache_dir()}: {artifacts.BUILD_HINT}")
+        return {}, {}
+    note(
+        f"adding Kubernetes {versions.get('kubernetes')} from {artifacts.cache_dir()} at {artifacts.NODE_DIR}"
+    )
+    return {artifacts.NODE_DIR: artifacts.cache_dir()}, {
+        artifacts.IMAGE_LABEL: versions.get("kubernetes", "")
+    }
 
 
 # ----------------------------------------------------------------------------- keypairs
@@ -260,6 +281,13 @@ def register(sub: Any) -> None:
         help="Debian mirror (debootstrap).",
     )
     p.add_argument("--force", action="store_true", help="Rebuild even if the tag exists.")
+    p.add_argument(
+        "--kubernetes",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="Put the Kubernetes binaries built on this host (scripts/build-kube.sh) in the image at "
+        "/opt/flotilla/kube (hostroot): auto (default) when they are built.",
+    )
     p.set_defaults(func=cmd_image_build)
 
     p = sub.add_parser(

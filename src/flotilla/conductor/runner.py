@@ -65,6 +65,14 @@ class Context:
         with self.db.reader() as s:
             return certificates.client_tls(s, self.box, self.spec.uuid)
 
+    def client_cert(self, cn: str, organization: str | None = None) -> TlsMaterial:
+        with self.db.reader() as s:
+            return certificates.client_cert(s, self.box, self.spec.uuid, cn, organization)
+
+    def derived_key(self, purpose: str) -> str:
+        with self.db.reader() as s:
+            return certificates.derived_key(s, self.box, self.spec.uuid, purpose)
+
     def save_outputs(
         self,
         *,

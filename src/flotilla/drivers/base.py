@@ -182,7 +182,19 @@ class StepContext(Protocol):
         ...
 
     def client_tls(self) -> TlsMaterial:
-        """The conductor's own client certificate for the cluster's daemons."""
+        """The conductor's own client certificate for the cluster's daemons
+        (``CN=flotilla-conductor, O=system:masters``: cluster-admin on Kubernetes)."""
+        ...
+
+    def client_cert(self, cn: str, organization: str | None = None) -> TlsMaterial:
+        """A new client certificate ``CN=cn[, O=organization]`` signed by the cluster's CA
+        (Kubernetes components: ``system:node:NAME``/``system:nodes``, ...)."""
+        ...
+
+    def derived_key(self, purpose: str) -> str:
+        """A PEM private key derived from the cluster CA's key and ``purpose``: the same on
+        every call while the CA lives (a resumed step gets the same key), a new one after a
+        CA rotation. E.g. the Kubernetes service-account signing key."""
         ...
 
     def save_outputs(

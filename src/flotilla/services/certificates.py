@@ -105,3 +105,20 @@ def client_tls(session: Session, box: SecretBox, cluster_uuid: str) -> TlsMateri
     return TlsMaterial(
         ca_pem=row.ca_cert, cert_pem=row.client_cert, key_pem=box.decrypt(row.client_key_encrypted).decode()
     )
+
+
+def client_cert(
+    session: Session, box: SecretBox, cluster_uuid: str, cn: str, organization: str | None
+) -> TlsMaterial:
+    """A new client certificate ``CN=cn[, O=organization]`` from the cluster's CA."""
+    row = _require(session, cluster_uuid)
+    cert, key = authority.issue_client_cert(
+        row.ca_cert, box.decrypt(row.ca_key_encrypted).decode(), common_name=cn, organization=organization
+    )
+    return TlsMaterial(ca_pem=row.ca_cert, cert_pem=cert, key_pem=key)
+
+
+def derived_key(session: Session, box: SecretBox, cluster_uuid: str, purpose: str) -> str:
+    """A PEM key derived from the cluster CA's key (stable while the CA lives)."""
+    row = _require(session, cluster_uuid)
+    return authority.derive_key(box.decrypt(row.ca_key_encrypted).decode(), purpose)

@@ -108,7 +108,7 @@ def create_body(
     ``cgroup_parent``: the cgroup that denies host devices (see ``devices.py``). The
     cgroup namespace is always private, so a node cannot climb out of that parent.
     """
-    binds = [f"{volume}:/var/lib/docker"]
+    binds = [f"{volume}:{spec.volume_path}"]
     if not any(path == "/etc/resolv.conf" for _, path in mounts):
         binds.append(f"{resolv}:/etc/resolv.conf:ro")
     if hostroot:

@@ -33,7 +33,7 @@ import struct
 import subprocess
 import tarfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from flotilla.errors import Unavailable
@@ -321,11 +321,32 @@ def busybox_tarball() -> bytes:
 # --------------------------------------------------------------------- builders
 
 
-def build_hostroot_image(engine: Engine, tag: str = "flotilla-node:hostroot", *, force: bool = False) -> str:
+def _with_extras(base: bytes, extras: Mapping[str, Path], workdir: Path) -> Path:
+    """Write ``base`` plus the host directories ``extras`` (image path -> host dir, symlinks
+    kept as symlinks) as a tar file under ``workdir``; returns its path."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / f"hostroot-{os.getpid()}-{time.monotonic_ns()}.tar"
+    path.write_bytes(base)
+    with tarfile.open(path, mode="a", format=tarfile.PAX_FORMAT) as tar:
+        for target, source in extras.items():
+            tar.add(str(source.resolve()), arcname=target.strip("/"), recursive=True)
+    return path
+
+
+def build_hostroot_image(
+    engine: Engine,
+    tag: str = "flotilla-node:hostroot",
+    *,
+    force: bool = False,
+    extras: Mapping[str, Path] | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> str:
     """Import the hostroot node image as ``tag`` (idempotent: kept if present unless ``force``).
 
     The image's ENTRYPOINT is ``/usr/bin/docker-init --`` and its CMD ``dockerd``; nodes
-    need ``-v /usr:/usr:ro`` (label ``flotilla.node-image.kind=hostroot``). Returns ``tag``.
+    need ``-v /usr:/usr:ro`` (label ``flotilla.node-image.kind=hostroot``). ``extras``
+    adds host directories at image paths (e.g. the Kubernetes binaries at
+    ``/opt/flotilla/kube``), ``labels`` more image labels. Returns ``tag``.
     Raises ``Unavailable`` when the host lacks ``/usr/bin/docker-init`` (docker.io).
     """
     run = _engine_runner(engine)
@@ -336,9 +357,27 @@ def build_hostroot_image(engine: Engine, tag: str = "flotilla-node:hostroot", *,
         raise Unavailable(f"{DOCKER_INIT} is missing on this host: apt-get install docker.io")
     started = time.monotonic()
     data = hostroot_tarball()
+    source, tarball = "-", None
+    if extras:
+        tarball = _with_extras(data, extras, engine.data_dir / "images")
+        source, data = str(tarball), b""
+    label_changes = [arg for k, v in (labels or {}).items() for arg in ("--change", f"LABEL {k}={v}")]
+    try:
+        _import_hostroot(run, tag, source, data if tarball is None else None, label_changes)
+    finally:
+        if tarball is not None:
+            tarball.unlink(missing_ok=True)
+    log.info(
+        "built node image %s (hostroot, %d kB) in %.2f s", tag, len(data) // 1024, time.monotonic() - started
+    )
+    return tag
+
+
+def _import_hostroot(run: _Runner, tag: str, source: str, data: bytes | None, extra: Sequence[str]) -> None:
     run(
         [
             "import",
+            *extra,
             "--change",
             f"LABEL {KIND_LABEL}={KIND_HOSTROOT}",
             "--change",
@@ -347,15 +386,11 @@ def build_hostroot_image(engine: Engine, tag: str = "flotilla-node:hostroot", *,
             'CMD ["dockerd"]',
             "--change",
             "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "-",
+            source,
             tag,
         ],
         data,
     )
-    log.info(
-        "built node image %s (hostroot, %d kB) in %.2f s", tag, len(data) // 1024, time.monotonic() - started
-    )
-    return tag
 
 
 def build_debootstrap_image(

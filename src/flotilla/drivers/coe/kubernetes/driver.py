@@ -1,0 +1,74 @@
+"""The ``kubernetes`` COE on container nodes: masters run etcd, kube-apiserver,
+kube-controller-manager and kube-scheduler (and a kubelet, tainted NoSchedule so they
+host no users' pods); every node runs containerd, kubelet, kube-proxy (iptables mode)
+and flanneld (kube subnet manager, vxlan by default). Binaries come from the node
+image (``/opt/flotilla/kube``, put there by ``flotilla image-build`` from the build
+cache); TLS everywhere from the cluster's CA held by Flotilla."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from flotilla.domain import NodeInfo
+from flotilla.drivers.base import (
+    CAP_CONTAINERS_AS_NODES,
+    CAP_EXEC,
+    ClusterSpec,
+    Observation,
+    OpKind,
+    Step,
+    StepContext,
+)
+from flotilla.drivers.coe.kubernetes import client, health, labels, steps
+from flotilla.drivers.coe.kubernetes.template import validate_template
+from flotilla.drivers.coe.native import ClientConfigRequest, NativeConfig
+
+#: Import an image archive read from stdin into containerd's namespace for Kubernetes (the
+#: kubelet's), every platform in it, so pods find it without pulling.
+IMAGE_LOAD_ARGV: tuple[str, ...] = ("ctr", "-n", "k8s.io", "images", "import", "--all-platforms", "-")
+
+
+class KubernetesCoe:
+    name = "kubernetes"
+    coes = frozenset({"kubernetes"})
+    requires = frozenset({CAP_CONTAINERS_AS_NODES, CAP_EXEC})
+
+    def validate_template(self, fields: Mapping[str, object]) -> None:
+        # docker_storage_driver (Magnum's default: devicemapper) does not apply: the nodes'
+        # containerd stores images with its overlayfs snapshotter on the node's volume.
+        build = labels.read_build()
+        validate_template(fields, built_version=build.version, not_built_reason=build.reason)
+
+    def plan(self, kind: OpKind, spec: ClusterSpec) -> list[Step]:
+        if kind == "create":
+            return [
+                Step("creating network", steps.network),
+                Step("starting nodes", steps.start_all),
+                Step("waiting for the API server", steps.wait_api),
+                Step("installing cluster add-ons", steps.install_addons),
+                Step("waiting for kubelets", steps.wait_nodes),
+            ]
+        if kind == "update":  # reconcile: each step diffs the desired workers against what runs
+            return [
+                Step("draining and removing workers", steps.remove_workers),
+                Step("starting new workers", steps.add_workers),
+                Step("waiting for kubelets", steps.wait_nodes_after_update),
+            ]
+        if kind == "delete":
+            return [Step("removing nodes and network", steps.delete_everything)]
+        if kind == "rotate_ca":
+            return [
+                Step("installing new certificates", steps.reinstall_certs),
+                Step("waiting for the API server", steps.wait_api),
+                Step("waiting for kubelets", steps.wait_nodes),
+            ]
+        return []
+
+    def observe(self, spec: ClusterSpec, nodes: Sequence[NodeInfo], ctx: StepContext) -> Observation:
+        return health.observe(spec, nodes, ctx)
+
+    def image_load_argv(self) -> Sequence[str] | None:
+        return IMAGE_LOAD_ARGV
+
+    def client_config(self, request: ClientConfigRequest) -> NativeConfig:
+        return client.client_config(request)

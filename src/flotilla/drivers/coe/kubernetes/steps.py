@@ -1,0 +1,368 @@
+"""The steps of a Kubernetes cluster's operations. Each one is idempotent: a resumed
+operation runs the interrupted step again and converges (ensure_node returns running
+nodes, files are rewritten, objects are server-side applied)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from flotilla.domain import NetworkInfo, NodeInfo, NodeSpec
+from flotilla.drivers.base import ClusterSpec, NodeGroupSpec, StepContext
+from flotilla.drivers.coe import dockerhost
+
+from . import addons, bootstrap
+from .artifacts import NODE_DIR
+from .bootstrap import API_PORT, CONTROL_PLANE_TAINT, INSECURE_PORT, NodePlan
+from .kubeapi import Errors, KubeApi, node_name, node_ready
+from .labels import FlannelSettings, flannel_settings
+
+API_TIMEOUT = 120.0
+NODES_TIMEOUT = 150.0
+#: How long a scale-in waits for evicted pods to go before removing the nodes anyway.
+DRAIN_GRACE = 45.0
+LOG_DIR = "/var/log/flotilla"
+
+
+def flannel(spec: ClusterSpec) -> FlannelSettings:
+    return flannel_settings(spec.labels)
+
+
+def _group(spec: ClusterSpec, name: str) -> NodeGroupSpec:
+    return spec.master if name in spec.master.names else spec.worker
+
+
+def node_spec(ctx: StepContext, net: NetworkInfo, name: str) -> NodeSpec:
+    spec = ctx.spec
+    group = _group(spec, name)
+    return NodeSpec(
+        cluster_uuid=spec.uuid, name=name, role=group.role, image_ref=group.image_ref, network=net.name,
+        cpus=group.flavor.vcpus, memory_mb=group.flavor.ram_mb, command=bootstrap.command(),
+        volume_gb=spec.docker_volume_size,
+        env=dockerhost.proxy_env(spec), files=bootstrap.static_files(spec, flannel(spec)),
+        ssh_public_key=spec.ssh_public_key, login_user=dockerhost.LOGIN_USER, volume_path="/var",
+    )  # fmt: skip
+
+
+def _parallel(items: Sequence[str], work: Callable[[str], object], ctx: StepContext, what: str) -> None:
+    """Run ``work`` for every item in parallel; raise one error naming every failed item."""
+    if not items:
+        return
+    done = 0
+    errors: list[str] = []
+    with ThreadPoolExecutor(max_workers=min(8, len(items))) as pool:
+        futures = {pool.submit(work, item): item for item in items}
+        for fut, item in futures.items():
+            try:
+                fut.result()
+                done += 1
+                ctx.progress(f"{what} ({done} of {len(items)})")
+            except Exception as exc:
+                errors.append(f"{item}: {exc}")
+    if errors:
+        raise RuntimeError("; ".join(errors))
+
+
+def network(ctx: StepContext) -> None:
+    dockerhost.ensure_network(ctx)
+
+
+def _nodes(ctx: StepContext) -> dict[str, NodeInfo]:
+    return {n.name: n for n in ctx.provider.list_nodes(ctx.spec.uuid)}
+
+
+def _plans(ctx: StepContext, infos: dict[str, NodeInfo], names: Sequence[str], role: str) -> list[NodePlan]:
+    plans = []
+    for name in names:
+        info = infos.get(name)
+        if info is None or not info.address:
+            raise RuntimeError(f"node {name} has no address (state {info.state if info else 'missing'})")
+        plans.append(NodePlan(name, role, info.address))
+    return plans
+
+
+def _check_binaries(ctx: StepContext, node: NodeInfo) -> str:
+    r = ctx.provider.exec(node, ["cat", f"{NODE_DIR}/VERSIONS"], timeout=20)
+    if not r.ok:
+        raise RuntimeError(
+            f"node image {ctx.spec.image_ref} has no Kubernetes binaries under {NODE_DIR}: build them "
+            "(scripts/build-kube.sh) and rebuild the node image (flotilla image-build NAME --os-distro ...)"
+        )
+    return r.stdout
+
+
+def lb_enabled(spec: ClusterSpec) -> bool:
+    return spec.master_lb_enabled or spec.master.node_count > 1
+
+
+def lb_name(spec: ClusterSpec) -> str:
+    return spec.master.names[0].rsplit("-master-", 1)[0] + "-lb-0"
+
+
+HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
+#: haproxy starts once its configuration (which names the masters' addresses) is written.
+LB_COMMAND = [
+    "sh",
+    "-c",
+    f"until [ -f {HAPROXY_CFG} ]; do sleep 0.05; done; exec haproxy -db -f {HAPROXY_CFG}",
+]
+
+
+def haproxy_cfg(masters: Sequence[NodePlan], ports: Sequence[int] = (API_PORT,)) -> bytes:
+    text = "global\n  maxconn 2000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n"
+    for port in ports:
+        servers = "\n".join(
+            f"  server {m.name} {m.address}:{port} check inter 1s fall 2 rise 1" for m in masters
+        )
+        text += (
+            f"frontend f{port}\n  bind :{port}\n  default_backend b{port}\n"
+            f"backend b{port}\n  balance roundrobin\n{servers}\n"
+        )
+    return text.encode()
+
+
+def user_address(spec: ClusterSpec, infos: dict[str, NodeInfo]) -> str:
+    """``api_address``: the TLS endpoint, or the insecure port of a ``tls_disabled`` cluster."""
+    server = endpoint(spec, infos)
+    if spec.tls_disabled:
+        return server.replace("https://", "http://").rsplit(":", 1)[0] + f":{INSECURE_PORT}"
+    return server
+
+
+def _lb_spec(ctx: StepContext, net: NetworkInfo) -> NodeSpec:
+    spec = ctx.spec
+    name = lb_name(spec)
+    return NodeSpec(
+        cluster_uuid=spec.uuid, name=name, role="lb", image_ref=spec.master.image_ref, network=net.name,
+        cpus=0.5, memory_mb=256, command=LB_COMMAND,
+    )  # fmt: skip
+
+
+def endpoint(spec: ClusterSpec, infos: dict[str, NodeInfo]) -> str:
+    """The API server URL users and nodes use: the load balancer's, else the first master's."""
+    name = lb_name(spec) if lb_enabled(spec) else spec.master.names[0]
+    info = infos.get(name)
+    if info is None or not info.address:
+        raise RuntimeError(f"node {name} has no address (state {info.state if info else 'missing'})")
+    return f"https://{info.address}:{API_PORT}"
+
+
+def start_nodes(ctx: StepContext, names: Sequence[str] | None = None) -> None:
+    """Start ``names`` (default: every node, and the load balancer of several masters) and
+    bootstrap them: once the masters (and the load balancer) have their addresses, every
+    node gets its certificates and kubeconfigs naming them."""
+    spec = ctx.spec
+    net = dockerhost.ensure_network(ctx)
+    creating = names is None
+    wanted = list(names) if names is not None else [*spec.master.names, *spec.worker.names]
+    fl = flannel(spec)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        started: dict[str, Future[NodeInfo]] = {
+            n: pool.submit(ctx.provider.ensure_node, node_spec(ctx, net, n)) for n in wanted
+        }
+        if creating and lb_enabled(spec):
+            started[lb_name(spec)] = pool.submit(ctx.provider.ensure_node, _lb_spec(ctx, net))
+        firsts = [n for n in (*spec.master.names, lb_name(spec)) if n in started]
+        infos = {n: started[n].result() for n in firsts}
+        if not creating:  # adding workers: the masters already run
+            infos = {**_nodes(ctx), **infos}
+        masters = _plans(ctx, infos, spec.master.names, "master")
+        server = endpoint(spec, infos)
+        api_ips = [server.removeprefix("https://").rsplit(":", 1)[0]]
+        check = pool.submit(_check_binaries, ctx, infos[spec.master.names[0]])
+        if creating and lb_enabled(spec):
+            ports = (API_PORT, INSECURE_PORT) if spec.tls_disabled else (API_PORT,)
+            ctx.provider.put_files(infos[lb_name(spec)], {HAPROXY_CFG: haproxy_cfg(masters, ports)})
+        done = 0
+
+        def one(name: str) -> None:
+            info = started[name].result()
+            plan = NodePlan(name, _group(spec, name).role, info.address or "")
+            ctx.provider.put_files(info, bootstrap.address_files(ctx, plan, masters, server, fl, api_ips))
+
+        errors: list[str] = []
+        futures = {pool.submit(one, n): n for n in wanted}
+        for fut, name in futures.items():
+            try:
+                fut.result()
+                done += 1
+                ctx.progress(f"nodes bootstrapped ({done} of {len(wanted)})")
+            except Exception as exc:
+                errors.append(f"{name}: {exc}")
+        check.result()
+        if errors:
+            raise RuntimeError("; ".join(errors))
+
+
+def start_all(ctx: StepContext) -> None:
+    start_nodes(ctx)
+
+
+def api(ctx: StepContext) -> KubeApi:
+    return KubeApi(endpoint(ctx.spec, _nodes(ctx)), ctx.client_tls())
+
+
+def _log_tail(ctx: StepContext, node: str, service: str, lines: int = 8) -> str:
+    info = _nodes(ctx).get(node)
+    if info is None:
+        return "node missing"
+    r = ctx.provider.exec(info, ["tail", "-n", str(lines), f"{LOG_DIR}/{service}.log"], timeout=10)
+    return (r.stdout or r.stderr).strip()[-1200:]
+
+
+def wait_api(ctx: StepContext, timeout: float = API_TIMEOUT) -> None:
+    started = time.monotonic()
+    with api(ctx) as k:
+        while True:
+            ok, detail = k.readyz()
+            if ok:
+                return
+            elapsed = time.monotonic() - started
+            if elapsed > timeout:
+                master = ctx.spec.master.names[0]
+                raise TimeoutError(
+                    f"API server on {master} not ready within {timeout:.0f} s ({detail}); its log ends: "
+                    f"{_log_tail(ctx, master, 'kube-apiserver')}"
+                )
+            ctx.progress(f"API server starting, {elapsed:.0f} s: {detail[:80]}")
+            time.sleep(0.1)
+
+
+def install_addons(ctx: StepContext) -> None:
+    with api(ctx) as k:
+        for obj in [*addons.flannel_rbac(), *addons.coredns()]:
+            k.apply(obj)
+
+
+def wait_nodes(ctx: StepContext, timeout: float = NODES_TIMEOUT) -> None:
+    """Wait until every node is registered and Ready; mark masters; save the outputs."""
+    spec = ctx.spec
+    wanted = [*spec.master.names, *spec.worker.names]
+    masters = set(spec.master.names)
+    started = time.monotonic()
+    labelled: set[str] = set()
+    with api(ctx) as k:
+        while True:
+            try:
+                nodes = {node_name(n): n for n in k.nodes()}
+            except Errors as exc:
+                nodes, last = {}, str(exc)
+            for name in masters & set(nodes) - labelled:
+                labels = (nodes[name].get("metadata") or {}).get("labels") or {}
+                if CONTROL_PLANE_TAINT not in labels:
+                    k.patch_node(name, {"metadata": {"labels": {CONTROL_PLANE_TAINT: ""}}})
+                labelled.add(name)
+            states = {n: node_ready(nodes[n]) if n in nodes else (False, "not registered") for n in wanted}
+            ready = [n for n in wanted if states[n][0]]
+            if len(ready) == len(wanted):
+                break
+            elapsed = time.monotonic() - started
+            if elapsed > timeout:
+                bad = [n for n in wanted if not states[n][0]]
+                last = "; ".join(f"{n}: {states[n][1]}" for n in bad)
+                tail = _log_tail(ctx, bad[0], "kubelet", 4)
+                raise TimeoutError(
+                    f"nodes not Ready within {timeout:.0f} s: {last}; kubelet log of {bad[0]}: {tail}"
+                )
+            ctx.progress(f"waiting for kubelets ({len(ready)} of {len(wanted)} Ready)")
+            time.sleep(0.1)
+    infos = _nodes(ctx)
+    any_node = nodes[wanted[0]]
+    info = (any_node.get("status") or {}).get("nodeInfo") or {}
+    master_addrs = [infos[n].address or "" for n in spec.master.names]
+    ctx.save_outputs(
+        api_address=user_address(spec, infos),
+        master_addresses=master_addrs, node_addresses=[infos[n].address or "" for n in spec.worker.names],
+        coe_version=str(info.get("kubeletVersion") or "") or None,
+        container_version=str(info.get("containerRuntimeVersion") or "") or None,
+    )  # fmt: skip
+
+
+def wait_nodes_after_update(ctx: StepContext) -> None:
+    wait_nodes(ctx)
+
+
+# ---- scale --------------------------------------------------------------------------------
+
+
+def add_workers(ctx: StepContext) -> None:
+    """Desired workers the provider does not run yet, or whose kubelet has not registered
+    (bootstrapping again is harmless), so a retried or resumed scale converges."""
+    spec = ctx.spec
+    running = {n.name for n in ctx.provider.list_nodes(spec.uuid) if n.state == "running"}
+    with api(ctx) as k:
+        registered = {node_name(n) for n in k.nodes()}
+    new = [n for n in spec.worker.names if n not in running or n not in registered]
+    if new:
+        start_nodes(ctx, new)
+
+
+def _evictable(pod: Mapping[str, Any]) -> bool:
+    """What ``kubectl drain`` evicts: not DaemonSet pods, not mirror pods, not finished ones."""
+    meta = pod.get("metadata") or {}
+    if any(o.get("kind") == "DaemonSet" for o in meta.get("ownerReferences") or []):
+        return False
+    if "kubernetes.io/config.mirror" in (meta.get("annotations") or {}):
+        return False
+    return (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+
+
+def remove_workers(ctx: StepContext) -> None:
+    """Drain (cordon, evict), then delete the Node objects and the nodes: every worker the
+    provider runs or the API server lists that is not desired (a Node object whose node is
+    already gone, after an interrupted scale-in, is deleted too)."""
+    spec = ctx.spec
+    desired = {*spec.master.names, *spec.worker.names}
+    present = {n.name for n in ctx.provider.list_nodes(spec.uuid) if n.role == "worker"}
+    surplus_nodes = sorted(present - desired)
+    with api(ctx) as k:
+        registered = {node_name(n) for n in k.nodes()}
+        stale = sorted(registered - desired)
+        draining = [n for n in stale if n in present]
+        if not surplus_nodes and not stale:
+            return
+        for name in draining:
+            k.patch_node(name, {"spec": {"unschedulable": True}})
+        deadline = time.monotonic() + DRAIN_GRACE
+        while draining:
+            pods = [p for n in draining for p in k.pods_on(n) if _evictable(p)]
+            if not pods:
+                break
+            for p in pods:
+                meta = p["metadata"]
+                if not meta.get("deletionTimestamp"):
+                    k.evict(meta["namespace"], meta["name"])
+            if time.monotonic() > deadline:
+                break
+            ctx.progress(f"draining: {len(pods)} pod(s) still on {', '.join(draining)}")
+            time.sleep(0.3)
+        for name in stale:
+            k.delete_node(name)
+    _parallel(surplus_nodes, lambda n: ctx.provider.delete_node(spec.uuid, n), ctx, "removing workers")
+
+
+def delete_everything(ctx: StepContext) -> None:
+    dockerhost.delete_everything(ctx)
+
+
+# ---- CA rotation -------------------------------------------------------------------------
+
+
+def reinstall_certs(ctx: StepContext) -> None:
+    """New certificates (from the new CA) on every node, then restart the nodes."""
+    spec = ctx.spec
+    infos = _nodes(ctx)
+    masters = _plans(ctx, infos, spec.master.names, "master")
+    server = endpoint(spec, infos)
+    api_ips = [server.removeprefix("https://").rsplit(":", 1)[0]]
+    fl = flannel(spec)
+
+    def one(name: str) -> None:
+        info = infos[name]
+        plan = NodePlan(name, _group(spec, name).role, info.address or "")
+        ctx.provider.put_files(info, bootstrap.address_files(ctx, plan, masters, server, fl, api_ips))
+        ctx.provider.restart_node(info)
+
+    _parallel([*spec.master.names, *spec.worker.names], one, ctx, "certificates installed")

@@ -1,0 +1,244 @@
+"""The kubernetes driver's pure parts: labels, the derived service-account key, the node
+files a bootstrap writes (certificates with the right names, kubeconfigs, services), the
+supervisor script's subnet arithmetic, template validation and the Ready reading."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import subprocess
+import tarfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
+
+from flotilla.certs import authority
+from flotilla.domain import Flavor, TlsMaterial
+from flotilla.drivers.base import ClusterSpec, NodeGroupSpec
+from flotilla.drivers.coe.kubernetes import KubernetesCoe, addons, artifacts, bootstrap, kubeapi
+from flotilla.drivers.coe.kubernetes.bootstrap import NodePlan
+from flotilla.drivers.coe.kubernetes.labels import flannel_settings
+from flotilla.errors import Invalid
+
+
+class Ctx:
+    """The certificate half of a StepContext, over a real CA."""
+
+    def __init__(self, spec: ClusterSpec) -> None:
+        self.spec = spec
+        self.ca, self.key = authority.create_ca("test")
+
+    def server_tls(self, cn: str, dns_names: Sequence[str], ips: Sequence[str]) -> TlsMaterial:
+        cert, key = authority.issue_server_cert(
+            self.ca, self.key, common_name=cn, dns_names=dns_names, ips=ips
+        )
+        return TlsMaterial(self.ca, cert, key)
+
+    def client_cert(self, cn: str, organization: str | None = None) -> TlsMaterial:
+        cert, key = authority.issue_client_cert(self.ca, self.key, common_name=cn, organization=organization)
+        return TlsMaterial(self.ca, cert, key)
+
+    def derived_key(self, purpose: str) -> str:
+        return authority.derive_key(self.key, purpose)
+
+
+def _spec(**kw: object) -> ClusterSpec:
+    flavor = Flavor("m1.small", 1, 1024)
+    return ClusterSpec(
+        uuid="u1", name="k", coe="kubernetes", image_ref="img",
+        master=NodeGroupSpec("m", "master", 1, flavor, "img", ("k-master-0",)),
+        worker=NodeGroupSpec("w", "worker", 2, flavor, "img", ("k-node-0", "k-node-1")), **kw,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def _subject(pem: bytes) -> tuple[str, list[str]]:
+    cert = x509.load_pem_x509_certificate(pem)
+    cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    orgs = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+    return str(cn), orgs
+
+
+def _kubeconfig_user(data: bytes) -> tuple[str, tuple[str, list[str]]]:
+    doc = yaml.safe_load(data)
+    user = doc["users"][0]["user"]
+    return doc["clusters"][0]["cluster"]["server"], _subject(
+        base64.b64decode(user["client-certificate-data"])
+    )
+
+
+def test_flannel_labels_defaults_and_refusals() -> None:
+    fl = flannel_settings({})
+    assert (fl.backend, fl.network_cidr, fl.subnetlen) == ("vxlan", "10.100.0.0/16", 24)
+    fl = flannel_settings({"flannel_backend": "host-gw", "flannel_network_cidr": "10.50.0.0/16",
+                           "flannel_network_subnetlen": "26"})  # fmt: skip
+    assert (fl.backend, fl.network_cidr, fl.subnetlen) == ("host-gw", "10.50.0.0/16", 26)
+
+
+def test_derived_key_is_stable_per_ca_and_purpose() -> None:
+    _, key = authority.create_ca("a")
+    _, other = authority.create_ca("b")
+    k1 = authority.derive_key(key, "sa")
+    assert k1 == authority.derive_key(key, "sa")
+    assert k1 != authority.derive_key(key, "other") and k1 != authority.derive_key(other, "sa")
+    assert serialization.load_pem_private_key(k1.encode(), password=None).key_size == 256  # type: ignore[union-attr]
+
+
+def test_master_files_name_every_component_identity() -> None:
+    spec = _spec()
+    ctx = Ctx(spec)
+    master = NodePlan("k-master-0", "master", "172.29.1.10")
+    files = bootstrap.address_files(ctx, master, [master], "https://172.29.1.10:6443", flannel_settings({}))  # type: ignore[arg-type]
+    pki = bootstrap.PKI
+    api = x509.load_pem_x509_certificate(files[f"{pki}/apiserver.crt"])
+    san = api.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {"kubernetes.default.svc.cluster.local", "kubernetes", "k-master-0"} <= set(
+        san.get_values_for_type(x509.DNSName)
+    )
+    assert {"172.29.1.10", "10.254.0.1", "127.0.0.1"} <= {
+        str(i) for i in san.get_values_for_type(x509.IPAddress)
+    }
+    assert _subject(files[f"{pki}/apiserver-kubelet-client.crt"]) == (
+        "kube-apiserver-kubelet-client",
+        ["system:masters"],
+    )
+    server, who = _kubeconfig_user(files[f"{bootstrap.KUBE}/kubelet.kubeconfig"])
+    assert server == "https://172.29.1.10:6443" and who == ("system:node:k-master-0", ["system:nodes"])
+    assert _kubeconfig_user(files[f"{bootstrap.KUBE}/proxy.kubeconfig"])[1] == ("system:kube-proxy", [])
+    server, who = _kubeconfig_user(files[f"{bootstrap.KUBE}/controller-manager.kubeconfig"])
+    assert server == "https://127.0.0.1:6443" and who[0] == "system:kube-controller-manager"
+    assert _kubeconfig_user(files[f"{bootstrap.KUBE}/scheduler.kubeconfig"])[1][0] == "system:kube-scheduler"
+    assert files[f"{pki}/sa.key"] == ctx.derived_key(bootstrap.SA_KEY_PURPOSE).encode()
+    services = {p.rsplit("/", 1)[1] for p in files if p.startswith(bootstrap.SERVICES)}
+    assert services == {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet",
+                        "kube-proxy", "flanneld"}  # fmt: skip
+    cm = files[f"{bootstrap.SERVICES}/kube-controller-manager"].decode()
+    assert (
+        "--allocate-node-cidrs=true" in cm
+        and "--cluster-cidr=10.100.0.0/16" in cm
+        and "--node-cidr-mask-size=24" in cm
+    )
+    kubelet = yaml.safe_load(files[f"{bootstrap.KUBE}/kubelet.yaml"])
+    assert kubelet["failCgroupV1"] is False and kubelet["clusterDNS"] == ["10.254.0.10"]
+    assert kubelet["registerWithTaints"] == [
+        {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}
+    ]
+    proxy = yaml.safe_load(files[f"{bootstrap.KUBE}/proxy.yaml"])
+    assert proxy["mode"] == "iptables" and proxy["conntrack"]["maxPerCore"] == 0
+    # The marker is written last (paths in sorted order), after everything it announces.
+    assert sorted(files)[-1] == bootstrap.MARKER
+
+
+def test_worker_files_have_no_control_plane() -> None:
+    spec = _spec()
+    master = NodePlan("k-master-0", "master", "172.29.1.10")
+    worker = NodePlan("k-node-0", "worker", "172.29.1.100")
+    files = bootstrap.address_files(
+        Ctx(spec), worker, [master], "https://172.29.1.10:6443", flannel_settings({})
+    )  # type: ignore[arg-type]
+    assert not any(p.endswith(("apiserver.key", "sa.key", "etcd.key")) for p in files)
+    assert "registerWithTaints" not in yaml.safe_load(files[f"{bootstrap.KUBE}/kubelet.yaml"])
+    kubelet_cert = x509.load_pem_x509_certificate(files[f"{bootstrap.PKI}/kubelet.crt"])
+    san = kubelet_cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "172.29.1.100" in {str(i) for i in san.get_values_for_type(x509.IPAddress)}
+    assert b"--node-ip=172.29.1.100" in files[f"{bootstrap.SERVICES}/kubelet"]
+
+
+def test_tls_disabled_serves_plain_http_with_full_rights() -> None:
+    """Magnum's insecure port: magnumclient writes a kubeconfig without credentials for it."""
+    master = NodePlan("k-master-0", "master", "172.29.1.10")
+    fl = flannel_settings({})
+    on = bootstrap.master_services(_spec(), master, [master], fl)
+    assert f"{bootstrap.SERVICES}/insecure-port" not in on
+    spec = _spec(tls_disabled=True)
+    off = bootstrap.master_services(spec, master, [master], fl)
+    assert b"TCP-LISTEN:8080" in off[f"{bootstrap.SERVICES}/insecure-port"]
+    assert b"--authorization-mode=Node,RBAC" in off[f"{bootstrap.SERVICES}/kube-apiserver"]
+    files = bootstrap.address_files(Ctx(spec), master, [master], "https://172.29.1.10:6443", fl)  # type: ignore[arg-type]
+    assert _subject(files[f"{bootstrap.PKI}/insecure-port.crt"])[1] == ["system:masters"]
+    from flotilla.domain import NodeInfo
+    from flotilla.drivers.coe.kubernetes import steps
+
+    infos = {"k-master-0": NodeInfo("u1", "k-master-0", "master", "172.29.1.10", "running")}
+    assert steps.user_address(spec, infos) == "http://172.29.1.10:8080"
+    assert steps.user_address(_spec(), infos) == "https://172.29.1.10:6443"
+    cfg = steps.haproxy_cfg([master], (6443, 8080)).decode()
+    assert "bind :8080" in cfg and "server k-master-0 172.29.1.10:8080" in cfg
+
+
+@pytest.mark.parametrize(
+    ("lease", "subnet"), [("10.100.13.1/24", "10.100.13.0/24"), ("10.100.13.17/28", "10.100.13.16/28")]
+)
+def test_supervisor_turns_flannel_lease_into_cni_subnet(lease: str, subnet: str, tmp_path: Path) -> None:
+    script = bootstrap.supervisor_script().decode()
+    assert subprocess.run(["sh", "-n"], input=script, text=True, check=False).returncode == 0
+    awk = script.split("subnet=$(echo \"$FLANNEL_SUBNET\" | awk -F'[./]' '", 1)[1].split("')", 1)[0]
+    out = subprocess.run(
+        ["awk", "-F[./]", awk], input=lease + "\n", capture_output=True, text=True, check=True
+    )
+    assert out.stdout == subnet
+
+
+def test_static_files_and_containerd_config() -> None:
+    files = bootstrap.static_files(_spec(), flannel_settings({"flannel_backend": "udp"}))
+    assert b'"Type": "udp"' in files["/etc/kube-flannel/net-conf.json"]
+    config = files["/etc/containerd/config.toml"].decode()
+    assert "restrict_oom_score_adj = true" in config and bootstrap.PAUSE_IMAGE in config
+    assert files[bootstrap.SUPERVISOR].startswith(b"#!/bin/sh")
+
+
+def test_template_validation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    coe = KubernetesCoe()
+    monkeypatch.setenv(artifacts.CACHE_ENV, str(tmp_path))
+    with pytest.raises(Invalid, match="not built"):
+        coe.validate_template({"coe": "kubernetes"})
+    (tmp_path / "current" / "bin").mkdir(parents=True)
+    (tmp_path / "current" / "bin" / "kube").write_text("")
+    (tmp_path / "current" / "VERSIONS").write_text("kubernetes=v1.37.2\ncoredns=v1.12.0\n")
+    coe.validate_template(
+        {"coe": "kubernetes", "network_driver": "flannel", "labels": {"kube_tag": "v1.37.2"}}
+    )
+    assert addons.coredns_image() == "flotilla.local/coredns:v1.12.0"
+    (tmp_path / "current" / "images").mkdir()
+    with tarfile.open(tmp_path / "current" / "images" / "coredns.tar", "w") as t:
+        data = json.dumps([{"RepoTags": ["flotilla.local/coredns:1.12.4"]}]).encode()
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
+    assert addons.coredns_image() == "flotilla.local/coredns:1.12.4"
+    for bad in ({"network_driver": "docker"}, {"volume_driver": "cinder"}, {"labels": {"kube_tag": "v1.30.0"}},
+                {"labels": {"flannel_backend": "weave"}}):  # fmt: skip
+        with pytest.raises(Invalid):
+            coe.validate_template({"coe": "kubernetes", **bad})
+
+
+def test_node_ready_reasons() -> None:
+    ready = {"status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    assert kubeapi.node_ready(ready) == (True, "Ready")
+    cni = {
+        "status": {
+            "conditions": [{"type": "Ready", "status": "False", "message": "cni plugin not initialized"}]
+        }
+    }
+    assert kubeapi.node_ready(cni) == (False, "NotReady: cni plugin not initialized")
+    assert kubeapi.node_ready({})[0] is False
+
+
+def test_node_container_shape_for_kubernetes_nodes(tmp_path: Path) -> None:
+    from flotilla.domain import NodeSpec
+    from flotilla.drivers.providers.local.containers import create_body
+
+    spec = NodeSpec(cluster_uuid="u1", name="k-node-0", role="worker", image_ref="img", network="net", cpus=1,
+                    memory_mb=1024, command=["sh", "/etc/flotilla/node.sh"], volume_path="/var")  # fmt: skip
+    body = create_body(spec, True, "k-node-0-docker", [], tmp_path / "resolv.conf")
+    assert "k-node-0-docker:/var" in body["HostConfig"]["Binds"]
+    assert body["HostConfig"]["CgroupnsMode"] == "private"
+    assert not any("/lib/modules" in b for b in body["HostConfig"]["Binds"])
+    plain = create_body(NodeSpec(cluster_uuid="u1", name="d", role="master", image_ref="img", network="net",
+                                 cpus=1, memory_mb=1024, command=[]), True, "d-docker", [], tmp_path / "r")  # fmt: skip
+    assert "d-docker:/var/lib/docker" in plain["HostConfig"]["Binds"]
