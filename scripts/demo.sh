@@ -3,7 +3,7 @@
 # (SQLite, API + conductor, the local Docker provider), build the node image, create a
 # template and a real TLS cluster, and show how to reach it with the plain docker CLI.
 #
-#   env: FLOTILLA_DATA_DIR (default ~/.local/share/flotilla)  DEMO_COE (docker|swarm, default swarm)
+#   env: FLOTILLA_DATA_DIR (default ~/.local/share/flotilla)  DEMO_COE (docker|swarm|kubernetes, default swarm)
 #        DEMO_NODES (workers for swarm, default 2)  FLOTILLA_BIND (default 127.0.0.1:9511)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,9 +41,16 @@ fi
 TEMPLATE=demo-$COE-template
 if ! $FL cluster-template-show "$TEMPLATE" >/dev/null 2>&1; then
   echo "==> creating cluster template $TEMPLATE"
-  $FL cluster-template-create "$TEMPLATE" --coe "$COE" --image flotilla-node --keypair demo \
-    --external-network public --flavor m1.small --master-flavor m1.small \
-    --docker-storage-driver overlay2 --docker-volume-size 5 >/dev/null
+  if [ "$COE" = kubernetes ]; then
+    # masters run etcd + the control plane: 2 GB; containerd keeps its data on the 5 GB volume
+    $FL cluster-template-create "$TEMPLATE" --coe kubernetes --image flotilla-node --keypair demo \
+      --external-network public --flavor m1.small --master-flavor m1.medium \
+      --network-driver flannel --docker-volume-size 5 >/dev/null
+  else
+    $FL cluster-template-create "$TEMPLATE" --coe "$COE" --image flotilla-node --keypair demo \
+      --external-network public --flavor m1.small --master-flavor m1.small \
+      --docker-storage-driver overlay2 --docker-volume-size 5 >/dev/null
+  fi
 fi
 
 CLUSTER=demo-$COE
@@ -60,16 +67,23 @@ CERTS="$FLOTILLA_DATA_DIR/clusters/$CLUSTER"
 mkdir -p "$CERTS"
 eval "$($FL cluster-config "$CLUSTER" --dir "$CERTS" --force)"
 echo "==> the cluster answers over TLS:"
-docker version --format 'server {{.Server.Version}} at '"$DOCKER_HOST"
-[ "$COE" = docker ] || docker node ls
+if [ "$COE" = kubernetes ]; then
+  CLIENT="kubectl"
+  .venv/bin/kubectl version 2>/dev/null | sed -n 's/^Server Version: /server /p'
+  .venv/bin/kubectl get nodes -o wide
+else
+  CLIENT="docker"
+  docker version --format 'server {{.Server.Version}} at '"$DOCKER_HOST"
+  [ "$COE" = docker ] || docker node ls
+fi
 
 cat <<MSG
 
 Flotilla is running (pid $(cat "$PIDFILE"), log $LOG) with cluster $CLUSTER.
-Reach it with the plain docker CLI:
+Reach it with the plain $CLIENT CLI (kubectl is .venv/bin/kubectl):
 
   eval \$($FL cluster-config $CLUSTER --dir $CERTS --force)
-  docker info
+  $([ "$COE" = kubernetes ] && echo "kubectl get pods -A" || echo "docker info")
 
 More: $FL cluster-show $CLUSTER, $FL --help, the dashboard at http://$BIND/dashboard/
 Clean up: $FL cluster-delete $CLUSTER --wait && kill \$(cat $PIDFILE) && $FL engine-stop
