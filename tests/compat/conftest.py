@@ -265,6 +265,27 @@ def engine_server(
 _ROW = re.compile(r"^\|(.*)\|\s*$")
 
 
+@pytest.fixture(scope="module")
+def guide_server(
+    tmp_path_factory: pytest.TempPathFactory, engine: Any, hostroot_image: str
+) -> Iterator[Server]:
+    """Clusters on the session's engine; the node image registered as ``flotilla-node`` only
+    (no image named fedora-atomic-latest: the guide's name must find it by itself); health
+    checked every second so auto-healing acts within seconds."""
+    env = {
+        "FLOTILLA_ENABLED_PROVIDERS": '["local"]', "FLOTILLA_DEFAULT_PROVIDER": "local",
+        "FLOTILLA_LOCAL__DOCKER_HOST": engine.host, "FLOTILLA_CONDUCTOR__HEALTH_INTERVAL": "1",
+        "FLOTILLA_CONDUCTOR__HEALTH_GRACE": "2",
+    }  # fmt: skip
+    with running_server(tmp_path_factory, "flotilla-compat-guide", **env) as srv:
+        with srv.http() as http:
+            assert http.delete("/local/v1/images/fedora-atomic-latest").status_code == 204
+            r = http.post("/local/v1/images", json={"name": "flotilla-node", "os_distro": "debian",
+                                                    "source": hostroot_image})  # fmt: skip
+            assert r.status_code == 201, r.text
+        yield srv
+
+
 def parse_table(text: str) -> list[list[str]]:
     """Rows of the first PrettyTable in ``text`` (header row included), cells stripped."""
     rows: list[list[str]] = []
