@@ -8,6 +8,8 @@ P=/etc/kubernetes/pki
 L=/var/log/kube
 name=$(hostname)
 ip=$(ip -4 -o addr show dev eth0 | awk '{split($4,a,"/"); print a[1]; exit}')
+role=${ROLE:-master}          # master: everything; worker: containerd, kubelet, flannel, kube-proxy
+master=${MASTER_IP:-$ip}
 t0=$(date +%s.%N)
 step() { printf '[%6.2fs] %s\n' "$(echo "$(date +%s.%N) - $t0" | bc)" "$*"; }
 waitfor() { # waitfor SECONDS DESCRIPTION CMD...
@@ -27,7 +29,7 @@ done
 sysctl -w net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 >/dev/null 2>&1 || true
 step "sysctls shadowed: overcommit=$(cat /proc/sys/vm/overcommit_memory) panic=$(cat /proc/sys/kernel/panic) (host untouched)"
 
-bash /opt/prove/pki.sh $P "$name" "$ip" >/dev/null
+bash /opt/prove/pki.sh $P "$name" "$ip" "$master" >/dev/null
 step "pki written"
 
 # ---- containerd 2.x
@@ -60,6 +62,8 @@ ctr -n k8s.io images import --all-platforms $K/images/pause.tar >/dev/null
 ctr -n k8s.io images import --all-platforms $K/images/coredns.tar >/dev/null
 step "images: $(ctr -n k8s.io images ls -q | grep flotilla | tr '\n' ' ')"
 
+A="curl -fsS --cacert $P/ca.crt --cert $P/admin.crt --key $P/admin.key https://$master:6443"
+if [ "$role" = master ]; then
 # ---- etcd
 nohup etcd --name "$name" --data-dir /var/lib/etcd \
   --listen-client-urls "https://127.0.0.1:2379,https://$ip:2379" --advertise-client-urls "https://$ip:2379" \
@@ -81,7 +85,6 @@ nohup kube-apiserver --advertise-address="$ip" --bind-address=0.0.0.0 --secure-p
   --service-account-key-file=$P/sa.pub --service-account-signing-key-file=$P/sa.key \
   --service-cluster-ip-range=10.254.0.0/16 --authorization-mode=Node,RBAC \
   --enable-admission-plugins=NodeRestriction --allow-privileged=true >$L/kube-apiserver.log 2>&1 &
-A="curl -fsS --cacert $P/ca.crt --cert $P/admin.crt --key $P/admin.key https://127.0.0.1:6443"
 waitfor 90 "kube-apiserver /readyz" $A/readyz
 step "apiserver version: $($A/version | tr -d ' \n')"
 
@@ -96,6 +99,8 @@ nohup kube-scheduler --kubeconfig=$P/scheduler.conf --authentication-kubeconfig=
   --authorization-kubeconfig=$P/scheduler.conf --bind-address=127.0.0.1 --leader-elect=false >$L/kube-scheduler.log 2>&1 &
 waitfor 60 "controller-manager /healthz" curl -fsSk https://127.0.0.1:10257/healthz
 waitfor 60 "scheduler /healthz" curl -fsSk https://127.0.0.1:10259/healthz
+
+fi
 
 # ---- kubelet
 printf 'nameserver 10.254.0.10\nsearch cluster.local\n' >/dev/null
@@ -135,16 +140,16 @@ $A/apis/rbac.authorization.k8s.io/v1/clusterroles -X POST -H 'Content-Type: appl
  "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "flotilla:flannel"},
  "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
            {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
-           {"apiGroups": [""], "resources": ["nodes/status"], "verbs": ["patch"]}]}' >/dev/null
+           {"apiGroups": [""], "resources": ["nodes/status"], "verbs": ["patch"]}]}' >/dev/null 2>&1 || true  # 409 on the 2nd node
 $A/apis/rbac.authorization.k8s.io/v1/clusterrolebindings -X POST -H 'Content-Type: application/json' -d '{
  "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "flotilla:flannel"},
  "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "flotilla:flannel"},
- "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "flotilla:flannel"}]}' >/dev/null
+ "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "flotilla:flannel"}]}' >/dev/null 2>&1 || true
 step "flannel RBAC created"
 podcidr() { $A/api/v1/nodes/$name | python3 -c 'import json,sys; sys.exit(not json.load(sys.stdin)["spec"].get("podCIDR"))'; }
 waitfor 60 "node podCIDR allocated (flanneld exits without one)" podcidr
-cat >/etc/kube-flannel/net-conf.json <<'JSON'
-{"Network": "10.100.0.0/16", "SubnetLen": 24, "Backend": {"Type": "vxlan"}}
+cat >/etc/kube-flannel/net-conf.json <<JSON
+{"Network": "10.100.0.0/16", "SubnetLen": 24, "Backend": {"Type": "${FLANNEL_BACKEND:-vxlan}"}}
 JSON
 NODE_NAME=$name nohup flanneld --kube-subnet-mgr --kubeconfig-file=$P/flannel.conf --iface=eth0 --ip-masq \
   --net-config-path=/etc/kube-flannel/net-conf.json >$L/flanneld.log 2>&1 &

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# pki.sh DIR NODE_NAME NODE_IP: a cluster CA and every certificate a single-node cluster needs.
+# pki.sh DIR NODE_NAME NODE_IP [APISERVER_IP]: a cluster CA (kept if DIR/ca.key exists: workers
+# get the master's) and every certificate a node needs; kubeconfigs point at APISERVER_IP.
 set -euo pipefail
-d=$1 name=$2 ip=$3
+d=$1 name=$2 ip=$3 api=${4:-$3}
 mkdir -p "$d" && cd "$d"
-openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3650 -subj "/CN=flotilla-ca" 2>/dev/null
-openssl genrsa -out sa.key 2048 2>/dev/null
-openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+if [ ! -f ca.key ]; then
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3650 -subj "/CN=flotilla-ca" 2>/dev/null
+  openssl genrsa -out sa.key 2048 2>/dev/null
+  openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+fi
 cert() { # cert NAME SUBJECT [SANS] [EKU]
   local n=$1 subj=$2 sans=${3:-} eku=${4:-clientAuth}
   openssl req -newkey rsa:2048 -nodes -keyout "$n.key" -out "$n.csr" -subj "$subj" 2>/dev/null
@@ -42,10 +45,10 @@ contexts:
 current-context: default
 KC
 }
-kubeconfig admin.conf admin "https://$ip:6443"
+kubeconfig admin.conf admin "https://$api:6443"
 kubeconfig controller-manager.conf controller-manager "https://127.0.0.1:6443"
 kubeconfig scheduler.conf scheduler "https://127.0.0.1:6443"
-kubeconfig kube-proxy.conf kube-proxy "https://$ip:6443"
-kubeconfig kubelet.conf kubelet "https://$ip:6443"
-kubeconfig flannel.conf flannel "https://$ip:6443"
+kubeconfig kube-proxy.conf kube-proxy "https://$api:6443"
+kubeconfig kubelet.conf kubelet "https://$api:6443"
+kubeconfig flannel.conf flannel "https://$api:6443"
 echo "pki ok: $(ls | wc -l) files in $d"

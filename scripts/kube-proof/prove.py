@@ -21,6 +21,8 @@ keydir = Path(sys.argv[1]).resolve()
 prove = Path(__file__).resolve().parent
 data = Path(os.environ.get("PROOF_ENGINE_DIR", "/tmp/kube-proof-engine"))
 NAME, NET, VOL = "kbprove-n1", "kbprove-net", "kbprove-var"
+WORKER, WVOL = "kbprove-n2", "kbprove-var2"
+two = os.environ.get("NODES", "1") == "2"  # NODES=2: a worker joins; a pod on it uses DNS on n1
 kubectl = str(Path(sys.executable).parent / "kubectl")
 
 t0 = time.monotonic()
@@ -37,15 +39,28 @@ try:
     image = build_hostroot_image(eng, force=True)
     say(f"node image {image}")
     d("network", "create", NET)
-    d("volume", "create", VOL)
-    d("run", "-d", "--name", NAME, "--hostname", NAME, "--privileged", "--cgroupns=private",
-      "--security-opt", "seccomp=unconfined", "--tmpfs", "/run", "--tmpfs", "/tmp",
-      "-v", f"{VOL}:/var", "-v", "/usr:/usr:ro", "-v", f"{keydir}:/opt/kube:ro",
-      "-v", f"{prove}:/opt/prove:ro", "--network", NET, image, "sleep", "infinity")
+    def node(name: str, vol: str) -> None:
+        d("volume", "create", vol)
+        d("run", "-d", "--name", name, "--hostname", name, "--privileged", "--cgroupns=private",
+          "--security-opt", "seccomp=unconfined", "--tmpfs", "/run", "--tmpfs", "/tmp",
+          "-v", f"{vol}:/var", "-v", "/usr:/usr:ro", "-v", f"{keydir}:/opt/kube:ro",
+          "-v", f"{prove}:/opt/prove:ro", "--network", NET, image, "sleep", "infinity")
+    node(NAME, VOL)
     say("node container up")
-    proc = subprocess.run(["docker", "exec", NAME, "bash", "/opt/prove/node.sh"], env=eng.env,
+    proc = subprocess.run(["docker", "exec", "-e", "FLANNEL_BACKEND=" + os.environ.get("FLANNEL_BACKEND", "vxlan"), NAME, "bash", "/opt/prove/node.sh"], env=eng.env,
                           timeout=600)
     say(f"node.sh exit {proc.returncode}")
+    if two and proc.returncode == 0:
+        node(WORKER, WVOL)
+        master_ip = d("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", NAME).strip()
+        d("exec", WORKER, "mkdir", "-p", "/etc/kubernetes/pki")
+        for f in ("ca.crt", "ca.key"):  # the worker signs its own node certs with the cluster CA
+            data = d("exec", NAME, "cat", f"/etc/kubernetes/pki/{f}")
+            eng.run(["exec", "-i", WORKER, "sh", "-c", f"cat >/etc/kubernetes/pki/{f}"], input=data)
+        proc = subprocess.run(["docker", "exec", "-e", "ROLE=worker", "-e", f"MASTER_IP={master_ip}",
+                               "-e", "FLANNEL_BACKEND=" + os.environ.get("FLANNEL_BACKEND", "vxlan"),
+                               WORKER, "bash", "/opt/prove/node.sh"], env=eng.env, timeout=600)
+        say(f"worker node.sh exit {proc.returncode}")
     out = Path(os.environ.get("PROOF_OUT", "/tmp/kube-proof")); out.mkdir(exist_ok=True)
     kc = out / "admin.conf"
     ip = d("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", NAME).strip()
@@ -72,6 +87,21 @@ try:
         for q in ("kubernetes.default.svc.cluster.local", "kube-dns.kube-system.svc.cluster.local"):
             print(d("exec", NAME, "busybox", "nslookup", q, "10.254.0.10", check=False))
         say("dns queried")
+        if two:
+            pod = f"""{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "dnstest"}},
+              "spec": {{"nodeName": "{WORKER}", "restartPolicy": "Never", "containers": [{{"name": "t",
+              "image": "{coredns}", "imagePullPolicy": "Never", "command": ["/coredns", "-version"]}}]}}}}"""
+            r = subprocess.run([kubectl, "--kubeconfig", str(kc), "apply", "-f", "-"], input=pod,
+                               capture_output=True, text=True); print(r.stdout, r.stderr)
+            r = k("wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/dnstest", "--timeout=60s"); print(r.stdout, r.stderr)
+            r = k("logs", "dnstest"); print("dnstest logs:", r.stdout, r.stderr)
+            r = k("get", "pods", "-A", "-o", "wide"); print(r.stdout, r.stderr)
+            # cross-node: from the worker's network namespace to the CoreDNS pod IP on n1 (VXLAN)
+            dns_ip = k("-n", "kube-system", "get", "pods", "-l", "k8s-app=kube-dns", "-o", "jsonpath={.items[0].status.podIP}").stdout
+            print(d("exec", WORKER, "busybox", "nslookup", "kubernetes.default.svc.cluster.local", dns_ip, check=False))
+            print(d("exec", WORKER, "busybox", "nslookup", "kube-dns.kube-system.svc.cluster.local", "10.254.0.10", check=False))
+            say("cross-node checked")
+        print(d("exec", NAME, "sh", "-c", "ip -br addr; ip route", check=False))
     print(d("exec", NAME, "sh", "-c", "ps -eo rss,comm --sort=-rss | head -12; free -m", check=False))
     if proc.returncode != 0 or os.environ.get("SHOW_LOGS"):
         print(d("exec", NAME, "sh", "-c", "for f in /var/log/kube/*.log; do echo == $f; tail -n 25 $f; done", check=False))
@@ -80,8 +110,8 @@ try:
         say(f"keeping for {keep}s: DOCKER_HOST={eng.host} docker exec -it {NAME} bash")
         time.sleep(keep)
 finally:
-    d("rm", "-f", "-v", NAME, check=False)
+    d("rm", "-f", "-v", NAME, WORKER, check=False)
     d("network", "rm", NET, check=False)
-    d("volume", "rm", VOL, check=False)
+    d("volume", "rm", VOL, WVOL, check=False)
     eng.stop()
     say("cleaned up, engine stopped")
