@@ -13,7 +13,7 @@ behind haproxy (TCP, TLS passes through), whose address is ``api_address``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from flotilla.domain import Listener, LoadBalancerSpec, NetworkInfo, NodeInfo, NodeSpec
@@ -31,6 +31,7 @@ from flotilla.drivers.base import (
 from flotilla.drivers.coe import dockerhost, native, swarm_channel
 from flotilla.drivers.coe.docker import check_local_storage
 from flotilla.drivers.coe.native import ClientConfigRequest, NativeConfig
+from flotilla.drivers.coe.parallel import run_parallel
 from flotilla.drivers.coe.swarm_channel import SwarmChannel
 from flotilla.errors import Invalid
 
@@ -127,23 +128,7 @@ def _lb_name(spec: ClusterSpec) -> str:
     return dockerhost.cluster_prefix(spec) + "-lb-0"
 
 
-def _parallel(items: Sequence[str], work: Callable[[str], object], ctx: StepContext, what: str) -> None:
-    """Run ``work`` for every item in parallel; re-raise the first failure naming the item."""
-    if not items:
-        return
-    done = 0
-    errors: list[str] = []
-    with ThreadPoolExecutor(max_workers=min(8, len(items))) as pool:
-        futures = {pool.submit(work, item): item for item in items}
-        for fut, item in futures.items():
-            try:
-                fut.result()
-                done += 1
-                ctx.progress(f"{what} ({done} of {len(items)})")
-            except Exception as exc:
-                errors.append(f"{item}: {exc}")
-    if errors:
-        raise RuntimeError("; ".join(errors))
+_parallel = run_parallel
 
 
 def _extra_ips(ctx: StepContext, net: NetworkInfo, role: str) -> list[str]:

@@ -5,13 +5,14 @@ nodes, files are rewritten, objects are server-side applied)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from flotilla.domain import NetworkInfo, NodeInfo, NodeSpec
 from flotilla.drivers.base import ClusterSpec, NodeGroupSpec, StepContext
 from flotilla.drivers.coe import dockerhost
+from flotilla.drivers.coe.parallel import run_parallel
 
 from . import addons, bootstrap
 from .artifacts import NODE_DIR
@@ -46,23 +47,7 @@ def node_spec(ctx: StepContext, net: NetworkInfo, name: str) -> NodeSpec:
     )  # fmt: skip
 
 
-def _parallel(items: Sequence[str], work: Callable[[str], object], ctx: StepContext, what: str) -> None:
-    """Run ``work`` for every item in parallel; raise one error naming every failed item."""
-    if not items:
-        return
-    done = 0
-    errors: list[str] = []
-    with ThreadPoolExecutor(max_workers=min(8, len(items))) as pool:
-        futures = {pool.submit(work, item): item for item in items}
-        for fut, item in futures.items():
-            try:
-                fut.result()
-                done += 1
-                ctx.progress(f"{what} ({done} of {len(items)})")
-            except Exception as exc:
-                errors.append(f"{item}: {exc}")
-    if errors:
-        raise RuntimeError("; ".join(errors))
+_parallel = run_parallel
 
 
 def network(ctx: StepContext) -> None:
