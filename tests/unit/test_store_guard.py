@@ -21,6 +21,7 @@ from flotilla.drivers.registry import CoeRegistry
 from flotilla.errors import Invalid
 from flotilla.services import bootstrap, clusters, templates
 from flotilla.services.clusters import Limits
+from flotilla.services.commands import CreateCluster, CreateTemplate, TemplateFields
 from flotilla.settings import Settings
 
 
@@ -37,6 +38,10 @@ def _image(db: Database) -> None:
         s.add(m.Image(uuid="00000000-0000-4000-8000-000000000001", name="img", os_distro="debian"))
 
 
+def _template(values: dict[str, Any]) -> CreateTemplate:
+    return CreateTemplate("clustertemplate", TemplateFields.of(values))
+
+
 def _count(db: Database, model: Any) -> int:
     with db.reader() as s:
         return int(s.scalar(select(func.count()).select_from(model)) or 0)
@@ -47,7 +52,7 @@ def test_a_service_write_of_an_unservable_string_is_refused(db: Database, bad: s
     _image(db)
     values = {"coe": "swarm", "image_id": "img", "name": "t", "labels": {"x": bad}}
     with pytest.raises(Invalid, match="which no field accepts"), db.session() as s:
-        templates.create(s, SYSTEM, values, "clustertemplate")
+        templates.create(s, SYSTEM, CreateTemplate("clustertemplate", TemplateFields.of(values)))
     assert _count(db, m.ClusterTemplate) == 0
 
 
@@ -56,11 +61,11 @@ def test_the_whole_transaction_rolls_back(db: Database) -> None:
     no notification, is committed."""
     _image(db)
     with pytest.raises(Invalid), db.session() as s:
-        templates.create(s, SYSTEM, {"coe": "swarm", "image_id": "img", "name": "t"}, "clustertemplate")
+        templates.create(s, SYSTEM, _template({"coe": "swarm", "image_id": "img", "name": "t"}))
         clusters.create(
-            s, SYSTEM, {"cluster_template_id": "t", "name": "c", "labels": {"k": "\udfff"}}, "cluster",
+            s, SYSTEM, CreateCluster("cluster", "t", name="c", labels={"k": "\udfff"}),
             coes=CoeRegistry.from_names(["docker", "swarm_mode"]), limits=Limits(max_clusters_per_project=5, max_limit=10),
-            version_minor=10, default_provider="fake",
+            default_provider="fake",
         )  # fmt: skip
     assert (_count(db, m.ClusterTemplate), _count(db, m.Cluster), _count(db, OutboxNotification)) == (0, 0, 0)
 
@@ -68,7 +73,7 @@ def test_the_whole_transaction_rolls_back(db: Database) -> None:
 def test_an_update_is_checked_too(db: Database) -> None:
     _image(db)
     with db.session() as s:
-        templates.create(s, SYSTEM, {"coe": "swarm", "image_id": "img", "name": "t"}, "clustertemplate")
+        templates.create(s, SYSTEM, _template({"coe": "swarm", "image_id": "img", "name": "t"}))
     with (
         pytest.raises(Invalid, match="The value of name contains a lone UTF-16 surrogate"),
         db.session() as s,
@@ -84,7 +89,7 @@ def test_good_text_passes(db: Database) -> None:
     with db.session() as s:
         labels = {"emoji": "\U0001f600", "cafe": "café", "cjk": "日本"}
         templates.create(
-            s, SYSTEM, {"coe": "swarm", "image_id": "img", "name": "t", "labels": labels}, "clustertemplate"
+            s, SYSTEM, _template({"coe": "swarm", "image_id": "img", "name": "t", "labels": labels})
         )
     with db.reader() as s:
         assert s.scalars(select(m.ClusterTemplate)).one().labels == labels

@@ -31,6 +31,7 @@ from flotilla.drivers.registry import CoeRegistry
 from flotilla.errors import FlotillaError
 from flotilla.lifecycle import Status
 from flotilla.services import certificates, clusters, operations, specs
+from flotilla.services.commands import Resize
 
 log = logging.getLogger(__name__)
 
@@ -178,9 +179,8 @@ class HealthMonitor:
             if row is None or row.status not in SETTLED or operations.active_for(s, row.uuid) is not None:
                 return
             ng = clusters.default_group(s, row, "worker")
-            op = clusters.scale(
-                s, SYSTEM, row, node_count=ng.node_count, nodes_to_remove=[victim], nodegroup=None,
-                coes=self.coes, version_minor=10, resize=True,
+            op = clusters.resize(
+                s, SYSTEM, row, Resize(ng.node_count, nodes_to_remove=(victim,)), coes=self.coes,
                 limits=clusters.Limits.from_settings(self.providers.settings),
             )  # fmt: skip
             if op is not None:

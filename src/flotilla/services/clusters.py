@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import ColumnElement, func, select, true
 from sqlalchemy.orm import Session
@@ -23,12 +23,22 @@ from flotilla.errors import Forbidden, Invalid, InvalidTransition, NotFound
 from flotilla.idents import new_uuid, random_name
 from flotilla.lifecycle import Event, Status
 from flotilla.services import catalog, notifications, operations, template_rules, templates
+from flotilla.services.commands import (
+    ClusterView,
+    CreateCluster,
+    Resize,
+    RotateCa,
+    SetHealth,
+    UpdateCluster,
+    check_size,
+    validate_create_cluster,
+    validate_resize,
+    validate_set_health,
+)
 from flotilla.services.lookup import by_ident
 from flotilla.services.pagination import Page, paginate
 from flotilla.settings import Settings
 
-ClusterView = Literal["cluster", "bay"]
-NAME_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_.-]*$")
 MUTABLE = frozenset({"node_count", "health_status", "health_status_reason"})
 
 
@@ -61,14 +71,6 @@ class Limits:
                 max_value_length=settings.max_label_value_length,
             ),
             volumes=template_rules.VolumeLimits(settings.max_docker_volume_size, volume_capacity_gb),
-        )
-
-
-def _check_size(limits: Limits, masters: int, workers: int) -> None:
-    if masters + workers > limits.max_nodes_per_cluster:
-        raise Invalid(
-            f"A cluster may have at most {limits.max_nodes_per_cluster} nodes here (asked for {masters} masters "
-            f"and {workers} workers); the operator sets this with max_nodes_per_cluster."
         )
 
 
@@ -175,25 +177,23 @@ def worker_names(prefix: str, current: list[str], target: int, remove: list[str]
 def create(
     session: Session,
     ctx: RequestContext,
-    values: dict[str, Any],
-    view: ClusterView,
+    cmd: CreateCluster,
     *,
     coes: CoeRegistry,
     limits: Limits,
-    version_minor: int,
     default_provider: str,
 ) -> m.Cluster:
     """Validate, insert the cluster + default nodegroups + the create operation.
 
     Raises Invalid / NotFound / Forbidden with the reason (reference §7.3 order).
     """
+    view = cmd.view
     _policy(ctx, view, "create")
-    tkey = "cluster_template_id" if view == "cluster" else "baymodel_id"
     tview: templates.View = "clustertemplate" if view == "cluster" else "baymodel"
     try:
-        template = templates.get(session, ctx, str(values[tkey]), tview)
+        template = templates.get(session, ctx, cmd.template, tview)
     except NotFound as exc:
-        if view == "bay" or version_minor < 10:
+        if cmd.missing_template_invalid:
             raise Invalid(exc.message) from None
         raise
     driver = coes.require(template.coe, template.cluster_distro, template.server_type)
@@ -203,64 +203,39 @@ def create(
             f"by {driver.name} here."
         )
 
-    name = values.get("name") or random_name("cluster" if view == "cluster" else "bay")
-    if len(name) > 242 or not NAME_RE.match(name):
-        raise Invalid(
-            f"Invalid input for field/attribute name. Value: '{name}'. "
-            "Value should match the pattern ^[a-zA-Z][a-zA-Z0-9_.-]*$ (at most 242 characters)"
-        )
-    master_count = values.get("master_count")
-    master_count = 1 if master_count is None else master_count
-    node_count = values.get("node_count")
-    node_count = 1 if node_count is None else node_count
-    if master_count < 1:
-        raise Invalid(
-            f"Invalid input for field/attribute master_count. Value: '{master_count}'. Value should be greater or equal to 1"
-        )
-    if view == "bay" and node_count < 1:
-        raise Invalid(
-            f"Invalid input for field/attribute node_count. Value: '{node_count}'. Value should be greater or equal to 1"
-        )
-    if node_count < 0 or (node_count < 1 and version_minor < 10):
-        raise Invalid("Resizing a nodegroup to zero is not supported in the provided microversion." if node_count == 0
-                      else f"Invalid input for field/attribute node_count. Value: '{node_count}'. Value should be greater or equal to 1")  # fmt: skip
-    _check_size(limits, master_count, node_count)
-    timeout = values.get("create_timeout")
-    timeout = 60 if timeout is None else timeout
-    if timeout <= 0:
-        raise Invalid(
-            f"Invalid input for field/attribute create_timeout. Value: '{timeout}'. Value should be greater than 0 (minutes)"
-        )
+    name = cmd.name or random_name("cluster" if view == "cluster" else "bay")
+    validate_create_cluster(cmd, name, limits.max_nodes_per_cluster)
+    master_count, node_count, timeout = cmd.master_count, cmd.node_count, cmd.create_timeout
 
-    docker_volume_size = values.get("docker_volume_size") or template.docker_volume_size
+    docker_volume_size = cmd.docker_volume_size or template.docker_volume_size
     template_rules.check_storage(template.docker_storage_driver, docker_volume_size)
     limits.volumes.check(docker_volume_size, default_provider)
-    keypair = template.keypair_id if view == "bay" else values.get("keypair") or template.keypair_id
+    keypair = cmd.keypair or template.keypair_id
     # Absent, null or {} labels: the template's (bays too: bay-create sends none, and the
     # baymodel's labels, e.g. auto_healing_enabled, must take effect as in Magnum).
-    given = values.get("labels")
+    given = cmd.labels
     labels: dict[str, Any]
     if not given:
         labels = dict(template.labels or {})
-    elif view == "cluster" and values.get("merge_labels"):
+    elif cmd.merge_labels:
         labels = {**(template.labels or {}), **given}
     else:
         labels = dict(given)
     template_rules.check_labels(labels, limits.labels)
-    master_flavor_id = values.get("master_flavor_id") or template.master_flavor_id or "m1.small"
-    flavor_id = values.get("flavor_id") or template.flavor_id or "m1.small"
+    master_flavor_id = cmd.master_flavor_id or template.master_flavor_id or "m1.small"
+    flavor_id = cmd.flavor_id or template.flavor_id or "m1.small"
     catalog.find_flavor(session, master_flavor_id)
     catalog.find_flavor(session, flavor_id)
     if keypair:
         catalog.find_keypair(session, ctx, keypair)
-    fixed_network = values.get("fixed_network") or template.fixed_network
+    fixed_network = cmd.fixed_network or template.fixed_network
     if fixed_network:  # re-checked: the template's may predate the rule or name a removed network
         fixed_network = catalog.find_fixed_network(session, fixed_network).name  # the provider's name
-    lb = values.get("master_lb_enabled")
-    master_lb_enabled = template.master_lb_enabled if lb is None or view == "bay" else bool(lb)
+    lb = cmd.master_lb_enabled
+    master_lb_enabled = template.master_lb_enabled if lb is None else lb
     if master_count > 1 and not master_lb_enabled:
         raise Invalid("master_count must be 1 when master_lb_enabled is False")
-    fip = values.get("floating_ip_enabled")
+    fip = cmd.floating_ip_enabled
     driver.validate_template(
         {**templates.writable_view(template), "master_count": master_count, "node_count": node_count,
          "docker_volume_size": docker_volume_size, "labels": labels}
@@ -274,10 +249,10 @@ def create(
         cluster_template_id=template.uuid, keypair=keypair, docker_volume_size=docker_volume_size,
         labels=labels, master_flavor_id=master_flavor_id, flavor_id=flavor_id,
         fixed_network=fixed_network,
-        fixed_subnet=values.get("fixed_subnet") or template.fixed_subnet,
-        floating_ip_enabled=template.floating_ip_enabled if fip is None else bool(fip),
+        fixed_subnet=cmd.fixed_subnet or template.fixed_subnet,
+        floating_ip_enabled=template.floating_ip_enabled if fip is None else fip,
         master_lb_enabled=master_lb_enabled, create_timeout=timeout,
-        discovery_url=values.get("discovery_url"), status=Status.CREATE_IN_PROGRESS.value,
+        discovery_url=cmd.discovery_url, status=Status.CREATE_IN_PROGRESS.value,
         status_reason="waiting for a conductor", health_status=None, health_status_reason={},
         stack_id=uuid, provider=default_provider, created_via=view, created_at=now,
     )  # fmt: skip
@@ -362,28 +337,53 @@ def _what_to_do(cluster: m.Cluster) -> str:
     return f"Delete the cluster ({reason})."
 
 
-def scale(
+def resize(
     session: Session,
     ctx: RequestContext,
     cluster: m.Cluster,
+    cmd: Resize,
     *,
-    node_count: int,
-    nodes_to_remove: list[str] | None,
-    nodegroup: str | None,
     coes: CoeRegistry,
-    version_minor: int,
+    limits: Limits,
+) -> m.Operation | None:
+    """Change a worker nodegroup's size (the resize action: also a retry from
+    UPDATE_FAILED). Returns the operation, or None for a no-op."""
+    return _scale(session, ctx, cluster, cmd, coes=coes, limits=limits, resize=True)
+
+
+def update(
+    session: Session,
+    ctx: RequestContext,
+    cluster: m.Cluster,
+    cmd: UpdateCluster,
+    *,
+    coes: CoeRegistry,
+    limits: Limits,
+) -> m.Operation | None:
+    """Apply a PATCH: a new node count (an update operation), then hand-set health.
+    Returns the update operation, or None when none was needed."""
+    op = None
+    if cmd.resize is not None:
+        op = _scale(session, ctx, cluster, cmd.resize, coes=coes, limits=limits, resize=False)
+    if cmd.health is not None:
+        update_health(session, ctx, cluster, cmd.health)
+    return op
+
+
+def _scale(
+    session: Session,
+    ctx: RequestContext,
+    cluster: m.Cluster,
+    cmd: Resize,
+    *,
+    coes: CoeRegistry,
     resize: bool,
     limits: Limits,
 ) -> m.Operation | None:
-    """Change a worker nodegroup's size. Returns the operation, or None for a no-op."""
+    node_count, nodegroup = cmd.node_count, cmd.nodegroup
     _policy(ctx, "cluster", "resize" if resize else "update")
-    _check_size(limits, _count(session, cluster, "master"), node_count)
-    if node_count < 0:
-        raise Invalid(
-            f"Invalid input for field/attribute node_count. Value: '{node_count}'. Value should be greater or equal to 0"
-        )
-    if node_count == 0 and version_minor < 10:
-        raise Invalid("Resizing a nodegroup to zero is not supported in the provided microversion.")
+    validate_resize(cmd)
+    check_size(limits.max_nodes_per_cluster, _count(session, cluster, "master"), node_count)
     ng = _find_group(session, cluster, nodegroup) if nodegroup else default_group(session, cluster, "worker")
     if ng.role == "master":
         raise Invalid("Resizing a master nodegroup is not supported.")
@@ -399,7 +399,7 @@ def scale(
     driver.validate_template({**templates.writable_view(template), "master_count": _count(session, cluster, "master"),
                               "node_count": node_count, "labels": cluster.labels or {}, "scaling": True})  # fmt: skip
     current = list(ng.node_names or [])
-    remove = list(nodes_to_remove or [])
+    remove = list(cmd.nodes_to_remove)
     unknown = [n for n in remove if n not in current]
     if unknown:
         raise Invalid(
@@ -438,9 +438,7 @@ def _find_group(session: Session, cluster: m.Cluster, ident: str) -> m.NodeGroup
     raise NotFound(f"Nodegroup {ident} could not be found.")
 
 
-def update_health(
-    session: Session, ctx: RequestContext, cluster: m.Cluster, status: str | None, reason: Any
-) -> None:
+def update_health(session: Session, ctx: RequestContext, cluster: m.Cluster, cmd: SetHealth) -> None:
     """Set the health fields by hand. Admins only (the role Magnum's auto-healer uses):
     the conductor's health monitor writes them, and its next observation replaces these.
 
@@ -451,12 +449,9 @@ def update_health(
             "Policy doesn't allow cluster:update_health_status to be performed: health_status and "
             "health_status_reason are written by the service's health monitor, not by users."
         )
-    if status is not None and status not in ("HEALTHY", "UNHEALTHY", "UNKNOWN"):
-        raise Invalid(
-            f"Invalid input for field/attribute health_status. Value: '{status}'. Value should be one of: HEALTHY, UNHEALTHY, UNKNOWN"
-        )
-    cluster.health_status = status
-    cluster.health_status_reason = reason if isinstance(reason, dict) else {}
+    validate_set_health(cmd)
+    cluster.health_status = cmd.status
+    cluster.health_status_reason = dict(cmd.reason)
     cluster.updated_at = utcnow()
 
 
@@ -474,12 +469,11 @@ def delete(session: Session, ctx: RequestContext, cluster: m.Cluster, view: Clus
     )  # fmt: skip
 
 
-def rotate_ca(
-    session: Session, ctx: RequestContext, cluster: m.Cluster, *, tls_disabled: bool
-) -> m.Operation:
+def rotate_ca(session: Session, ctx: RequestContext, cluster: m.Cluster, cmd: RotateCa) -> m.Operation:
+    """Start a CA rotation. Raises Forbidden, or Invalid for a non-TLS or busy cluster."""
     if not ctx.can_write or (not ctx.is_admin and cluster.project_id != ctx.project_id):
         raise Forbidden("Policy doesn't allow certificate:rotate_ca to be performed.")
-    if tls_disabled:
+    if template_of(session, cluster).tls_disabled:
         raise Invalid("Rotating the CA certificate on a non-TLS cluster is not supported")
     if Status(cluster.status) not in lifecycle.UPDATABLE:
         raise Invalid(f'Updating a cluster when status is "{cluster.status}" is not supported.')

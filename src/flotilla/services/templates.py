@@ -7,7 +7,7 @@ the generated-name suffix and the few rules that differ (reference §6.5).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import ColumnElement, and_, or_, select, true
 from sqlalchemy.exc import IntegrityError
@@ -20,13 +20,14 @@ from flotilla.drivers.registry import CoeRegistry
 from flotilla.errors import Conflict, Forbidden, Invalid
 from flotilla.idents import new_uuid, random_name
 from flotilla.services import catalog, template_rules
+from flotilla.services.commands import CreateTemplate, TemplateView, UpdateTemplate
 from flotilla.services.lookup import by_ident
 from flotilla.services.pagination import Page, paginate
 from flotilla.services.template_rules import LabelLimits
 
 DEFAULT_LABEL_LIMITS = LabelLimits()
 
-View = Literal["clustertemplate", "baymodel"]
+View = TemplateView
 
 #: Fields a template in use may still change (each alone), reference §6.4.
 IN_USE_MUTABLE = frozenset({"name", "public", "hidden", "tags"})
@@ -150,8 +151,7 @@ def _serve(vals: dict[str, Any], coes: CoeRegistry | None, provider: str | None)
 def create(
     session: Session,
     ctx: RequestContext,
-    values: dict[str, Any],
-    view: View,
+    cmd: CreateTemplate,
     *,
     label_limits: LabelLimits = DEFAULT_LABEL_LIMITS,
     volumes: template_rules.VolumeLimits | None = None,
@@ -164,8 +164,9 @@ def create(
     ``coes`` and ``provider`` (the default provider's name) let the template be checked
     against what will serve it; without them only the generic rules apply.
     """
+    view = cmd.view
     _policy(ctx, view, "create")
-    vals = {k: v for k, v in values.items() if k in WRITABLE or k == "uuid"}
+    vals = {k: v for k, v in cmd.fields.values().items() if v is not None}  # unset: the column default
     for key, default in BOOL_DEFAULTS.items():
         if vals.get(key) is None:
             vals[key] = default
@@ -180,7 +181,7 @@ def create(
     _check_publish(ctx, view, vals, {})
     if not vals.get("name"):
         vals["name"] = random_name("template" if view == "clustertemplate" else "model")
-    uuid = vals.pop("uuid", None) or new_uuid()
+    uuid = cmd.uuid or new_uuid()
     duplicate = f"A {_label(view)} with UUID {uuid} already exists."
     taken = session.scalars(select(m.ClusterTemplate.id).where(m.ClusterTemplate.uuid == uuid)).first()
     if taken is not None:
@@ -215,15 +216,15 @@ def update(
     session: Session,
     ctx: RequestContext,
     row: m.ClusterTemplate,
-    new: dict[str, Any],
-    view: View,
+    cmd: UpdateTemplate,
     *,
     label_limits: LabelLimits = DEFAULT_LABEL_LIMITS,
     coes: CoeRegistry | None = None,
     provider: str | None = None,
 ) -> m.ClusterTemplate:
-    """Apply already-type-checked values ``new`` (the whole writable view after the patch);
+    """Apply the whole writable view after a patch (``cmd.fields``, type-checked);
     ``coes`` as for :func:`create`."""
+    view, new = cmd.view, cmd.fields.values()
     _owner_policy(ctx, row, view, "update")
     before = writable_view(row)
     changed = {k for k in WRITABLE if k != "cluster_distro" and new.get(k) != before.get(k)}

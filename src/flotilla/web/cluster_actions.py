@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from fastapi import Request, Response
 
+from flotilla.api import commands
 from flotilla.api import microversion as mv
 from flotilla.api.deps import runtime
 from flotilla.api.fields import Field, parse_body
 from flotilla.errors import Forbidden
 from flotilla.services import clusters
+from flotilla.services.commands import RotateCa
 from flotilla.web import forms
 from flotilla.web.clusters_pages import USER_ERRORS, detail_page
 from flotilla.web.render import page, redirect
@@ -56,10 +58,9 @@ def scale(request: Request, me: ViewerDep, form: FormDep, ident: str) -> Respons
         )
         with rt.db.session() as s:
             c = clusters.get(s, me.ctx, ident, "cluster", for_update=True)
-            op = clusters.scale(
-                s, me.ctx, c, node_count=values["node_count"], nodes_to_remove=None, nodegroup=None,
-                coes=rt.coes, version_minor=mv.MAX.minor, resize=True, limits=rt.limits,
-            )  # fmt: skip
+            op = clusters.resize(
+                s, me.ctx, c, commands.resize(values, mv.MAX.minor), coes=rt.coes, limits=rt.limits
+            )
             uuid = c.uuid
     except USER_ERRORS as exc:
         return _scale_page(request, me, ident, raw, exc.message, exc.http_status)
@@ -104,8 +105,7 @@ def rotate_ca(request: Request, me: ViewerDep, form: FormDep, ident: str) -> Res
     try:
         with rt.db.session() as s:
             c = clusters.get(s, me.ctx, ident, "cluster", for_update=True)
-            template = clusters.template_of(s, c)
-            clusters.rotate_ca(s, me.ctx, c, tls_disabled=template.tls_disabled)
+            clusters.rotate_ca(s, me.ctx, c, RotateCa())
             uuid = c.uuid
     except USER_ERRORS as exc:
         if isinstance(exc, Forbidden):

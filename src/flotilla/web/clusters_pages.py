@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import Request, Response
 
+from flotilla.api import commands
 from flotilla.api import microversion as mv
 from flotilla.api.deps import runtime
 from flotilla.api.fields import parse_body
@@ -126,10 +127,10 @@ def cluster_create(request: Request, me: ViewerDep, form: FormDep) -> Response:
     try:
         values = parse_body(forms.cluster_body(form), CLUSTER_FIELDS, argument="cluster", ignore=("uuid",))
         with rt.db.session() as s:
+            cmd = commands.create_cluster(values, "cluster", mv.MAX.minor)
             uuid = clusters.create(
-                s, me.ctx, values, "cluster", coes=rt.coes, limits=rt.limits, version_minor=mv.MAX.minor,
-                default_provider=rt.settings.default_provider,
-            ).uuid  # fmt: skip
+                s, me.ctx, cmd, coes=rt.coes, limits=rt.limits, default_provider=rt.settings.default_provider
+            ).uuid
     except USER_ERRORS as exc:
         return _form_page(request, me, form, exc.message, exc.http_status)
     rt.wake()

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import Request, Response
 from sqlalchemy.orm import Session
 
+from flotilla.api import commands
 from flotilla.api.deps import runtime
 from flotilla.api.fields import parse_body
 from flotilla.api.v1.clustertemplates import TEMPLATE_FIELDS
@@ -109,7 +110,7 @@ def template_create(request: Request, me: ViewerDep, form: FormDep) -> Response:
         values = parse_body(body, TEMPLATE_FIELDS, argument="cluster_template")
         with rt.db.session() as s:
             uuid = templates.create(
-                s, me.ctx, values, VIEW, label_limits=rt.limits.labels, volumes=rt.limits.volumes,
+                s, me.ctx, commands.create_template(values, VIEW), label_limits=rt.limits.labels, volumes=rt.limits.volumes,
                 coes=rt.coes, provider=rt.settings.default_provider,
             ).uuid  # fmt: skip
     except (Invalid, NotFound) as exc:

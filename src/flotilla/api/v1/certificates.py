@@ -11,6 +11,7 @@ from flotilla.api.deps import BodyDep, ContextDep, RuntimeDep, base_url, check_q
 from flotilla.api.fields import Field, parse_body
 from flotilla.errors import Invalid, NotFound
 from flotilla.services import certificates, clusters
+from flotilla.services.commands import RotateCa
 
 router = APIRouter(prefix="/v1/certificates", tags=["certificates"])
 
@@ -65,8 +66,7 @@ def sign(request: Request, rt: RuntimeDep, ctx: ContextDep, body: BodyDep) -> JS
 def rotate(ident: str, rt: RuntimeDep, ctx: ContextDep) -> JSONResponse:
     with rt.db.session() as s:
         cluster = clusters.get(s, ctx, ident, "cluster", for_update=True)
-        template = clusters.template_of(s, cluster)
-        clusters.rotate_ca(s, ctx, cluster, tls_disabled=template.tls_disabled)
+        clusters.rotate_ca(s, ctx, cluster, RotateCa())
         uuid = cluster.uuid
     rt.wake()
     return JSONResponse({"uuid": uuid}, status_code=202)

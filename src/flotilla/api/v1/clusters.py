@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
+from flotilla.api import commands
 from flotilla.api import patch as jpatch
 from flotilla.api.deps import (
     BodyDep,
@@ -24,7 +25,7 @@ from flotilla.db import models as m
 from flotilla.errors import Invalid, NotAcceptable
 from flotilla.lifecycle import FAILED
 from flotilla.services import clusters
-from flotilla.services.clusters import ClusterView
+from flotilla.services.commands import ClusterView
 
 INT32 = 2**31 - 1
 #: create_timeout is in minutes; a week is plenty and keeps deadlines representable.
@@ -190,14 +191,12 @@ def make_router(view: ClusterView) -> APIRouter:
         values = parse_body(
             body, fields, argument="cluster" if view == "cluster" else "bay", ignore=("uuid",)
         )
-        if view == "bay":
-            values["create_timeout"] = values.pop("bay_create_timeout", None)
+        cmd = commands.create_cluster(values, view, version.minor)
         base = base_url(request)
         with rt.db.session() as s:
             row = clusters.create(
-                s, ctx, values, view, coes=rt.coes, limits=rt.limits, version_minor=version.minor,
-                default_provider=rt.settings.default_provider,
-            )  # fmt: skip
+                s, ctx, cmd, coes=rt.coes, limits=rt.limits, default_provider=rt.settings.default_provider
+            )
             out = full_dict(s, row, view, base) if view == "bay" and version.minor < 2 else {"uuid": row.uuid}
         rt.wake()
         if view == "bay" and version.minor < 2:
@@ -222,18 +221,13 @@ def make_router(view: ClusterView) -> APIRouter:
             bad = [k for k in changed if k not in allowed]
             if bad:
                 raise Invalid(f"cannot change cluster property(ies) {', '.join(bad)}.")
+            node_count = None
             if "node_count" in changed:
                 node_count = coerce(
                     Field("node_count", "int", minimum=0, nullable=False), patched["node_count"]
                 )
-                clusters.scale(
-                    s, ctx, row, node_count=node_count, nodes_to_remove=None, nodegroup=None, coes=rt.coes,
-                    version_minor=10 if view == "cluster" and version.minor >= 10 else 9, resize=False, limits=rt.limits,
-                )  # fmt: skip
-            if "health_status" in changed or "health_status_reason" in changed:
-                clusters.update_health(
-                    s, ctx, row, patched.get("health_status"), patched.get("health_status_reason")
-                )
+            cmd = commands.update_cluster(patched, changed, view, version.minor, node_count=node_count)
+            clusters.update(s, ctx, row, cmd, coes=rt.coes, limits=rt.limits)
             out = full_dict(s, row, view, base) if view == "bay" and version.minor < 2 else {"uuid": row.uuid}
         rt.wake()
         return JSONResponse(out, status_code=200 if view == "bay" and version.minor < 2 else 202)
@@ -260,12 +254,10 @@ def make_router(view: ClusterView) -> APIRouter:
                  Field("nodegroup", min_len=1)),
                 argument="cluster resize",
             )  # fmt: skip
+            cmd = commands.resize(v, version.minor)
             with rt.db.session() as s:
                 row = clusters.get(s, ctx, ident, view, for_update=True)
-                clusters.scale(
-                    s, ctx, row, node_count=v["node_count"], nodes_to_remove=v.get("nodes_to_remove"),
-                    nodegroup=v.get("nodegroup"), coes=rt.coes, version_minor=version.minor, resize=True, limits=rt.limits,
-                )  # fmt: skip
+                clusters.resize(s, ctx, row, cmd, coes=rt.coes, limits=rt.limits)
                 uuid = row.uuid
             rt.wake()
             return JSONResponse({"uuid": uuid}, status_code=202)

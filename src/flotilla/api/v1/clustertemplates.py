@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from flotilla.api import commands
 from flotilla.api import patch as jpatch
 from flotilla.api.deps import BodyDep, ContextDep, RuntimeDep, base_url, check_query, int_param
 from flotilla.api.fields import Field, check_all, invalid, parse_body
@@ -127,10 +128,11 @@ def make_router(view: View) -> APIRouter:
         values = parse_body(
             body, fields, argument="cluster_template" if view == "clustertemplate" else "baymodel"
         )
+        cmd = commands.create_template(values, view)
         base = base_url(request)
         with rt.db.session() as s:
             row = templates.create(
-                s, ctx, values, view, label_limits=rt.limits.labels, volumes=rt.limits.volumes,
+                s, ctx, cmd, label_limits=rt.limits.labels, volumes=rt.limits.volumes,
                 coes=rt.coes, provider=rt.settings.default_provider,
             )  # fmt: skip
             out = to_dict(row, view, base)
@@ -156,7 +158,7 @@ def make_router(view: View) -> APIRouter:
                 if f.mandatory and new.get(f.name) is None:
                     raise invalid(f.name, None, "Mandatory field missing.")
             row = templates.update(
-                s, ctx, row, new, view, label_limits=rt.limits.labels,
+                s, ctx, row, commands.update_template(new, view), label_limits=rt.limits.labels,
                 coes=rt.coes, provider=rt.settings.default_provider,
             )  # fmt: skip
             return to_dict(row, view, base)
