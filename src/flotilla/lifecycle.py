@@ -74,6 +74,37 @@ TRANSITIONS: dict[tuple[Status, Event], Status] = {
 }
 
 
+#: Nodegroups, (from, event) -> to. A group moves when the operation that involves it is
+#: requested (a resize or upgrade of the group: UPDATE_REQUESTED; the cluster's delete:
+#: DELETE_REQUESTED, also a retry from DELETE_FAILED) and when that operation ends
+#: (SUCCEEDED / FAILED from the group's *_IN_PROGRESS). Groups an operation does not
+#: involve keep their status.
+NODEGROUP_TRANSITIONS: dict[tuple[Status, Event], Status] = {
+    **{(s, e): to for (s, e), to in TRANSITIONS.items() if e in (E.SUCCEEDED, E.FAILED)},
+    # A group may be resized while the cluster is settled, or again after its resize failed.
+    **{(s, E.UPDATE_REQUESTED): S.UPDATE_IN_PROGRESS for s in RESIZABLE},
+    **{
+        (s, E.DELETE_REQUESTED): S.DELETE_IN_PROGRESS
+        for s in Status
+        if s not in {S.DELETE_IN_PROGRESS, S.DELETE_COMPLETE}
+    },
+}
+
+
+def next_nodegroup_status(current: Status | str, event: Event) -> Status:
+    """The status a nodegroup reaches from ``current`` on ``event``.
+
+    Raises :class:`InvalidTransition` (HTTP 409) when the table has no such edge.
+    """
+    cur = Status(current)
+    try:
+        return NODEGROUP_TRANSITIONS[(cur, event)]
+    except KeyError:
+        raise InvalidTransition(
+            f'A nodegroup in status "{cur}" cannot take the event {event.value}.'
+        ) from None
+
+
 def next_status(current: Status | str, event: Event) -> Status:
     """The status reached from ``current`` on ``event``.
 

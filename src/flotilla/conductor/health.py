@@ -30,7 +30,7 @@ from flotilla.drivers.base import ClusterSpec, Observation, Provider
 from flotilla.drivers.registry import CoeRegistry
 from flotilla.errors import FlotillaError
 from flotilla.lifecycle import Status
-from flotilla.services import certificates, clusters, operations, specs
+from flotilla.services import certificates, cluster_reports, clusters, operations, specs
 from flotilla.services.commands import Resize
 
 log = logging.getLogger(__name__)
@@ -138,19 +138,9 @@ class HealthMonitor:
 
     def _save(self, cluster_uuid: str, obs: Observation) -> int:
         with self.db.session() as s:
-            row = s.scalars(select(m.Cluster).where(m.Cluster.uuid == cluster_uuid)).first()
-            if row is None or row.status not in OBSERVED:
-                return 0
-            reasons = dict(obs.reasons)
-            if row.health_status == obs.health and (row.health_status_reason or {}) == reasons:
-                return 0
-            if row.health_status != obs.health:
-                log.info(
-                    "cluster %s: health %s -> %s %s", cluster_uuid, row.health_status, obs.health, reasons
-                )
-            row.health_status = obs.health
-            row.health_status_reason = reasons
-            return 1
+            return int(
+                cluster_reports.record_health(s, cluster_uuid, obs.health, obs.reasons, statuses=OBSERVED)
+            )
 
     def _forget(self, cluster_uuid: str) -> None:
         for key in [k for k in self._since if k[0] == cluster_uuid]:
@@ -179,23 +169,17 @@ class HealthMonitor:
             if row is None or row.status not in SETTLED or operations.active_for(s, row.uuid) is not None:
                 return
             ng = clusters.default_group(s, row, "worker")
-            op = clusters.resize(
-                s, SYSTEM, row, Resize(ng.node_count, nodes_to_remove=(victim,)), coes=self.coes,
+            why = f"auto-healing: replacing {victim} ({obs.reasons.get(victim, 'unhealthy')})"
+            clusters.resize(
+                s, SYSTEM, row, Resize(ng.node_count, nodes_to_remove=(victim,), reason=why), coes=self.coes,
                 limits=clusters.Limits.from_settings(self.providers.settings),
             )  # fmt: skip
-            if op is not None:
-                op.params = {**(op.params or {}), "repair": victim}
-                row.status_reason = (
-                    f"auto-healing: replacing {victim} ({obs.reasons.get(victim, 'unhealthy')})"
-                )
         self._since.pop((cluster.uuid, victim), None)
         log.warning("cluster %s: auto-healing replaces %s", cluster.uuid, victim)
 
     def _note(self, cluster_uuid: str, obs: Observation, text: str) -> None:
         with self.db.session() as s:
-            row = s.scalars(select(m.Cluster).where(m.Cluster.uuid == cluster_uuid)).first()
-            if row is not None:
-                row.health_status_reason = {**obs.reasons, "auto_healing": text}
+            cluster_reports.note_health(s, cluster_uuid, {**obs.reasons, "auto_healing": text})
 
 
 def with_full_volumes(obs: Observation, full: Sequence[VolumeUsage]) -> Observation:

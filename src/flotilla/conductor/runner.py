@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from flotilla.certs.keys import SecretBox
 from flotilla.conductor.providers import ProviderPool
@@ -25,7 +25,7 @@ from flotilla.db.models import utcnow
 from flotilla.domain import TlsMaterial
 from flotilla.drivers.base import ClusterSpec, OpKind, Provider, Step
 from flotilla.drivers.registry import CoeRegistry
-from flotilla.services import certificates, operations, specs
+from flotilla.services import certificates, cluster_reports, operations, specs
 
 log = logging.getLogger(__name__)
 
@@ -82,28 +82,12 @@ class Context:
         coe_version: str | None = None,
         container_version: str | None = None,
     ) -> None:
-        values: dict[str, Any] = {}
-        if api_address is not None:
-            values["api_address"] = api_address
-        if master_addresses is not None:
-            values["master_addresses"] = list(master_addresses)
-        if node_addresses is not None:
-            values["node_addresses"] = list(node_addresses)
-        if coe_version is not None:
-            values["coe_version"] = coe_version
-        if container_version is not None:
-            values["container_version"] = container_version
+        out = cluster_reports.Outputs(
+            api_address=api_address, master_addresses=master_addresses, node_addresses=node_addresses,
+            coe_version=coe_version, container_version=container_version,
+        )  # fmt: skip
         with self.db.session() as s:
-            if values:
-                s.execute(update(m.Cluster).where(m.Cluster.uuid == self.spec.uuid).values(**values))
-            for role, addrs in (("master", master_addresses), ("worker", node_addresses)):
-                if addrs is not None:
-                    s.execute(
-                        update(m.NodeGroup)
-                        .where(m.NodeGroup.cluster_id == self.spec.uuid, m.NodeGroup.role == role,
-                               m.NodeGroup.is_default.is_(True))
-                        .values(node_addresses=list(addrs))
-                    )  # fmt: skip
+            cluster_reports.record_outputs(s, self.spec.uuid, out)
 
 
 class OpRunner:

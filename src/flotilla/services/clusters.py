@@ -309,13 +309,17 @@ def _check_quota(session: Session, ctx: RequestContext, limits: Limits) -> None:
 
 
 def _start_update(
-    session: Session, ctx: RequestContext, cluster: m.Cluster, allowed: frozenset[Status]
+    session: Session,
+    ctx: RequestContext,
+    cluster: m.Cluster,
+    allowed: frozenset[Status],
+    reason: str | None = None,
 ) -> None:
     if Status(cluster.status) not in allowed:
         raise InvalidTransition(
             f'Updating a cluster when status is "{cluster.status}" is not supported. {_what_to_do(cluster)}'
         )
-    operations.transition(session, cluster, Event.UPDATE_REQUESTED, None)
+    operations.transition(session, cluster, Event.UPDATE_REQUESTED, reason)
 
 
 def _what_to_do(cluster: m.Cluster) -> str:
@@ -410,19 +414,18 @@ def _scale(
     retry = resize and cluster.status == Status.UPDATE_FAILED.value  # resize is allowed from UPDATE_FAILED
     if node_count == ng.node_count and not remove and not retry:
         return None
-    _start_update(session, ctx, cluster, lifecycle.RESIZABLE if resize else lifecycle.UPDATABLE)
+    _start_update(session, ctx, cluster, lifecycle.RESIZABLE if resize else lifecycle.UPDATABLE, cmd.reason)
     names = worker_names(node_prefix(cluster.name or "cluster", cluster.uuid), current, node_count, remove)
     previous = ng.node_count
     ng.node_count = node_count
     # ng.node_names stays the committed membership; the operation carries the target and
     # operations.finish commits it on success (a failure leaves the record as it was).
-    ng.status = Status.UPDATE_IN_PROGRESS.value
-    ng.updated_at = utcnow()
+    operations.transition_group(ng, Event.UPDATE_REQUESTED)
     _notify(session, ctx, cluster, "update")
     return operations.enqueue(
         session, cluster, "update",
         params={"nodegroup": ng.uuid, "previous_node_count": previous, "previous_names": current,
-                "names": names, "nodes_to_remove": remove},
+                "names": names, "nodes_to_remove": remove, **({"reason": cmd.reason} if cmd.reason else {})},
         user_id=ctx.user_id, project_id=ctx.project_id,
     )  # fmt: skip
 
@@ -461,7 +464,7 @@ def delete(session: Session, ctx: RequestContext, cluster: m.Cluster, view: Clus
     operations.transition(session, cluster, Event.DELETE_REQUESTED, "delete requested")
     cancelled = operations.cancel_active(session, cluster.uuid, "superseded by a delete")
     for ng in nodegroups(session, cluster):
-        ng.status = Status.DELETE_IN_PROGRESS.value
+        operations.transition_group(ng, Event.DELETE_REQUESTED)
     _notify(session, ctx, cluster, "delete")
     return operations.enqueue(
         session, cluster, "delete", params={"cancelled": cancelled}, timeout_minutes=max(cluster.create_timeout, 10),

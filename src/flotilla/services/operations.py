@@ -333,11 +333,11 @@ def finish(
     if status == Status.DELETE_COMPLETE:
         purge_cluster(session, cluster.uuid)
         return status
-    session.execute(
-        update(m.NodeGroup)
-        .where(m.NodeGroup.cluster_id == cluster.uuid, m.NodeGroup.status.like("%_IN_PROGRESS"))
-        .values(status=status.value, status_reason=failed_reason, updated_at=now)
+    moving = select(m.NodeGroup).where(
+        m.NodeGroup.cluster_id == cluster.uuid, m.NodeGroup.status.like("%_IN_PROGRESS")
     )
+    for group in session.scalars(moving):
+        transition_group(group, Event.FAILED if failed_reason else Event.SUCCEEDED, failed_reason)
     return status
 
 
@@ -422,3 +422,18 @@ def reap(session: Session, op: m.Operation, owner: str, lease_seconds: float) ->
     minutes = int(((op.deadline or now) - op.created_at).total_seconds() // 60)
     step = f" at step {op.step_index + 1}/{op.step_count} ({op.step_name})" if op.step_count else ""
     return finish(session, op, owner, failed_reason=f"Timed out after {minutes} min{step}.")
+
+
+def transition_group(group: m.NodeGroup, event: Event, reason: str | None = None) -> Status:
+    """Move a nodegroup along ``lifecycle.NODEGROUP_TRANSITIONS`` (the caller's transaction
+    holds its cluster's row). An operation's end (SUCCEEDED / FAILED) also sets the group's
+    ``status_reason`` (the failure, or none); a request leaves it as it was.
+
+    Raises InvalidTransition when the table has no such edge.
+    """
+    new = lifecycle.next_nodegroup_status(group.status, event)
+    group.status = new.value
+    if event in (Event.SUCCEEDED, Event.FAILED):
+        group.status_reason = reason
+    group.updated_at = utcnow()
+    return new
