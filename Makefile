@@ -19,8 +19,11 @@ check:            ## ruff + mypy --strict + the import contracts (pyproject: too
 test:             ## everything: unit, API (SQLite + PostgreSQL), e2e (Docker), compat (real clients)
 	scripts/test.sh
 
-test-fast:        ## unit + API on SQLite only
-	.venv/bin/python -m pytest -q tests/unit tests/api -m "not postgres and not keystone"
+# test-fast: no PostgreSQL, Keystone, RabbitMQ or Docker Engine. The schemathesis fuzz run
+# (about 45 s) is opt-in here: `make test-fast FUZZ=1`; `make test` always runs it.
+FAST_MARKS = not postgres and not keystone and not amqp and not e2e$(if $(FUZZ),, and not fuzz)
+test-fast:        ## unit + API + conductor integration + fake-provider contract, on SQLite
+	.venv/bin/python -m pytest -q tests/unit tests/api tests/integration tests/contract -m "$(FAST_MARKS)"
 
 bench: setup
 	.venv/bin/python bench/api.py
