@@ -103,6 +103,11 @@ def _until(what: str, check: Any, timeout: float = 90) -> Any:
         time.sleep(0.5)
 
 
+def _api_endpoints(config: Path) -> list[str]:
+    doc = json.loads(kubectl(config, "get", "endpoints", "kubernetes", "-o", "json"))
+    return sorted(a["ip"] for subset in doc.get("subsets") or [] for a in subset.get("addresses") or [])
+
+
 def _etcd_members(provider: LocalProvider, uuid: str, master: str) -> list[str]:
     """The etcd member names, asked on ``master`` through etcd's JSON gateway (mutual TLS)."""
     node = next(n for n in provider.list_nodes(uuid) if n.name == master)
@@ -144,6 +149,9 @@ def test_three_masters_survive_losing_one(
     masters = sorted(n for n in states if "-master-" in n)
     assert len(masters) == 3 and len(states) == 4 and all(states.values()), states
     assert _etcd_members(provider, uuid, masters[0]) == masters
+    assert _api_endpoints(config) == sorted(
+        c["master_addresses"]
+    )  # every apiserver serves in-cluster clients
     _health(server, uuid, "HEALTHY")
 
     leader = _until("controller-manager leader", lambda: _holder(config, "kube-controller-manager"))
@@ -176,6 +184,17 @@ def test_three_masters_survive_losing_one(
     reason = _health(server, uuid, "UNHEALTHY")
     assert down in reason and "master down" in reason, reason
     assert not any(s in reason for s in survivors), reason
+    # In-cluster clients (the kubernetes service) lose the stopped master's address too.
+    addresses = dict(zip(masters, c["master_addresses"], strict=True))
+    _until("kubernetes endpoints without the stopped master",
+           lambda: _api_endpoints(config) == sorted(addresses[m] for m in survivors))  # fmt: skip
+
+    # The balancer itself gone: health says so, not "API server not ready" alone.
+    engine.run(["stop", "-t", "1", lb.name])
+    _until(
+        "health naming the load balancer",
+        lambda: "load balancer" in str(server.cluster(uuid)["health_status_reason"]),
+    )
 
     server.fl("cluster-delete", "ha", "--wait")
     assert server.wait(uuid) == {}

@@ -56,6 +56,13 @@ def observe(spec: ClusterSpec, nodes: Sequence[NodeInfo], ctx: StepContext) -> O
         ok, detail = k.readyz()
         if not ok:
             reasons["api"] = f"API server not ready: {detail}"
+            if apilb.enabled(spec) and len(_masters_ready(spec, mine, ctx)) < len(
+                apilb.master_urls(spec, mine)
+            ):
+                reasons["api"] = (
+                    f"the API load balancer {apilb.name(spec)} ({server}) does not answer ({detail}), "
+                    "while masters' API servers do"
+                )
             return _unhealthy(reasons)
         try:
             listed = {node_name(n): n for n in k.nodes()}
