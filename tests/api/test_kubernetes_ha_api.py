@@ -157,8 +157,11 @@ def test_upgrade_to_another_version_names_the_versions_available(
     monkeypatch.setenv(labels.CACHE_ENV, str(kube_cache.make(tmp_path / "old", "v1.36.4")))
     template(api, h, "old", master_lb_enabled=True, labels={"kube_tag": "v1.36.4"})
     monkeypatch.setenv(labels.CACHE_ENV, str(fake_kube_build))
-    text = detail(upgrade(api, h, cluster, {"cluster_template": "old"}))
+    r = upgrade(api, h, cluster, {"cluster_template": "old"})
+    text = detail(r)
     assert "v1.36.4" in text and f"versions available here are: {kube_cache.FAKE_VERSION}" in text, text
+    # the title (what OSC prints) is a whole sentence, not cut inside a version number
+    assert r.json()["errors"][0]["title"].endswith("names a Kubernetes version that is not available here")
     c = api.get(f"/v1/clusters/{cluster['uuid']}", headers=h).json()
     assert c["status"] == "CREATE_COMPLETE" and c["cluster_template_id"] != "old"
 

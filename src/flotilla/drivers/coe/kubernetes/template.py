@@ -90,10 +90,12 @@ def check_upgrade(
         )
     want, have = _version_of(target) or built_version, _version_of(current) or built_version
     if not same_version(want, built_version):
+        # The first sentence is the error's title (all OSC prints): no version (dots) in it.
         raise Invalid(
-            f"Cannot upgrade the cluster to Kubernetes {want} ({VERSION_LABEL} of the cluster template): "
-            f"the Kubernetes versions available here are: {built_version}. The cluster runs {have}; use a "
-            f"template with {VERSION_LABEL}={built_version} or without {VERSION_LABEL}."
+            f"Cannot upgrade the cluster: the cluster template's {VERSION_LABEL} names a Kubernetes version "
+            f"that is not available here. Asked for {want}; the Kubernetes versions available here are: "
+            f"{built_version} (the one built); the cluster runs {have}. Use a template with "
+            f"{VERSION_LABEL}={built_version} or without {VERSION_LABEL}."
         )
     if target.get("image_id") != current.get("image_id"):
         raise Invalid(
