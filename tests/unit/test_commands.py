@@ -126,3 +126,10 @@ def test_template_fields_are_the_writable_fields() -> None:
     assert cmd.fields.values()["public"] is None
     upd = edge.update_template({"coe": "swarm", "image_id": "i", "links": []}, "clustertemplate")
     assert upd.fields == commands.TemplateFields("swarm", "i")
+
+
+def test_upgrade_edge() -> None:
+    assert edge.upgrade({"cluster_template": "t2"}) == Upgrade("t2", 1, None)
+    assert edge.upgrade({"cluster_template": "t2", "max_batch_size": 3, "nodegroup": "ng"}) == Upgrade(
+        "t2", 3, "ng"
+    )

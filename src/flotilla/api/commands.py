@@ -20,6 +20,7 @@ from flotilla.services.commands import (
     TemplateView,
     UpdateCluster,
     UpdateTemplate,
+    Upgrade,
 )
 
 #: API 1.10 allows clusters (and nodegroups) with no workers and 404s a missing template.
@@ -92,6 +93,17 @@ def update_cluster(
         if node_count is None
         else Resize(node_count, zero_nodes_allowed=view == "cluster" and minor >= ZERO_NODES),
         health=health,
+    )
+
+
+def upgrade(values: Mapping[str, Any]) -> Upgrade:
+    """``values``: the parsed body of ``POST /v1/clusters/ID/actions/upgrade`` (API >= 1.8,
+    which the route checks: older microversions are refused there, not turned into a command)."""
+    size = values.get("max_batch_size")
+    return Upgrade(
+        cluster_template=str(values["cluster_template"]),
+        max_batch_size=1 if size is None else int(size),
+        nodegroup=values.get("nodegroup"),
     )
 
 
