@@ -25,23 +25,20 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from importlib import resources
 from pathlib import Path
 
 from flotilla.errors import FlotillaError, Unavailable
 
-from . import devices
+from . import dockerd
 from .engine_api import EngineApi
 
 log = logging.getLogger(__name__)
@@ -68,96 +65,6 @@ class EngineError(FlotillaError):
         self.argv = list(argv)
         self.returncode = returncode
         self.stderr = stderr
-
-
-def capability_bounding_set() -> int:
-    """This process's capability bounding set (``CapBnd`` of /proc/self/status)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("CapBnd:"):
-            return int(line.split()[1], 16)
-    raise RuntimeError("/proc/self/status has no CapBnd line")
-
-
-def needs_capfix() -> bool:
-    """True when the bounding set lacks capabilities the kernel knows (``--privileged`` breaks)."""
-    last = int(Path("/proc/sys/kernel/cap_last_cap").read_text().strip())
-    full = (1 << (last + 1)) - 1
-    return capability_bounding_set() & full != full
-
-
-def _short_run_dir(data_dir: Path) -> Path:
-    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:10]
-    base = Path("/run") if Path("/run").is_dir() and os.access("/run", os.W_OK) else Path("/tmp")
-    return base / f"flotilla-{digest}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
-
-
-def _unix_ping(sock_path: Path, timeout: float = 1.0) -> bool:
-    """``GET /_ping`` over the unix socket; cheaper than spawning the CLI while polling."""
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(timeout)
-            s.connect(str(sock_path))
-            s.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
-            data = s.recv(256)
-    except OSError:
-        return False
-    return data.startswith(b"HTTP/1.") and b" 200 " in data.split(b"\r\n", 1)[0]
-
-
-def _unmount_under(directory: Path) -> None:
-    """Lazily unmount every mount point below ``directory`` (deepest first)."""
-    prefix = str(directory).rstrip("/") + "/"
-    try:
-        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
-    except OSError:
-        return
-    for point in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
-        res = subprocess.run(["umount", "-l", point], capture_output=True, text=True, check=False, timeout=10)
-        if res.returncode != 0:
-            log.warning("could not unmount %s: %s", point, res.stderr.strip())
-
-
-def _unmount_stacked(point: Path, limit: int = 8) -> None:
-    """Unmount ``point`` while it is still a mount point (mounts may be stacked on it)."""
-    for _ in range(limit):
-        try:
-            mounted = any(
-                line.split()[1] == str(point) for line in Path("/proc/mounts").read_text().splitlines()
-            )
-        except OSError:
-            return
-        if not mounted:
-            return
-        res = subprocess.run(["umount", str(point)], capture_output=True, text=True, check=False, timeout=10)
-        if res.returncode != 0:
-            log.warning("could not unmount %s: %s", point, res.stderr.strip())
-            return
-
-
-def _log_tail(path: Path, lines: int = 8) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    return "\n".join(text[-lines:])
 
 
 class Engine:
@@ -209,10 +116,10 @@ class Engine:
 
     @classmethod
     def _start_owned(cls, data_dir: Path) -> Engine:
-        dockerd = shutil.which("dockerd") or (
+        dockerd_bin = shutil.which("dockerd") or (
             "/usr/sbin/dockerd" if Path("/usr/sbin/dockerd").exists() else None
         )
-        if dockerd is None:
+        if dockerd_bin is None:
             raise Unavailable("dockerd is not installed: apt-get install docker.io (or set docker_host)")
         if os.geteuid() != 0:
             raise Unavailable(
@@ -220,7 +127,7 @@ class Engine:
                 "or set docker_host to an existing engine"
             )
         docker_dir = data_dir / "docker"
-        run_dir = _short_run_dir(data_dir)
+        run_dir = dockerd.short_run_dir(data_dir)
         host = f"unix://{run_dir / 'docker.sock'}"
         cli_dir = docker_dir / "cli"
         env = {
@@ -237,123 +144,31 @@ class Engine:
         # Two processes (API server, conductor) may start at once: one starts, one reuses.
         with (docker_dir / "start.lock").open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            return cls._reuse_or_start(dockerd, data_dir, run_dir, env)
+            return cls._reuse_or_start(dockerd_bin, data_dir, run_dir, env)
 
     @classmethod
-    def _reuse_or_start(cls, dockerd: str, data_dir: Path, run_dir: Path, env: dict[str, str]) -> Engine:
+    def _reuse_or_start(cls, dockerd_bin: str, data_dir: Path, run_dir: Path, env: dict[str, str]) -> Engine:
         docker_dir = data_dir / "docker"
         sock = run_dir / "docker.sock"
         pidfile = docker_dir / "dockerd.pid"
         logfile = docker_dir / "dockerd.log"
         root = docker_dir / "root"
         host = f"unix://{sock}"
-        cli_dir = docker_dir / "cli"
-        pid = cls._running_pid(pidfile, root)
-        if pid is not None and _unix_ping(sock):
+        pid = dockerd.running_pid(pidfile, root)
+        if pid is not None and dockerd.unix_ping(sock):
             log.info("reusing dockerd pid %d at %s", pid, host)
             return cls(host=host, data_dir=data_dir, owned=True, env=env, pid=pid)
         if pid is not None:
             # Ours but not answering: give it a moment (it may be starting), then fail.
-            cls._wait_ready(sock, pid, None, logfile, _START_TIMEOUT)
+            dockerd.wait_ready(sock, pid, None, logfile, _START_TIMEOUT)
             return cls(host=host, data_dir=data_dir, owned=True, env=env, pid=pid)
 
-        if Path("/sys/class/net/docker0").exists():
-            raise Unavailable(
-                "a docker0 bridge exists, so another Docker Engine probably runs on this host; starting "
-                "Flotilla's own dockerd (--bridge=none) would delete it. Set docker_host (e.g. "
-                "FLOTILLA_LOCAL__DOCKER_HOST=unix:///var/run/docker.sock) to use that engine, or remove a "
-                "stale bridge with `ip link delete docker0`"
-            )
-        for d in (docker_dir, root, cli_dir, run_dir):
-            d.mkdir(parents=True, exist_ok=True, mode=0o700)
-        config = docker_dir / "daemon.json"
-        config.write_text("{}\n")
-        argv = [
-            dockerd,
-            "--config-file",
-            str(config),
-            "--data-root",
-            str(root),
-            "--exec-root",
-            str(run_dir / "exec"),
-            "--host",
-            host,
-            "--pidfile",
-            str(pidfile),
-            "--bridge=none",
-            # A dockerd that starts flushes the DOCKER-ISOLATION chains all engines on
-            # the host share; Flotilla installs its own rules per network (firewall.py).
-            "--iptables=false",
-            # Nodes sit on --internal bridges: nothing is routed, so leave the host's
-            # ip_forward and FORWARD policy alone (dockerd would set them to 1/DROP).
-            "--ip-forward=false",
-            "--storage-driver=overlay2",
-        ]
-        # Always: it keeps host devices out of nodes (and fixes capabilities if needed).
-        wrapper = docker_dir / "runc-capfix"
-        script = resources.files("flotilla.drivers.providers.local").joinpath("runc-capfix.sh").read_text()
-        tmp = wrapper.with_suffix(".tmp")
-        tmp.write_text(script.replace("@NODE_DEVICES@", devices.wrapper_allowlist()))
-        tmp.chmod(0o755)
-        tmp.replace(wrapper)
-        argv += ["--add-runtime", f"capfix={wrapper}", "--default-runtime", "capfix"]
-        log.info("OCI runtime wrapper %s (device filter; capability fix: %s)", wrapper, needs_capfix())
-        # Nodes with a restart policy start with the daemon: their parent cgroup must
-        # deny host devices before that.
-        devices.ensure_parent_cgroup()
         started = time.monotonic()
-        fd = os.open(logfile, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "ab") as out:
-            process = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                close_fds=True,
-                # The server runs with umask 077 (private data dir); dockerd writes files
-                # that non-root processes in containers read (hostname, resolv.conf).
-                umask=0o022,
-            )
+        process = dockerd.start(dockerd_bin, data_dir, run_dir)
         log.info("started dockerd pid %d (data-root %s, socket %s, log %s)", process.pid, root, sock, logfile)
-        cls._wait_ready(sock, process.pid, process, logfile, _START_TIMEOUT)
+        dockerd.wait_ready(sock, process.pid, process, logfile, _START_TIMEOUT)
         log.info("dockerd pid %d answered after %.2f s", process.pid, time.monotonic() - started)
         return cls(host=host, data_dir=data_dir, owned=True, env=env, pid=process.pid, process=process)
-
-    @staticmethod
-    def _running_pid(pidfile: Path, root: Path) -> int | None:
-        """The pid in ``pidfile`` if that process is alive and is a dockerd with our data-root."""
-        try:
-            pid = int(pidfile.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        if not _pid_alive(pid):
-            return None
-        cmd = _cmdline(pid)
-        if not cmd or not cmd[0].endswith("dockerd") or str(root) not in cmd:
-            return None
-        return pid
-
-    @staticmethod
-    def _wait_ready(
-        sock: Path, pid: int, process: subprocess.Popen[bytes] | None, logfile: Path, timeout: float
-    ) -> None:
-        deadline = time.monotonic() + timeout
-        delay = 0.02
-        while True:
-            if _unix_ping(sock):
-                return
-            exited = process.poll() is not None if process is not None else not _pid_alive(pid)
-            if exited:
-                raise Unavailable(
-                    f"dockerd (pid {pid}) exited during start-up; see {logfile}:\n{_log_tail(logfile)}"
-                )
-            if time.monotonic() > deadline:
-                raise Unavailable(
-                    f"dockerd (pid {pid}) did not answer on {sock} within {timeout:.0f} s; see {logfile}"
-                )
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.2)
 
     def _pin_api_version(self) -> None:
         """Ask the engine once for its API version and pin the CLI and the API client to it
@@ -378,7 +193,7 @@ class Engine:
     def engine_id(self) -> str:
         """A short id of this Flotilla data dir's engine (labels host-wide objects such as
         iptables rules, which several engines share)."""
-        return _short_run_dir(self.data_dir).name.removeprefix("flotilla-")
+        return dockerd.short_run_dir(self.data_dir).name.removeprefix("flotilla-")
 
     @property
     def env(self) -> dict[str, str]:
@@ -451,7 +266,7 @@ class Engine:
         if not self.owned or self.pid is None:
             return
         pid = self.pid
-        if self._process is None and not _pid_alive(pid):
+        if self._process is None and not dockerd.pid_alive(pid):
             return
         bridges = self._bridges()
         log.info("stopping dockerd pid %d", pid)
@@ -462,7 +277,7 @@ class Engine:
             if self._process is not None:
                 if self._process.poll() is not None:
                     break
-            elif not _pid_alive(pid):
+            elif not dockerd.pid_alive(pid):
                 break
             time.sleep(0.05)
         else:
@@ -479,13 +294,13 @@ class Engine:
                 self._api = None
         # The exec-root/socket dir is ours alone. A daemon may leave namespace mounts
         # there (exec/netns/default); unmount them so the dir can go.
-        run_dir = _short_run_dir(self.data_dir)
-        _unmount_under(run_dir)
+        run_dir = dockerd.short_run_dir(self.data_dir)
+        dockerd.unmount_under(run_dir)
         shutil.rmtree(run_dir, ignore_errors=True)
         # A daemon killed earlier (and revived) leaves its bind mount of the data-root below
         # the one its successor removes on the way out.
-        _unmount_stacked(self.data_dir / "docker" / "root")
-        self._remove_bridges(bridges)
+        dockerd.unmount_stacked(self.data_dir / "docker" / "root")
+        dockerd.remove_bridges(bridges)
         log.info("dockerd pid %d stopped", pid)
 
     def _bridges(self) -> list[str]:
@@ -500,20 +315,6 @@ class Engine:
             if net.get("Driver") == "bridge"
             and (name := (net.get("Options") or {}).get("com.docker.network.bridge.name"))
         ]
-
-    @staticmethod
-    def _remove_bridges(names: Sequence[str]) -> None:
-        """Delete bridges a stopped daemon left on the host (it keeps them when it stops
-        with networks still defined, and they would shadow routes until reboot)."""
-        for name in names:
-            if Path(f"/sys/class/net/{name}").exists():
-                res = subprocess.run(
-                    ["ip", "link", "delete", name], capture_output=True, text=True, check=False, timeout=10
-                )
-                if res.returncode != 0:
-                    log.warning("could not delete bridge %s: %s", name, res.stderr.strip())
-                else:
-                    log.info("deleted bridge %s left by the stopped daemon", name)
 
     def answers(self, timeout: float = 3.0) -> bool:
         """True when the engine answers ``/_ping`` now."""
@@ -542,7 +343,7 @@ class Engine:
         if self._process is not None:
             self._process.poll()  # reap it: a zombie would look alive to dockerd's pidfile check
         log.warning("the owned dockerd (pid %s) stopped answering; starting it again", self.pid)
-        _end_orphan_containerd(_short_run_dir(self.data_dir))
+        dockerd.end_orphan_containerd(dockerd.short_run_dir(self.data_dir))
         restarted_at = time.time()
         fresh = Engine._start_owned(self.data_dir)
         self.host, self.pid, self._process, self._env = fresh.host, fresh.pid, fresh._process, fresh._env
@@ -578,34 +379,6 @@ class Engine:
         return f"Engine(host={self.host!r}, owned={self.owned}, pid={self.pid})"
 
 
-def _end_orphan_containerd(run_dir: Path, wait: float = 5.0) -> None:
-    """Make sure the containerd of a dead owned dockerd is gone before a new dockerd starts:
-    the new one would otherwise find its pidfile, take it for "still running" (even as a
-    zombie not yet reaped by init) and time out talking to it. A live containerd serving
-    our exec-root is stopped by its pid; then the stale pidfile is removed."""
-    pidfile = run_dir / "exec" / "containerd" / "containerd.pid"
-    try:
-        pid = int(pidfile.read_text().strip())
-    except (OSError, ValueError):
-        return
-
-    def ours() -> bool:  # a zombie has an empty cmdline: not "ours", nothing to signal
-        return _pid_alive(pid) and str(run_dir) in " ".join(_cmdline(pid))
-
-    for sig in (None, signal.SIGTERM, signal.SIGKILL):
-        if sig is not None and ours():
-            log.warning("stopping containerd pid %d left by the dead dockerd (%s)", pid, sig.name)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + wait
-        while ours() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if not ours():
-            break
-    with contextlib.suppress(OSError):
-        pidfile.unlink()
-
-
 def probe(docker_host: str | None, data_dir: Path, timeout: float = 2.0) -> tuple[str, str]:
     """The engine's state without starting anything: ``("up" | "down" | "not started", detail)``.
 
@@ -625,9 +398,9 @@ def probe(docker_host: str | None, data_dir: Path, timeout: float = 2.0) -> tupl
     pidfile = data_dir / "docker" / "dockerd.pid"
     if not pidfile.is_file():
         return "not started", "Flotilla starts its own dockerd when a cluster first needs it"
-    sock = _short_run_dir(data_dir) / "docker.sock"
-    if _unix_ping(sock, timeout):
+    sock = dockerd.short_run_dir(data_dir) / "docker.sock"
+    if dockerd.unix_ping(sock, timeout):
         return "up", "Flotilla's own dockerd answers"
-    if Engine._running_pid(pidfile, data_dir / "docker" / "root") is None:
+    if dockerd.running_pid(pidfile, data_dir / "docker" / "root") is None:
         return "down", "Flotilla's own dockerd is not running (the conductor starts it again)"
     return "down", "Flotilla's own dockerd runs but does not answer"
