@@ -3,17 +3,17 @@
 Flags and requests follow python-magnumclient 2.17 (reference §8.2); ``cluster-resize``
 follows OSC's ``coe cluster resize``. ``--wait`` (create, update, delete, resize) polls
 the cluster every 0.5 s and shows its progress on stderr; ``bay-config`` /
-``cluster-config`` live in :mod:`flotilla.cli.cluster_config`.
+``cluster-config`` live in :mod:`flotilla.cli.cluster_config`, the waiting in
+:mod:`flotilla.cli.cluster_wait`.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 from typing import Any
 
 from flotilla.cli import cluster_config
+from flotilla.cli.cluster_wait import wait_for
 from flotilla.cli.output import api_command, connect, extra_columns, message, note, show, table
 from flotilla.cli.templates import (
     LABELS_METAVAR,
@@ -23,12 +23,8 @@ from flotilla.cli.templates import (
     format_labels,
     list_params,
 )
-from flotilla.client import ApiError, Client, ClusterView
+from flotilla.client import ApiError, ClusterView
 
-POLL_INTERVAL = 0.5
-#: After this long without any sign of progress, a *_COMPLETE status that was already
-#: there before the request counts as the result (a no-op update).
-SETTLE_SECONDS = 5.0
 CLUSTER_COLUMNS = ("uuid", "name", "keypair", "node_count", "master_count", "status")
 BAY_COLUMNS = ("uuid", "name", "node_count", "master_count", "status")
 NODEGROUP_COLUMNS = ("uuid", "name", "flavor_id", "image_id", "node_count", "status", "role")
@@ -47,91 +43,6 @@ def _view(args: argparse.Namespace) -> ClusterView:
 
 def _noun(args: argparse.Namespace) -> str:
     return "bay" if args.view == "bays" else "cluster"
-
-
-# ----------------------------------------------------------------------------- waiting
-
-
-class Progress:
-    """One status line on stderr: rewritten in place on a TTY, else one line per change."""
-
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self.last: tuple[str, str] | None = None
-        self.width = 0
-
-    def update(self, name: str, status: str, reason: str | None, elapsed: float) -> None:
-        text = f"{name}: {status}" + (f" - {reason}" if reason else "") + f" ({elapsed:.0f}s)"
-        if self.tty:
-            pad = max(0, self.width - len(text))
-            sys.stderr.write("\r" + text + " " * pad)
-            sys.stderr.flush()
-            self.width = len(text)
-        elif self.last != (status, reason or ""):
-            print(text, file=sys.stderr, flush=True)
-        self.last = (status, reason or "")
-
-    def done(self) -> None:
-        if self.tty and self.width:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-            self.width = 0
-
-
-def wait_for(
-    client: Client,
-    ident: str,
-    view: ClusterView,
-    action: str,
-    *,
-    before: dict[str, Any] | None = None,
-) -> int:
-    """Poll until ``action`` (create, update, delete) ends; return the exit code."""
-    progress = Progress()
-    started = time.monotonic()
-    seen_progress = False
-    name = ident
-    try:
-        while True:
-            elapsed = time.monotonic() - started
-            try:
-                cluster = client.get_cluster(ident, view)
-            except ApiError as exc:
-                if exc.status == 404 and action == "delete":
-                    progress.done()
-                    note(f"{name}: deleted ({elapsed:.0f}s)")
-                    return 0
-                if exc.status == 404 and action == "create" and elapsed < SETTLE_SECONDS:
-                    time.sleep(POLL_INTERVAL)
-                    continue
-                raise
-            name = str(cluster.get("name") or ident)
-            status = str(cluster.get("status") or "UNKNOWN")
-            reason = cluster.get("status_reason")
-            progress.update(name, status, str(reason) if reason else None, elapsed)
-            if status.endswith("_IN_PROGRESS"):
-                seen_progress = True
-            elif status.endswith("_FAILED"):
-                stale = before is not None and before.get("status") == status and not seen_progress
-                if stale and elapsed < SETTLE_SECONDS:
-                    time.sleep(POLL_INTERVAL)
-                    continue
-                progress.done()
-                faults = cluster.get("faults") or cluster.get("bay_faults")
-                detail = f"; faults: {faults}" if faults else ""
-                note(f"ERROR: {name} is {status}: {reason or 'no reason given'}{detail}")
-                return 1
-            elif status.endswith("_COMPLETE") and action != "delete":
-                changed = before is None or cluster.get("updated_at") != before.get("updated_at")
-                if seen_progress or changed or elapsed >= SETTLE_SECONDS:
-                    progress.done()
-                    if status.startswith("ROLLBACK"):
-                        note(f"ERROR: {name} was rolled back: {reason or 'the update failed'}")
-                        return 1
-                    return 0
-            time.sleep(POLL_INTERVAL)
-    finally:
-        progress.done()
 
 
 # ----------------------------------------------------------------------------- commands
