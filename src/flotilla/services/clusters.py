@@ -386,8 +386,8 @@ def _scale(
 ) -> m.Operation | None:
     node_count, nodegroup = cmd.node_count, cmd.nodegroup
     _policy(ctx, "cluster", "resize" if resize else "update")
-    validate_resize(cmd)
     check_size(limits.max_nodes_per_cluster, _count(session, cluster, "master"), node_count)
+    validate_resize(cmd)
     ng = _find_group(session, cluster, nodegroup) if nodegroup else default_group(session, cluster, "worker")
     if ng.role == "master":
         raise Invalid("Resizing a master nodegroup is not supported.")
