@@ -21,7 +21,7 @@ from cryptography.x509.oid import NameOID
 from flotilla.certs import authority
 from flotilla.domain import Flavor, TlsMaterial
 from flotilla.drivers.base import ClusterSpec, NodeGroupSpec
-from flotilla.drivers.coe.kubernetes import KubernetesCoe, addons, artifacts, bootstrap, kubeapi
+from flotilla.drivers.coe.kubernetes import KubernetesCoe, addons, bootstrap, kubeapi, labels
 from flotilla.drivers.coe.kubernetes.bootstrap import NodePlan
 from flotilla.drivers.coe.kubernetes.labels import flannel_settings
 from flotilla.errors import Invalid
@@ -194,7 +194,7 @@ def test_static_files_and_containerd_config() -> None:
 
 def test_template_validation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     coe = KubernetesCoe()
-    monkeypatch.setenv(artifacts.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(labels.CACHE_ENV, str(tmp_path))
     with pytest.raises(Invalid, match="not built"):
         coe.validate_template({"coe": "kubernetes"})
     (tmp_path / "current" / "bin").mkdir(parents=True)
