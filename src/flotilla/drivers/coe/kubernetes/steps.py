@@ -354,7 +354,13 @@ def remove_workers(ctx: StepContext) -> None:
 
 
 def delete_everything(ctx: StepContext) -> None:
-    dockerhost.delete_everything(ctx)
+    """Remove every node at once (each is independent: its container, volume, files), then
+    the network, then sweep anything still labelled."""
+    spec = ctx.spec
+    nodes = sorted(n.name for n in ctx.provider.list_nodes(spec.uuid))
+    _parallel(nodes, lambda n: ctx.provider.delete_node(spec.uuid, n), ctx, "nodes removed")
+    ctx.provider.delete_network(spec.uuid, dockerhost.network_name(spec))
+    ctx.provider.sweep(spec.uuid)
 
 
 # ---- CA rotation -------------------------------------------------------------------------
