@@ -34,7 +34,7 @@ from flotilla.drivers.providers.local import Engine, leaks
 if TYPE_CHECKING:  # conftest.py is pytest's, not a package module: types only
     from conftest import Magnum, Server
 
-pytestmark = [pytest.mark.compat, pytest.mark.e2e]
+pytestmark = [pytest.mark.compat, pytest.mark.e2e, pytest.mark.kube]
 
 KUBECTL = Path(sys.executable).with_name("kubectl")  # the same path kube_server checks
 #: The guide's Kubernetes baymodel options, as cluster-template-create spells them.

@@ -269,6 +269,7 @@ def _kill_in_step(srv: Server, chain: Chain, op: str, step: str | None) -> dict[
     return srv.wait(chain.uuid, timeout=300)
 
 
+@pytest.mark.kube  # runs after the other tests of the session (and the background build)
 @pytest.mark.parametrize("cluster", sorted(KUBE_KILLS))
 def test_sigkill_during_kubernetes_steps(
     server: Server, engine: Engine, kube_template: str, tmp_path: Path, cluster: str

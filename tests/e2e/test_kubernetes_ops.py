@@ -23,7 +23,7 @@ from test_kubernetes_cluster import KUBECTL, Kubectl, _deployment, _node_states,
 from flotilla.drivers.coe.kubernetes import artifacts, labels
 from flotilla.drivers.providers.local import Engine, LocalProvider, leaks
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.kube]
 
 
 @pytest.fixture(scope="module")
