@@ -248,7 +248,7 @@ def kube_template(server: Server) -> str:
               "--kubernetes", "yes")  # fmt: skip
     server.fl("cluster-template-create", "ft-kubernetes", "--coe", "kubernetes", "--image", "kube",
               "--external-network", "public", "--flavor", "m1.small", "--master-flavor", "m1.medium",
-              "--network-driver", "flannel")  # fmt: skip
+              "--network-driver", "flannel", "--docker-storage-driver", "overlay2")  # fmt: skip
     return "ft-kubernetes"
 
 
