@@ -242,6 +242,7 @@ FAKE_CURL = """#!/bin/sh
 n=$(cat "$T/calls" 2>/dev/null || echo 0); echo $((n + 1)) > "$T/calls"
 case "$*" in
   */api/v1/nodes/*) [ "$n" -ge 2 ] && echo '{"spec": {"podCIDR": "10.100.1.0/24"}}' || echo '{"spec": {}}' ;;
+  *%{http_code}*) [ "$n" -ge 2 ] && printf 500 || { printf 000; exit 7; } ;;  # serving, not ready yet
   *) [ "$n" -ge 2 ] || exit 22; echo ok ;;
 esac
 """
@@ -249,9 +250,10 @@ esac
 
 @pytest.mark.parametrize("service", ["kubelet", "kube-proxy", "flanneld"])
 def test_services_wait_until_the_api_server_can_serve_them(tmp_path: Path, service: str) -> None:
-    """kubelet and kube-proxy start once /readyz answers (the kubelet would otherwise retry its
-    registration with a growing delay); flanneld once its Node has a pod CIDR (it exits
-    without one). Run with a stand-in curl that answers on its third call."""
+    """The kubelet starts once the API server answers at all (it would otherwise retry its
+    registration with a growing delay), kube-proxy once /readyz is ok, flanneld once its Node
+    has a pod CIDR (it exits without one). Run with a stand-in curl that answers on its third
+    call (the kubelet's: a 500 from a /readyz whose post-start hooks still run)."""
     worker = NodePlan("k-node-0", "worker", "172.29.1.100")
     script = tmp_path / "service"
     script.write_bytes(

@@ -257,9 +257,19 @@ def _curl(server: str, path: str, user: str) -> str:
 
 
 def _wait_for_api(server: str) -> bytes:
-    """Start only once the API server is ready: the kubelet otherwise retries its registration
-    with a doubling delay (up to 7 s), so it registers seconds after the API server is up."""
+    """Start once the API server is ready (kube-proxy: its rights come with the RBAC roles the
+    API server creates while it gets ready)."""
     return f"until {_curl(server, '/readyz', '')} >/dev/null 2>&1; do sleep 0.1; done\n".encode()
+
+
+def _wait_for_api_serving(server: str) -> bytes:
+    """Start once the API server answers HTTP at all (any status, even the 500 of a /readyz
+    whose post-start hooks still run): the kubelet retries its registration with a doubling
+    delay (up to 7 s), so started earlier it registers seconds after the API server is up;
+    started now, it initialises while the API server creates its RBAC roles (the Node
+    authorizer, not RBAC, lets it register)."""
+    code = f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 2 --cacert {PKI}/ca.crt {server}/readyz"
+    return f'until [ "$({code})" != 000 ]; do sleep 0.1; done\n'.encode()
 
 
 def flanneld_service(node: NodePlan, server: str) -> bytes:
@@ -276,7 +286,7 @@ def flanneld_service(node: NodePlan, server: str) -> bytes:
 
 def node_services(node: NodePlan, server: str) -> dict[str, bytes]:
     return {
-        f"{SERVICES}/kubelet": _wait_for_api(server) + _sh([
+        f"{SERVICES}/kubelet": _wait_for_api_serving(server) + _sh([
             "kubelet", f"--config={KUBE}/kubelet.yaml", f"--config-dir={KUBE}/kubelet.conf.d",
             f"--kubeconfig={KUBE}/kubelet.kubeconfig", f"--hostname-override={node.name}",
             f"--node-ip={node.address}",
