@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from flotilla.cli.clusters import WAIT_HELP, wait_for
+from flotilla.cli.cluster_wait import wait_for
+from flotilla.cli.clusters import WAIT_HELP
 from flotilla.cli.output import api_command, connect, message
 
 
