@@ -414,8 +414,10 @@ def _scale(
     retry = resize and cluster.status == Status.UPDATE_FAILED.value  # resize is allowed from UPDATE_FAILED
     if node_count == ng.node_count and not remove and not retry:
         return None
-    _start_update(session, ctx, cluster, lifecycle.RESIZABLE if resize else lifecycle.UPDATABLE, cmd.reason)
     names = worker_names(node_prefix(cluster.name or "cluster", cluster.uuid), current, node_count, remove)
+    added = [n for n in names if n not in current]
+    purpose = f"{cmd.reason} with {', '.join(added)}" if cmd.reason and added else cmd.reason
+    _start_update(session, ctx, cluster, lifecycle.RESIZABLE if resize else lifecycle.UPDATABLE, purpose)
     previous = ng.node_count
     ng.node_count = node_count
     # ng.node_names stays the committed membership; the operation carries the target and
@@ -425,7 +427,7 @@ def _scale(
     return operations.enqueue(
         session, cluster, "update",
         params={"nodegroup": ng.uuid, "previous_node_count": previous, "previous_names": current,
-                "names": names, "nodes_to_remove": remove, **({"reason": cmd.reason} if cmd.reason else {})},
+                "names": names, "nodes_to_remove": remove, **({"reason": purpose} if purpose else {})},
         user_id=ctx.user_id, project_id=ctx.project_id,
     )  # fmt: skip
 

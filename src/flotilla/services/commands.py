@@ -107,8 +107,9 @@ class Resize:
     nodes_to_remove: tuple[str, ...] = ()
     #: API >= 1.10: a nodegroup may be resized to zero.
     zero_nodes_allowed: bool = True
-    #: Why the service itself asks (auto-healing): the update's status_reason and event,
-    #: and the operation's ``params["reason"]``. None for users' requests.
+    #: Why the service itself asks (auto-healing): with the new nodes' names ("... with
+    #: <name>") the update's status_reason and event, and the operation's
+    #: ``params["reason"]``. None for users' requests.
     reason: str | None = None
 
 
