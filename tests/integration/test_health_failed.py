@@ -117,3 +117,35 @@ def test_a_failed_cluster_still_gets_its_health_checked(
     with db.reader() as s:
         assert operations.active_for(s, uuid) is None
     assert _row(db, uuid).status == failed
+
+
+def test_auto_healing_goes_through_the_services(
+    settings: Settings, cluster: tuple[str, Database, OneFakePool]
+) -> None:
+    """A settled cluster's stopped worker is replaced by a Resize command with a reason: the
+    cluster and its worker group move through the lifecycle tables, and the reason (naming
+    the new node) is the status_reason, the event's reason and the operation's."""
+    uuid, db, pool = cluster
+    monitor = HealthMonitor(
+        db, certificates.secret_box(settings), CoeRegistry.from_names(settings.enabled_coe_drivers), pool,
+        HealthPolicy(grace_seconds=0),
+    )  # fmt: skip
+    victim = next(name for name in pool.fake.nodes if name.endswith("-node-1"))
+    pool.fake.stop_node(victim)
+    monitor.cycle()
+    monitor.cycle()  # past the (zero) grace period
+    with db.reader() as s:
+        op = operations.active_for(s, uuid)
+        assert op is not None and op.kind == "update"
+        reason = str((op.params or {}).get("reason"))
+        assert reason.startswith(f"auto-healing: replacing {victim} (") and reason.endswith("-node-2"), reason
+        assert victim in op.params["nodes_to_remove"]
+        groups = {
+            g.role: g.status for g in s.scalars(select(m.NodeGroup).where(m.NodeGroup.cluster_id == uuid))
+        }
+        events = list(s.scalars(select(m.ClusterEvent).where(m.ClusterEvent.cluster_id == uuid)))
+    row = _row(db, uuid)
+    assert (row.status, row.status_reason) == ("UPDATE_IN_PROGRESS", reason)
+    assert row.health_status == "UNHEALTHY" and victim in (row.health_status_reason or {})
+    assert groups == {"master": "CREATE_COMPLETE", "worker": "UPDATE_IN_PROGRESS"}
+    assert any(e.status == "UPDATE_IN_PROGRESS" and e.reason == reason for e in events)
