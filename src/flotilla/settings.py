@@ -84,6 +84,9 @@ class ConductorSettings(BaseModel):
     #: Above this share of unhealthy nodes, auto-healing stops and says why.
     max_unhealthy_share: float = Field(default=0.5, gt=0, le=1)
     heartbeat_interval: float = Field(default=10.0, gt=0)
+    #: Seconds between passes of the service controller (Kubernetes Services of type
+    #: LoadBalancer get provider load balancers; one Service list per cluster per pass).
+    service_lb_interval: float = Field(default=1.0, gt=0)
     #: The host name in ``/v1/mservices`` (Magnum's ``[DEFAULT] host``); default: the machine's.
     #: Conductors with the same host share one row, as in Magnum.
     host: str | None = Field(default=None, min_length=1, max_length=255)
