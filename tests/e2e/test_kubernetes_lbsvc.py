@@ -18,7 +18,7 @@ from flotilla.drivers.coe.kubernetes import artifacts
 from flotilla.drivers.providers.local import Engine, LocalProvider, leaks
 from flotilla.drivers.providers.local.loadbalancer import CONFIG
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.kube]
 
 
 @pytest.fixture(scope="module")
