@@ -32,7 +32,7 @@ from flotilla.domain import (
 )
 from flotilla.drivers.coe.native import ClientConfigRequest, NativeConfig
 
-OpKind = Literal["create", "update", "delete", "rotate_ca"]
+OpKind = Literal["create", "update", "delete", "rotate_ca", "upgrade"]
 
 #: Capability names providers report and COE drivers require.
 CAP_CONTAINERS_AS_NODES = "containers_as_nodes"
@@ -290,4 +290,16 @@ class ServiceLoadBalancing(Protocol):
     def delete_service_load_balancers(self, spec: ClusterSpec, provider: Provider) -> list[str]:
         """Remove every service load balancer of the cluster (never its API balancer);
         return their names. Idempotent."""
+        ...
+
+
+@runtime_checkable
+class Upgradable(Protocol):
+    """A COE driver that takes ``actions/upgrade`` (API 1.8): moving a cluster to another
+    template. Drivers without this method refuse upgrades with a 400."""
+
+    def check_upgrade(self, current: Mapping[str, object], target: Mapping[str, object]) -> None:
+        """Raise ``errors.Invalid`` when a cluster cannot move from ``current`` to ``target``
+        (writable template views; ``current["labels"]`` are the cluster's own labels).
+        On success the ``upgrade`` operation's plan does what the move needs."""
         ...

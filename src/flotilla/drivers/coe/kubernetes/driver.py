@@ -20,9 +20,9 @@ from flotilla.drivers.base import (
     Step,
     StepContext,
 )
-from flotilla.drivers.coe.kubernetes import client, health, labels, service_lb, steps
+from flotilla.drivers.coe.kubernetes import apilb, client, health, labels, service_lb, steps
 from flotilla.drivers.coe.kubernetes.kubeapi import KubeApi
-from flotilla.drivers.coe.kubernetes.template import validate_template
+from flotilla.drivers.coe.kubernetes.template import check_upgrade, validate_template
 from flotilla.drivers.coe.native import ClientConfigRequest, NativeConfig
 
 #: Import an image archive read from stdin into containerd's namespace for Kubernetes (the
@@ -41,6 +41,10 @@ class KubernetesCoe:
         build = labels.read_build()
         validate_template(fields, built_version=build.version, not_built_reason=build.reason)
 
+    def check_upgrade(self, current: Mapping[str, object], target: Mapping[str, object]) -> None:
+        build = labels.read_build()
+        check_upgrade(current, target, built_version=build.version, not_built_reason=build.reason)
+
     def plan(self, kind: OpKind, spec: ClusterSpec) -> list[Step]:
         if kind == "create":
             return [
@@ -58,6 +62,8 @@ class KubernetesCoe:
             ]
         if kind == "delete":
             return [Step("removing nodes and network", steps.delete_everything)]
+        if kind == "upgrade":  # only to the version running (check_upgrade): nothing to change
+            return []
         if kind == "rotate_ca":
             return [
                 Step("installing new certificates", steps.reinstall_certs),
@@ -87,8 +93,12 @@ class KubernetesCoe:
         if provider.name == "fake":
             return []
         nodes = provider.list_nodes(spec.uuid)
-        server = steps.endpoint(spec, {n.name: n for n in nodes})
-        with KubeApi(server, client_tls, timeout=3.0) as api:
+        # A running master's own API server: the balancer in front of several is not needed
+        # for a controller that runs next to the cluster network.
+        urls = list(apilb.master_urls(spec, {n.name: n for n in nodes}).values())
+        if not urls:
+            raise RuntimeError("no master is running")
+        with KubeApi(urls[0], client_tls, timeout=3.0) as api:
             return service_lb.reconcile(spec, provider, api, memo, nodes)
 
     def delete_service_load_balancers(self, spec: ClusterSpec, provider: Provider) -> list[str]:

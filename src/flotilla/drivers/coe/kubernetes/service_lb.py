@@ -61,12 +61,8 @@ class Wanted:
     unsupported: tuple[str, ...] = ()
 
 
-def node_prefix(spec: ClusterSpec) -> str:
-    return spec.master.names[0].rsplit("-master-", 1)[0]
-
-
 def name_prefix(spec: ClusterSpec) -> str:
-    return f"{node_prefix(spec)}-svc-"
+    return f"{dockerhost.cluster_prefix(spec)}-svc-"
 
 
 def balancer_name(spec: ClusterSpec, namespace: str, service: str) -> str:
