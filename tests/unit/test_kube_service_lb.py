@@ -15,7 +15,7 @@ import pytest
 
 from flotilla.domain import Flavor, Listener, LoadBalancerSpec, NetworkSpec, NodeSpec
 from flotilla.drivers.base import ClusterSpec, NodeGroupSpec, ServiceLoadBalancing
-from flotilla.drivers.coe.kubernetes import KubernetesCoe, service_lb
+from flotilla.drivers.coe.kubernetes import KubernetesCoe, service_lb, steps
 from flotilla.drivers.coe.kubernetes.service_lb import balancer_name, reconcile
 from flotilla.drivers.providers.fake import FakeProvider
 
@@ -212,3 +212,22 @@ def test_without_workers_the_masters_take_the_traffic(fake: FakeProvider) -> Non
         fake.delete_node(UUID, name)
     masters = tuple(n.address or "" for n in fake.list_nodes(UUID) if n.role == "master")
     assert service_lb.members(_spec(0), fake.list_nodes(UUID)) == masters
+
+
+class _DeleteCtx:
+    """What the delete step uses of a StepContext: spec, provider, progress."""
+
+    def __init__(self, spec: ClusterSpec, provider: FakeProvider) -> None:
+        self.spec, self.provider = spec, provider
+
+    def progress(self, detail: str) -> None:
+        return None
+
+
+def test_the_cluster_delete_step_removes_the_service_balancers_by_name(fake: FakeProvider) -> None:
+    api, spec = FakeServiceApi(), _spec()
+    api.add("web", [{"port": 80, "nodePort": 30080}])
+    reconcile(spec, fake, api, {})
+    steps.delete_everything(_DeleteCtx(spec, fake))  # type: ignore[arg-type]
+    assert ("delete_load_balancer", balancer_name(spec, "default", "web")) in fake.calls
+    assert fake.load_balancers == {} and fake.list_nodes(UUID) == []

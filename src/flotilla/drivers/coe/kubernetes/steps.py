@@ -14,7 +14,7 @@ from flotilla.drivers.base import ClusterSpec, NodeGroupSpec, StepContext
 from flotilla.drivers.coe import dockerhost
 from flotilla.drivers.coe.parallel import run_parallel
 
-from . import addons, apilb, bootstrap
+from . import addons, apilb, bootstrap, service_lb
 from .artifacts import NODE_DIR
 from .bootstrap import CONTROL_PLANE_TAINT, NodePlan
 from .kubeapi import Errors, KubeApi, node_name, node_ready
@@ -299,6 +299,9 @@ def remove_workers(ctx: StepContext) -> None:
 
 
 def delete_everything(ctx: StepContext) -> None:
+    # Services' balancers by name (on a cloud they are not nodes; locally the node sweep
+    # below would find them too).
+    service_lb.delete_all(ctx.spec, ctx.provider)
     if lb_enabled(ctx.spec):
         apilb.delete(ctx)
     dockerhost.delete_everything(ctx)
