@@ -13,6 +13,10 @@ are up (created, updated, or being updated: a scale changes the balancers' membe
 synced; a cluster being created or deleted is left to its operation. If a delete starts
 while a pass runs, the pass's balancers are removed at once after it (the delete's own
 listing may have been taken before they existed).
+
+Several conductor processes each run this loop for every cluster: the passes are
+idempotent (same names, same specs), so the cost is only duplicate work and duplicate
+events; a per-cluster lease would remove it if many conductors ever share a database.
 """
 
 from __future__ import annotations
