@@ -10,10 +10,13 @@ tests/unit/test_kube_service_lb.py and tests/e2e/test_kubernetes_lbsvc.py cover 
 
 from __future__ import annotations
 
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, MutableMapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import select, update
@@ -32,6 +35,8 @@ from flotilla.drivers.registry import CoeRegistry
 from flotilla.services import certificates
 from flotilla.services import tokens as token_service
 from flotilla.settings import ConductorSettings, Settings
+
+T = TypeVar("T")
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*starlette.testclient.*")
@@ -194,3 +199,28 @@ def test_a_failing_pass_is_retried_and_a_delete_during_a_pass_removes_its_balanc
         assert driver.deleted == [uuid]
     finally:
         controller.close()
+
+
+class InlinePool(ThreadPoolExecutor):
+    """Runs each pass in the caller's thread: its future is done before ``cycle`` adds the
+    done-callback (what a very fast pass does on a real pool now and then)."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        fut: Future[T] = Future()
+        fut.set_result(fn(*args, **kwargs))
+        return fut
+
+
+def test_a_pass_done_at_once_does_not_deadlock_the_cycle(
+    settings: Settings, cluster: tuple[str, Database, OneFakePool]
+) -> None:
+    uuid, db, pool = cluster
+    driver = Recording()
+    controller = ServiceLbController(db, certificates.secret_box(settings), CoeRegistry([driver]), pool)
+    controller._pool = InlinePool(1)
+    runner = threading.Thread(target=controller.cycle, daemon=True)
+    runner.start()
+    runner.join(10)
+    assert not runner.is_alive(), "cycle() deadlocked on its own lock"  # (close() would hang too)
+    controller.close()
+    assert driver.synced == [(uuid, True)] and controller._running == {}

@@ -62,7 +62,9 @@ class ServiceLbController:
     #: cluster uuid -> the last failure logged (logged again only when it changes)
     _failing: dict[str, str] = field(default_factory=dict)
     _running: dict[str, Future[None]] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Re-entrant: a pass that ends before ``add_done_callback`` runs its callback at once,
+    #: in ``cycle``'s thread, which holds the lock.
+    _lock: threading.RLock = field(default_factory=threading.RLock)
     _pool: ThreadPoolExecutor | None = None
 
     def _clusters(self) -> list[tuple[ClusterSpec, str]]:
