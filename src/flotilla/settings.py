@@ -134,6 +134,9 @@ class Settings(BaseSettings):
     #: Days a token made by ``token-create`` lives unless told otherwise (0: never expires).
     #: The bootstrap admin token in clouds.yaml does not expire; ``token-rotate-admin`` replaces it.
     token_ttl_days: float = Field(default=30.0, ge=0, le=36500)
+    #: Add ``X-Flotilla-Sql-Statements`` (SQL statements the request ran) to every response;
+    #: for ``bench/api.py`` and tests (``FLOTILLA_DEBUG_SQL_COUNT=1``), never on by default.
+    debug_sql_count: bool = False
 
     @field_validator("bind")
     @classmethod

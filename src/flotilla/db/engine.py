@@ -10,6 +10,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from flotilla.datadir import private_dir, secure_sqlite
+from flotilla.db import statements
 from flotilla.db.guard import refuse_unstorable
 from flotilla.settings import Settings
 
@@ -60,6 +61,9 @@ class Database:
         self._read_factory = sessionmaker(self.read_engine, expire_on_commit=False)
         for factory in (self._factory, self._read_factory):
             event.listen(factory, "before_flush", refuse_unstorable)
+        if settings.debug_sql_count:
+            statements.watch(self.engine)
+            statements.watch(self.read_engine)
 
     @property
     def is_sqlite(self) -> bool:
