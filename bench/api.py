@@ -6,7 +6,8 @@ database, loads 1,000 templates (100 of them in their own project) and 100 clust
 that project, then drives every point for ``--seconds`` from Debian's ``wrk`` (one
 client thread; see ``bench/apidrive.py``) at each connection count, with keep-alive and
 with ``Connection: close``. Prints per point: requests/s, p50/p99/max latency, errors,
-the server's CPU share (of one core; 200 % = both cores of this machine) and the
+the server's CPU share (of one core; 200 % = both cores of this machine), its CPU time per
+request (the number that does not depend on how busy the rest of the machine is) and the
 client's, and the load average; then the SQL statements per request kind, read from the
 ``X-Flotilla-Sql-Statements`` header the server adds only with
 ``FLOTILLA_DEBUG_SQL_COUNT=1`` (the bench sets it; it is off by default).
@@ -232,24 +233,26 @@ def run(
     results: list[dict[str, Any]] = []
     print()
     print(f"{'point':<9}{'mode':<10}{'conns':>5}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
-          f"{'errors':>8}{'srv CPU':>9}{'cli CPU':>9}  load avg")  # fmt: skip
+          f"{'errors':>8}{'srv CPU':>9}{'ms CPU/req':>11}{'cli CPU':>9}  load avg")  # fmt: skip
     for name, point in points.items():
         for mode in modes:
             for n in conns:
                 cpu0, t0 = apidrive.process_cpu_seconds(launched.proc.pid), time.perf_counter()
                 out = drive(launched.url, point, connections=n, seconds=args.seconds, close=mode == "close")
                 wall = time.perf_counter() - t0
-                srv = (apidrive.process_cpu_seconds(launched.proc.pid) - cpu0) / wall
+                used = apidrive.process_cpu_seconds(launched.proc.pid) - cpu0
+                srv = used / wall
+                per_req = used * 1000 / out.requests if out.requests else float("nan")
                 load1 = os.getloadavg()[0]
                 kinds = f" {out.detail}" if out.detail else ""
                 print(
                     f"{name:<9}{mode:<10}{n:>5}{out.rate:>9.1f}{out.p50_ms:>9.2f}{out.p99_ms:>9.1f}{out.max_ms:>9.1f}"
-                    f"{out.errors:>8}{srv:>9.0%}{out.client_cpu_s / wall:>9.0%}  {load1:6.2f}{kinds}"
+                    f"{out.errors:>8}{srv:>9.0%}{per_req:>11.2f}{out.client_cpu_s / wall:>9.0%}  {load1:6.2f}{kinds}"
                 )  # fmt: skip
                 results.append({
                     "point": name, "mode": mode, "conns": n, "rps": round(out.rate, 1), "p50_ms": out.p50_ms,
                     "p99_ms": out.p99_ms, "max_ms": out.max_ms, "errors": out.errors, "error_kinds": out.detail,
-                    "server_cpu": round(srv, 3), "load1": load1,
+                    "server_cpu": round(srv, 3), "cpu_ms_per_req": per_req, "load1": load1,
                 })  # fmt: skip
     print()
     print("SQL statements per request (first request of a token / later ones; BEGIN/COMMIT not counted):")

@@ -137,6 +137,10 @@ class Settings(BaseSettings):
     #: Add ``X-Flotilla-Sql-Statements`` (SQL statements the request ran) to every response;
     #: for ``bench/api.py`` and tests (``FLOTILLA_DEBUG_SQL_COUNT=1``), never on by default.
     debug_sql_count: bool = False
+    #: Seconds each process may reuse a validated API token without looking it up again:
+    #: a token revoked or expired in the database stops working everywhere within this
+    #: time (at once in the process that revoked it). 0: look up every request.
+    token_cache_seconds: float = Field(default=2.0, ge=0, le=3)
 
     @field_validator("bind")
     @classmethod

@@ -48,6 +48,9 @@ def runtime(request: Request) -> Runtime:
 async def context(request: Request) -> RequestContext:
     rt = runtime(request)
     headers = {k.lower(): v for k, v in request.headers.items()}
+    cached = rt.auth.cached(headers)
+    if cached is not None:  # no database: no worker thread either
+        return cached
     ctx: RequestContext = await run_in_threadpool(rt.auth.authenticate, headers)
     return ctx
 

@@ -23,7 +23,8 @@ from flotilla.api.v1.render import iso, links, next_link
 from flotilla.db import models as m
 from flotilla.errors import Invalid, NotAcceptable
 from flotilla.lifecycle import FAILED
-from flotilla.services import clusters
+from flotilla.services import cluster_reads, clusters
+from flotilla.services.cluster_reads import Shown
 from flotilla.services.clusters import ClusterView
 
 INT32 = 2**31 - 1
@@ -86,10 +87,13 @@ BAY_SHOW_KEYS = (
 )  # fmt: skip
 
 
-def full_dict(session: Session, row: m.Cluster, view: ClusterView, base: str) -> dict[str, Any]:
-    """The show/detail representation (reference §7.1/§7.7)."""
+def full_dict(
+    session: Session, row: m.Cluster, view: ClusterView, base: str, shown: Shown | None = None
+) -> dict[str, Any]:
+    """The show/detail representation (reference §7.1/§7.7); ``shown``: the parts already
+    read (else looked up here)."""
     coll = "clusters" if view == "cluster" else "bays"
-    groups = clusters.nodegroups(session, row)
+    groups = shown.groups if shown is not None else clusters.nodegroups(session, row)
     masters = sum(g.node_count for g in groups if g.role == "master")
     workers = sum(g.node_count for g in groups if g.role != "master")
     out: dict[str, Any] = {
@@ -107,8 +111,10 @@ def full_dict(session: Session, row: m.Cluster, view: ClusterView, base: str) ->
         "labels_overridden": {}, "labels_added": {}, "labels_skipped": {},
         "created_at": iso(row.created_at), "updated_at": iso(row.updated_at), "links": links(base, coll, row.uuid),
     }  # fmt: skip
-    template = clusters.template_of(session, row)
-    tl = {k: str(v) for k, v in (template.labels or {}).items()}
+    template_labels = (
+        shown.template_labels if shown is not None else clusters.template_of(session, row).labels
+    )
+    tl = {k: str(v) for k, v in (template_labels or {}).items()}
     cl = {k: str(v) for k, v in (row.labels or {}).items()}
     out["labels_overridden"] = {k: tl[k] for k in cl if k in tl and tl[k] != cl[k]}
     out["labels_added"] = {k: cl[k] for k in cl if k not in tl}
@@ -181,7 +187,8 @@ def make_router(view: ClusterView) -> APIRouter:
     @router.get("/{ident}")
     def show(ident: str, request: Request, rt: RuntimeDep, ctx: ContextDep) -> dict[str, Any]:
         with rt.db.reader() as s:
-            return full_dict(s, clusters.get(s, ctx, ident, view), view, base_url(request))
+            shown = cluster_reads.get_shown(s, ctx, ident, view)
+            return full_dict(s, shown.cluster, view, base_url(request), shown)
 
     @router.post("", status_code=202)
     def create(
