@@ -71,20 +71,25 @@ NON_REMOVABLE = (
 LIST_PARAMS = {"limit", "marker", "sort_key", "sort_dir", "detail"}
 
 
-def to_dict(row: m.ClusterTemplate, view: View, base: str) -> dict[str, Any]:
-    """Every field, with null for unset ones (reference §6.1)."""
+def to_dict(row: m.ClusterTemplate | dict[str, Any], view: View, base: str) -> dict[str, Any]:
+    """Every field, with null for unset ones (reference §6.1); ``row`` an ORM object or the
+    row's columns by name (lists)."""
     coll = "clustertemplates" if view == "clustertemplate" else "baymodels"
-    out: dict[str, Any] = {k: getattr(row, k) for k in templates.WRITABLE}
-    out["uuid"] = row.uuid
+    v = row if isinstance(row, dict) else {k: getattr(row, k) for k in _READ}
+    out: dict[str, Any] = {k: v[k] for k in templates.WRITABLE}
+    out["uuid"] = v["uuid"]
     if view == "clustertemplate":
-        out["project_id"] = row.project_id
-        out["user_id"] = row.user_id
-    if out.get("labels") is None:
+        out["project_id"] = v["project_id"]
+        out["user_id"] = v["user_id"]
+    if out["labels"] is None:
         out["labels"] = {}
-    out["links"] = links(base, coll, row.uuid)
-    out["created_at"] = iso(row.created_at)
-    out["updated_at"] = iso(row.updated_at)
+    out["links"] = links(base, coll, v["uuid"])
+    out["created_at"] = iso(v["created_at"])
+    out["updated_at"] = iso(v["updated_at"])
     return out
+
+
+_READ = (*templates.WRITABLE, "uuid", "project_id", "user_id", "created_at", "updated_at")
 
 
 def make_router(view: View) -> APIRouter:
@@ -98,7 +103,7 @@ def make_router(view: View) -> APIRouter:
         sort_key, sort_dir = params.get("sort_key", "id"), params.get("sort_dir", "asc")
         base = base_url(request)
         with rt.db.reader() as s:
-            page = templates.list_page(
+            page = templates.list_rows(
                 s, ctx, view, limit=limit, marker=params.get("marker"), sort_key=sort_key, sort_dir=sort_dir,
                 max_limit=rt.settings.max_limit,
             )  # fmt: skip
