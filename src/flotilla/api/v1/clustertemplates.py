@@ -72,24 +72,31 @@ LIST_PARAMS = {"limit", "marker", "sort_key", "sort_dir", "detail"}
 
 
 def to_dict(row: m.ClusterTemplate | dict[str, Any], view: View, base: str) -> dict[str, Any]:
-    """Every field, with null for unset ones (reference §6.1); ``row`` an ORM object or the
-    row's columns by name (lists)."""
+    """Every field, with null for unset ones (reference §6.1); ``row`` an ORM object, or the
+    row's columns by name (lists), which becomes the answer itself (no copy per row)."""
     coll = "clustertemplates" if view == "clustertemplate" else "baymodels"
-    v = row if isinstance(row, dict) else {k: getattr(row, k) for k in _READ}
-    out: dict[str, Any] = {k: v[k] for k in templates.WRITABLE}
-    out["uuid"] = v["uuid"]
-    if view == "clustertemplate":
-        out["project_id"] = v["project_id"]
-        out["user_id"] = v["user_id"]
+    if isinstance(row, dict):
+        out = row
+        for key in _NOT_SHOWN[view]:
+            out.pop(key, None)
+    else:
+        out = {k: getattr(row, k) for k in _READ}
+        if view != "clustertemplate":
+            del out["project_id"], out["user_id"]
     if out["labels"] is None:
         out["labels"] = {}
-    out["links"] = links(base, coll, v["uuid"])
-    out["created_at"] = iso(v["created_at"])
-    out["updated_at"] = iso(v["updated_at"])
+    out["links"] = links(base, coll, out["uuid"])
+    out["created_at"] = iso(out["created_at"])
+    out["updated_at"] = iso(out["updated_at"])
     return out
 
 
 _READ = (*templates.WRITABLE, "uuid", "project_id", "user_id", "created_at", "updated_at")
+#: Columns of the table that are not in the answer.
+_NOT_SHOWN: dict[View, tuple[str, ...]] = {
+    "clustertemplate": ("id",),
+    "baymodel": ("id", "project_id", "user_id"),
+}
 
 
 def make_router(view: View) -> APIRouter:
