@@ -5,7 +5,8 @@ loopback port with a throw-away data dir, on SQLite or on a throw-away PostgreSQ
 database, loads 1,000 templates (100 of them in their own project) and 100 clusters in
 that project, then drives every point for ``--seconds`` from Debian's ``wrk`` (one
 client thread; see ``bench/apidrive.py``) at each connection count, with keep-alive and
-with ``Connection: close``. Prints per point: requests/s, p50/p99/max latency, errors,
+with ``Connection: close``; before each point it waits until the server is idle again
+(requests left queued by the previous point are not counted against the next). Prints per point: requests/s, p50/p99/max latency, errors,
 the server's CPU share (of one core; 200 % = both cores of this machine), its CPU time per
 request (the number that does not depend on how busy the rest of the machine is) and the
 client's, and the load average; then the SQL statements per request kind, read from the
@@ -175,6 +176,18 @@ def _database(kind: str) -> Iterator[str | None]:
             yield url
 
 
+def settle(pid: int, limit: float = 60.0) -> None:
+    """Wait until the server is idle (under 10 % of a core for half a second): requests a
+    previous point left queued in the server must not eat into the next point."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        cpu0 = apidrive.process_cpu_seconds(pid)
+        time.sleep(0.5)
+        if apidrive.process_cpu_seconds(pid) - cpu0 < 0.05:
+            return
+    print(f"(the server was still busy after {limit:.0f} s)")
+
+
 def run(
     args: argparse.Namespace,
     launched: serving.Launched,
@@ -237,6 +250,7 @@ def run(
     for name, point in points.items():
         for mode in modes:
             for n in conns:
+                settle(launched.proc.pid)
                 cpu0, t0 = apidrive.process_cpu_seconds(launched.proc.pid), time.perf_counter()
                 out = drive(launched.url, point, connections=n, seconds=args.seconds, close=mode == "close")
                 wall = time.perf_counter() - t0
