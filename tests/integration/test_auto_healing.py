@@ -24,8 +24,11 @@ from flotilla.conductor.providers import ProviderPool
 from flotilla.conductor.runner import OpRunner
 from flotilla.db import models as m
 from flotilla.domain import NetworkSpec, NodeSpec
+from flotilla.drivers.base import ClusterSpec, OpKind, Step, StepContext
 from flotilla.drivers.coe.kubernetes import labels as kube_labels
+from flotilla.drivers.coe.swarm_mode import SwarmModeCoe
 from flotilla.drivers.providers.fake import FakeProvider
+from flotilla.drivers.registry import CoeRegistry
 from flotilla.services import operations, specs
 from flotilla.settings import ConductorSettings, Settings
 
@@ -331,3 +334,68 @@ def test_kubernetes_dead_master_is_reported_not_replaced(
     assert c["health_status_reason"][healing.NOTE_KEY] == (
         f"{master} is a master, which this cluster cannot replace; not healed"
     )
+
+
+# ---- a master, through the COE driver's repair plan -----------------------------------------
+
+
+class RepairingSwarm(SwarmModeCoe):
+    """swarm-mode plus a ``repair`` plan for masters: the conductor's side of a master
+    replacement (names, reasons, members committed) without Kubernetes' etcd steps, which
+    tests/e2e/test_kubernetes_healing.py runs for real."""
+
+    def plan(self, kind: OpKind, spec: ClusterSpec) -> list[Step]:
+        if kind != "repair":
+            return super().plan(kind, spec)
+        return [Step("replacing the master", self._replace)]
+
+    @staticmethod
+    def _replace(ctx: StepContext) -> None:
+        spec = ctx.spec
+        for name in spec.nodes_to_remove:
+            ctx.provider.delete_node(spec.uuid, name)
+        running = {n.name for n in ctx.provider.list_nodes(spec.uuid)}
+        for name in spec.master.names:
+            if name not in running:
+                ctx.provider.ensure_node(
+                    NodeSpec(spec.uuid, name, "master", spec.image_ref, "n", 1, 512, ["init"])
+                )
+
+
+def test_a_master_is_replaced_when_the_driver_plans_a_repair(
+    app: FastAPI, api: TestClient, h: dict[str, str], fake: tuple[FakeProvider, ProviderPool]
+) -> None:
+    provider, pool = fake
+    uuid = _swarm(app, api, h, pool, 2)
+    (master,), workers = _names(app, uuid)
+    provider.stop_node(master)
+    swarm = _monitor(app, pool)
+    swarm.cycle()  # swarm-mode plans no repair: reported, not replaced
+    assert _pending(app, uuid) is None
+    note = _cluster(api, h, uuid)["health_status_reason"][healing.NOTE_KEY]
+    assert note == f"{master} is a master, which this cluster cannot replace; not healed"
+
+    rt = app.state.runtime
+    coes = CoeRegistry([RepairingSwarm()])
+    HealthMonitor(rt.db, rt.box, coes, pool, healing.HealPolicy(0, 0.5)).cycle()
+    new = master.rsplit("-", 1)[0] + "-1"
+    why = f"auto-healing: replacing {master} (node stopped) with {new}"
+    c = _cluster(api, h, uuid)
+    assert c["status"] == "UPDATE_IN_PROGRESS" and c["status_reason"] == why, c
+    op = _pending(app, uuid)
+    assert op is not None and op.kind == "repair"
+    assert (op.params["nodes_to_remove"], op.params["names"]) == ([master], [new])
+    with rt.db.session() as s:
+        claimed = operations.claim(s, "test/w0", 30, skip_locked=False)
+    assert claimed is not None
+    OpRunner(rt.db, rt.box, coes, pool, "test/w0", 30).run(claimed)
+    c = _cluster(api, h, uuid)
+    assert c["status"] == "UPDATE_COMPLETE" and c["status_reason"].startswith(
+        f"{why}; repair completed in "
+    ), c
+    assert c["master_count"] == 1 and c["node_count"] == 2
+    assert _names(app, uuid) == ((new,), workers)
+    assert master not in provider.nodes and provider.nodes[new]["state"] == "running"
+    with rt.db.reader() as s:
+        groups = {g.role: g for g in s.scalars(select(m.NodeGroup).where(m.NodeGroup.cluster_id == uuid))}
+    assert groups["master"].status == "UPDATE_COMPLETE" and groups["master"].node_names == [new]

@@ -17,14 +17,13 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy import select
 
 from flotilla import healing
 from flotilla.certs.keys import SecretBox
 from flotilla.conductor.providers import ProviderPool
-from flotilla.context import SYSTEM
 from flotilla.db import models as m
 from flotilla.db.engine import Database
 from flotilla.domain import NodeInfo, TlsMaterial, VolumeUsage
@@ -32,7 +31,7 @@ from flotilla.drivers.base import ClusterSpec, Observation, Provider
 from flotilla.drivers.registry import CoeRegistry
 from flotilla.errors import FlotillaError
 from flotilla.lifecycle import Status
-from flotilla.services import certificates, clusters, operations, specs
+from flotilla.services import certificates, clusters, operations, repairs, specs
 
 log = logging.getLogger(__name__)
 
@@ -174,28 +173,35 @@ class HealthMonitor:
             healing.policy_for(cluster.labels, self.policy),
             masters=spec.master.names, workers=spec.worker.names, unhealthy=bad, reasons=obs.reasons,
             since={k[1]: t for k, t in self._since.items() if k[0] == cluster.uuid}, now=now,
+            repairable=self._repairable(spec),
         )  # fmt: skip
 
     def _repair(self, cluster: m.Cluster, spec: ClusterSpec, decision: healing.Decision) -> None:
-        """Replace one worker through an ordinary update operation (one at a time: none is
-        started while another operation runs)."""
+        """Replace one node through an ordinary operation (one at a time: none is started
+        while another operation runs)."""
         victim = decision.victim
         assert victim is not None
         with self.db.session() as s:
             row = s.scalars(select(m.Cluster).where(m.Cluster.uuid == cluster.uuid).with_for_update()).first()
             if row is None or row.status not in SETTLED or operations.active_for(s, row.uuid) is not None:
                 return
-            ng = clusters.default_group(s, row, "worker")
-            op = clusters.scale(
-                s, SYSTEM, row, node_count=ng.node_count, nodes_to_remove=[victim], nodegroup=None,
-                coes=self.coes, version_minor=10, resize=True,
+            repairs.replace_node(
+                s, row, victim, decision.why, coes=self.coes,
                 limits=clusters.Limits.from_settings(self.providers.settings),
-                repair=f"auto-healing: replacing {victim} ({decision.why})",
             )  # fmt: skip
-            if op is not None:
-                op.params = {**(op.params or {}), "repair": victim}
         self._since.pop((cluster.uuid, victim), None)
         log.warning("cluster %s: auto-healing replaces %s (%s)", cluster.uuid, victim, decision.why)
+
+    def _repairable(self, spec: ClusterSpec) -> frozenset[str]:
+        """Workers always (every COE plans the resize that replaces one); masters when the
+        COE driver plans a ``repair`` of one (e.g. Kubernetes with several masters)."""
+        driver = self.coes.get(spec.coe)
+        roles = {"worker"}
+        if driver is not None and spec.master.names:
+            probe = replace(spec, nodes_to_remove=(spec.master.names[0],))
+            if driver.plan("repair", probe):
+                roles.add("master")
+        return frozenset(roles)
 
 
 def with_full_volumes(obs: Observation, full: Sequence[VolumeUsage]) -> Observation:

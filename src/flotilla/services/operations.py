@@ -389,10 +389,10 @@ def _restore_counts_on_failure(session: Session, cluster: m.Cluster, op: m.Opera
 
 
 def _commit_members(session: Session, op: m.Operation) -> None:
-    """A successful scale makes its target the nodegroup's recorded members."""
+    """A successful scale (or node replacement) makes its target the nodegroup's recorded members."""
     params = op.params or {}
     group, names = params.get("nodegroup"), params.get("names")
-    if op.kind != "update" or group is None or names is None:
+    if op.kind not in ("update", "repair") or group is None or names is None:
         return
     session.execute(update(m.NodeGroup).where(m.NodeGroup.uuid == group).values(node_names=list(names)))
 
