@@ -38,7 +38,8 @@ def server(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         srv.fl("image-build", "kube", "--os-distro", "fedora-atomic", "--tag", "flotilla-node:kube",
                "--kubernetes", "yes")  # fmt: skip
         srv.fl("cluster-template-create", "kh", "--coe", "kubernetes", "--image", "kube", "--external-network",
-               "public", "--network-driver", "flannel", "--labels", "auto_healing_enabled=true")  # fmt: skip
+               "public", "--network-driver", "flannel", "--docker-storage-driver", "overlay2",
+               "--labels", "auto_healing_enabled=true")  # fmt: skip
         yield srv
     finally:
         srv.stop()
