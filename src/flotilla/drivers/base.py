@@ -34,7 +34,7 @@ from flotilla.drivers.coe.native import ClientConfigRequest, NativeConfig
 
 #: ``repair``: replace the one node in ``ClusterSpec.nodes_to_remove`` by the new name in
 #: its group's ``names`` (auto-healing a master); an empty plan means the driver cannot.
-OpKind = Literal["create", "update", "delete", "rotate_ca", "repair"]
+OpKind = Literal["create", "update", "delete", "rotate_ca", "upgrade", "repair"]
 
 #: Capability names providers report and COE drivers require.
 CAP_CONTAINERS_AS_NODES = "containers_as_nodes"
@@ -261,4 +261,16 @@ class CoeDriver(Protocol):
     def client_config(self, request: ClientConfigRequest) -> NativeConfig:
         """The native client's configuration (files + environment) for ``cluster-config``,
         ``bay-config`` and the dashboard's bundle. Pure: callers write the files."""
+        ...
+
+
+@runtime_checkable
+class Upgradable(Protocol):
+    """A COE driver that takes ``actions/upgrade`` (API 1.8): moving a cluster to another
+    template. Drivers without this method refuse upgrades with a 400."""
+
+    def check_upgrade(self, current: Mapping[str, object], target: Mapping[str, object]) -> None:
+        """Raise ``errors.Invalid`` when a cluster cannot move from ``current`` to ``target``
+        (writable template views; ``current["labels"]`` are the cluster's own labels).
+        On success the ``upgrade`` operation's plan does what the move needs."""
         ...
