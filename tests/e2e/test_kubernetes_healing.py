@@ -7,6 +7,7 @@ is gone from the API, the workload's pods run again, and nothing is left after d
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,4 +136,54 @@ def test_workers_are_replaced_one_at_a_time(
     assert {p["spec"]["nodeName"] for p in running} <= {n2, n3}
 
     server.fl("cluster-delete", "heal", "--wait")
+    assert leaks(engine, uuid) == []
+
+
+def _etcd_members(provider: LocalProvider, uuid: str, master: str) -> list[str]:
+    """The etcd member names, asked on ``master`` through etcd's JSON gateway (mutual TLS)."""
+    node = next(n for n in provider.list_nodes(uuid) if n.name == master)
+    pki = "/etc/kubernetes/pki"
+    r = provider.exec(node, ["curl", "-fsS", "--cacert", f"{pki}/ca.crt", "--cert", f"{pki}/apiserver-etcd-client.crt",
+                             "--key", f"{pki}/apiserver-etcd-client.key", "-X", "POST", "-d", "{}",
+                             "https://127.0.0.1:2379/v3/cluster/member/list"])  # fmt: skip
+    assert r.ok, r.stderr
+    return sorted(m["name"] for m in json.loads(r.stdout)["members"])
+
+
+def test_a_dead_master_is_replaced_and_rejoins_etcd(
+    server: Server, engine: Engine, provider: LocalProvider, tmp_path: Path
+) -> None:
+    server.fl("cluster-template-create", "kh-ha", "--coe", "kubernetes", "--image", "kube", "--external-network",
+              "public", "--network-driver", "flannel", "--master-lb-enabled",
+              "--labels", "auto_healing_enabled=true")  # fmt: skip
+    server.fl("cluster-create", "healha", "--cluster-template", "kh-ha", "--master-count", "3", "--node-count", "1",
+              "--wait", timeout=600)  # fmt: skip
+    c = _until(server, "healha", lambda c: c["health_status"] == "HEALTHY", 60)
+    uuid, api_address = c["uuid"], c["api_address"]
+    k = Kubectl(kubeconfig(server, c, tmp_path / "config"))
+    m0, m1, m2 = sorted(n for n in _node_states(k) if "-master-" in n)
+    assert _etcd_members(provider, uuid, m0) == [m0, m1, m2]
+    started = time.monotonic()
+    engine.run(["rm", "-f", m1])
+    c = _until(server, uuid, lambda c: c["status"] == "UPDATE_IN_PROGRESS", 60)
+    new = m1.rsplit("-", 1)[0] + "-3"
+    reason = c["status_reason"]  # the health reason: "master down (node missing); the API is served by ..."
+    assert (
+        reason.startswith(f"auto-healing: replacing {m1} (master down (node missing)")
+        and f" with {new}" in reason
+    )
+    k("create", "configmap", "during-repair", "--from-literal=a=b")  # the API keeps taking writes
+    c = _until(server, uuid, lambda c: c["status"] != "UPDATE_IN_PROGRESS", 300)
+    assert c["status"] == "UPDATE_COMPLETE", c["status_reason"]
+    c = _until(server, uuid, lambda c: c["health_status"] == "HEALTHY", 90)
+    print(f"\nhealed master {m1}: {time.monotonic() - started:.1f} s to UPDATE_COMPLETE + HEALTHY")
+    assert c["api_address"] == api_address and c["master_count"] == 3
+    states = _node_states(k)
+    assert sorted(n for n in states if "-master-" in n) == [m0, m2, new] and set(states.values()) == {"Ready"}
+    for master in (m0, m2, new):  # one etcd cluster, the dead member gone, the new one in
+        assert _etcd_members(provider, uuid, master) == [m0, m2, new]
+    nodes = {n.name: n for n in provider.list_nodes(uuid)}
+    assert sorted(c["master_addresses"]) == sorted(str(nodes[n].address) for n in (m0, m2, new))
+    assert k("get", "configmap", "during-repair", "-o", "jsonpath={.data.a}") == "b"
+    server.fl("cluster-delete", "healha", "--wait")
     assert leaks(engine, uuid) == []

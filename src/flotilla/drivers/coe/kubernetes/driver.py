@@ -19,7 +19,7 @@ from flotilla.drivers.base import (
     Step,
     StepContext,
 )
-from flotilla.drivers.coe.kubernetes import client, health, labels, steps
+from flotilla.drivers.coe.kubernetes import client, health, labels, repair, steps
 from flotilla.drivers.coe.kubernetes.template import check_upgrade, validate_template
 from flotilla.drivers.coe.native import ClientConfigRequest, NativeConfig
 
@@ -62,6 +62,8 @@ class KubernetesCoe:
             return [Step("removing nodes and network", steps.delete_everything)]
         if kind == "upgrade":  # only to the version running (check_upgrade): nothing to change
             return []
+        if kind == "repair":  # a master of an HA control plane (workers: "update")
+            return repair.plan(spec)
         if kind == "rotate_ca":
             return [
                 Step("installing new certificates", steps.reinstall_certs),
