@@ -20,7 +20,7 @@ from test_kubernetes_cluster import KUBECTL, Kubectl, _deployment, _node_states,
 from flotilla.drivers.coe.kubernetes import artifacts
 from flotilla.drivers.providers.local import Engine, LocalProvider, leaks
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.kube]
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +154,7 @@ def test_a_dead_master_is_replaced_and_rejoins_etcd(
     server: Server, engine: Engine, provider: LocalProvider, tmp_path: Path
 ) -> None:
     server.fl("cluster-template-create", "kh-ha", "--coe", "kubernetes", "--image", "kube", "--external-network",
-              "public", "--network-driver", "flannel", "--master-lb-enabled",
+              "public", "--network-driver", "flannel", "--master-lb-enabled", "--docker-storage-driver", "overlay2",
               "--labels", "auto_healing_enabled=true")  # fmt: skip
     server.fl("cluster-create", "healha", "--cluster-template", "kh-ha", "--master-count", "3", "--node-count", "1",
               "--wait", timeout=600)  # fmt: skip

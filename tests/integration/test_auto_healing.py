@@ -25,6 +25,8 @@ from flotilla.conductor.runner import OpRunner
 from flotilla.db import models as m
 from flotilla.domain import NetworkSpec, NodeSpec
 from flotilla.drivers.base import ClusterSpec, OpKind, Step, StepContext
+from flotilla.drivers.coe import dockerhost
+from flotilla.drivers.coe.kubernetes import apilb
 from flotilla.drivers.coe.kubernetes import labels as kube_labels
 from flotilla.drivers.coe.swarm_mode import SwarmModeCoe
 from flotilla.drivers.providers.fake import FakeProvider
@@ -73,13 +75,15 @@ def _run_ops(app: FastAPI, pool: ProviderPool) -> int:
         ran += 1
 
 
-def _create(api: TestClient, h: dict[str, str], coe: str, node_count: int, **labels: str) -> str:
-    r = api.post("/v1/clustertemplates", json={"coe": coe, "image_id": "flotilla-node", "name": f"t-{coe}"},
-                 headers=h)  # fmt: skip
+def _create(
+    api: TestClient, h: dict[str, str], coe: str, node_count: int, master_count: int = 1, **labels: str
+) -> str:
+    r = api.post("/v1/clustertemplates", json={"coe": coe, "image_id": "flotilla-node", "name": f"t-{coe}",
+                                               "master_lb_enabled": master_count > 1}, headers=h)  # fmt: skip
     assert r.status_code == 201, r.text
     labels = {"auto_healing_enabled": "true", **labels}
     r = api.post("/v1/clusters", json={"cluster_template_id": f"t-{coe}", "name": "c", "node_count": node_count,
-                                       "labels": labels}, headers=h)  # fmt: skip
+                                       "master_count": master_count, "labels": labels}, headers=h)  # fmt: skip
     assert r.status_code == 202, r.text
     uuid: str = r.json()["uuid"]
     return uuid
@@ -242,28 +246,37 @@ def test_auto_healing_off_only_reports(
 # ---- Kubernetes ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def kube(
-    app: FastAPI, api: TestClient, h: dict[str, str], fake: tuple[FakeProvider, ProviderPool],
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-) -> str:  # fmt: skip
-    """A Kubernetes cluster of 1 master + 2 workers, auto-healing on, its create recorded
-    as done and its nodes running in the fake provider."""
-    monkeypatch.setenv(kube_labels.CACHE_ENV, str(kube_cache.make(tmp_path / "kube-cache")))
-    provider, _ = fake
-    uuid = _create(api, h, "kubernetes", 2)
+def _kube(app: FastAPI, api: TestClient, h: dict[str, str], provider: FakeProvider, masters: int) -> str:
+    """A Kubernetes cluster of ``masters`` + 2 workers, auto-healing on, its create recorded
+    as done and its nodes (and API load balancer) running in the fake provider."""
+    uuid = _create(api, h, "kubernetes", 2, master_count=masters)
     rt = app.state.runtime
     with rt.db.session() as s:
         op = operations.claim(s, "test/w0", 30, skip_locked=False)
         assert op is not None
         operations.finish(s, op, "test/w0")
-    masters, workers = _names(app, uuid)
-    provider.ensure_network(NetworkSpec(cluster_uuid=uuid, name=f"net-{uuid}"))
-    for name, role in [*((n, "master") for n in masters), *((n, "worker") for n in workers)]:
-        provider.ensure_node(
-            NodeSpec(uuid, name, role, "flotilla-node", f"net-{uuid}", 1, 512, ["/sbin/init"])
-        )  # type: ignore[arg-type]
+        spec = specs.build(s, s.scalars(select(m.Cluster).where(m.Cluster.uuid == uuid)).one())
+    net = dockerhost.network_name(spec)
+    provider.ensure_network(NetworkSpec(cluster_uuid=uuid, name=net))
+    for name, role in [
+        *((n, "master") for n in spec.master.names),
+        *((n, "worker") for n in spec.worker.names),
+    ]:
+        provider.ensure_node(NodeSpec(uuid, name, role, "flotilla-node", net, 1, 512, ["/sbin/init"]))  # type: ignore[arg-type]
+    if masters > 1:
+        addresses = [provider.nodes[n]["address"] for n in spec.master.names]
+        provider.ensure_load_balancer(apilb.lb_spec(spec, net, addresses))
     return uuid
+
+
+@pytest.fixture
+def kube(
+    app: FastAPI, api: TestClient, h: dict[str, str], fake: tuple[FakeProvider, ProviderPool],
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> str:  # fmt: skip
+    """1 master + 2 workers (see _kube)."""
+    monkeypatch.setenv(kube_labels.CACHE_ENV, str(kube_cache.make(tmp_path / "kube-cache")))
+    return _kube(app, api, h, fake[0], 1)
 
 
 def test_kubernetes_worker_gone_is_replaced_by_the_update_plan(
@@ -399,3 +412,34 @@ def test_a_master_is_replaced_when_the_driver_plans_a_repair(
     with rt.db.reader() as s:
         groups = {g.role: g for g in s.scalars(select(m.NodeGroup).where(m.NodeGroup.cluster_id == uuid))}
     assert groups["master"].status == "UPDATE_COMPLETE" and groups["master"].node_names == [new]
+
+
+def test_kubernetes_ha_master_gets_a_repair_operation(
+    app: FastAPI, api: TestClient, h: dict[str, str], fake: tuple[FakeProvider, ProviderPool],
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:  # fmt: skip
+    """Three masters behind the balancer: the Kubernetes driver plans a repair of a master,
+    so the monitor starts one (its steps need etcd and an API server: e2e)."""
+    monkeypatch.setenv(kube_labels.CACHE_ENV, str(kube_cache.make(tmp_path / "kube-cache")))
+    provider, pool = fake
+    uuid = _kube(app, api, h, provider, 3)
+    (m0, m1, m2), workers = _names(app, uuid)
+    provider.delete_node(uuid, m1)
+    _monitor(app, pool).cycle()
+    c = _cluster(api, h, uuid)
+    new = m1.rsplit("-", 1)[0] + "-3"
+    assert c["status"] == "UPDATE_IN_PROGRESS", c
+    assert c["status_reason"].startswith(f"auto-healing: replacing {m1} (") and c["status_reason"].endswith(
+        f" with {new}"
+    )
+    op = _pending(app, uuid)
+    assert op is not None and op.kind == "repair"
+    assert (op.params["nodes_to_remove"], op.params["names"]) == ([m1], [m0, new, m2])
+    with app.state.runtime.db.reader() as s:
+        spec = specs.build(s, s.scalars(select(m.Cluster).where(m.Cluster.uuid == uuid)).one(), op)
+    assert spec.master.names == (m0, new, m2) and spec.worker.names == workers
+    steps = app.state.runtime.coes.get("kubernetes").plan("repair", spec)
+    assert [st.name for st in steps][:2] == [
+        "removing the failed master from etcd",
+        "adding the new master to etcd",
+    ]
