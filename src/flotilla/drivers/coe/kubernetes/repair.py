@@ -17,6 +17,7 @@ copy of the cluster's state, which a new master cannot bring back.
 
 from __future__ import annotations
 
+from flotilla.domain import NodeInfo
 from flotilla.drivers.base import ClusterSpec, Step, StepContext
 from flotilla.drivers.coe import dockerhost
 
@@ -90,9 +91,9 @@ def start_new(ctx: StepContext) -> None:
     spec = ctx.spec
     net = dockerhost.ensure_network(ctx)
     fl = steps.flannel(spec)
-    for name in _new_masters(
-        spec, {n for n, i in steps._nodes(ctx).items() if i.address and _booted(ctx, n)}
-    ):
+    infos = steps._nodes(ctx)
+    booted = {n for n in spec.master.names if n in infos and _booted(ctx, infos[n])}
+    for name in _new_masters(spec, booted):
         info = ctx.provider.ensure_node(steps.node_spec(ctx, net, name))
         infos = {**steps._nodes(ctx), name: info}
         masters = steps._plans(ctx, infos, spec.master.names, "master")
@@ -102,10 +103,9 @@ def start_new(ctx: StepContext) -> None:
         ctx.provider.put_files(info, bootstrap.address_files(ctx, plan, masters, server, fl, api_ips))
 
 
-def _booted(ctx: StepContext, name: str) -> bool:
+def _booted(ctx: StepContext, info: NodeInfo) -> bool:
     """The node got its bootstrap files (a resumed step does not write them again, which
     would hand etcd a second set of certificates mid-join)."""
-    info = steps._nodes(ctx).get(name)
-    if info is None or info.state != "running":
+    if info.state != "running" or not info.address:
         return False
     return ctx.provider.exec(info, ["test", "-f", bootstrap.MARKER], timeout=10).ok
