@@ -8,7 +8,8 @@ check per cluster (the COE driver's ``observe``), and self-healing.
   one node at a time); the rules, the blast-radius guard among them, are data in
   ``flotilla.healing``. What auto-healing does or why it does not is shown under
   ``health_status_reason["auto_healing"]``. COE-neutral: the driver's ``observe`` says
-  which nodes are unhealthy and why, its ``update`` plan replaces them.
+  which nodes are unhealthy and why; its ``update`` plan replaces a worker, its
+  ``repair`` plan (when it has one) a master.
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ class HealthMonitor:
                     log.exception("health: cannot describe cluster %s", c.uuid)
                     continue
                 rows.append(c)
+        # Clusters gone or busy (an operation runs) start their grace periods afresh.
+        self._since = {k: t for k, t in self._since.items() if k[0] in cluster_specs}
         by_provider: dict[str, list[m.Cluster]] = defaultdict(list)
         for c in rows:
             by_provider[c.provider].append(c)
