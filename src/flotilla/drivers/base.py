@@ -32,7 +32,9 @@ from flotilla.domain import (
 )
 from flotilla.drivers.coe.native import ClientConfigRequest, NativeConfig
 
-OpKind = Literal["create", "update", "delete", "rotate_ca", "upgrade"]
+#: ``repair``: replace the one node in ``ClusterSpec.nodes_to_remove`` by the new name in
+#: its group's ``names`` (auto-healing a master); an empty plan means the driver cannot.
+OpKind = Literal["create", "update", "delete", "rotate_ca", "upgrade", "repair"]
 
 #: Capability names providers report and COE drivers require.
 CAP_CONTAINERS_AS_NODES = "containers_as_nodes"

@@ -334,13 +334,17 @@ def _check_quota(session: Session, ctx: RequestContext, limits: Limits) -> None:
 
 
 def _start_update(
-    session: Session, ctx: RequestContext, cluster: m.Cluster, allowed: frozenset[Status]
+    session: Session,
+    ctx: RequestContext,
+    cluster: m.Cluster,
+    allowed: frozenset[Status],
+    reason: str | None = None,
 ) -> None:
     if Status(cluster.status) not in allowed:
         raise InvalidTransition(
             f'Updating a cluster when status is "{cluster.status}" is not supported. {_what_to_do(cluster)}'
         )
-    operations.transition(session, cluster, Event.UPDATE_REQUESTED, None)
+    operations.transition(session, cluster, Event.UPDATE_REQUESTED, reason)
 
 
 def _what_to_do(cluster: m.Cluster) -> str:
@@ -374,8 +378,13 @@ def scale(
     version_minor: int,
     resize: bool,
     limits: Limits,
+    repair: str | None = None,
 ) -> m.Operation | None:
-    """Change a worker nodegroup's size. Returns the operation, or None for a no-op."""
+    """Change a worker nodegroup's size. Returns the operation, or None for a no-op.
+
+    ``repair``: why the service itself replaces ``nodes_to_remove`` (auto-healing); it is
+    the update event's reason and, as the operation's ``params["reason"]``, prefixes the
+    progress in ``status_reason`` and the final reason."""
     _policy(ctx, "cluster", "resize" if resize else "update")
     _check_size(limits, _count(session, cluster, "master"), node_count)
     if node_count < 0:
@@ -410,8 +419,10 @@ def scale(
     retry = resize and cluster.status == Status.UPDATE_FAILED.value  # resize is allowed from UPDATE_FAILED
     if node_count == ng.node_count and not remove and not retry:
         return None
-    _start_update(session, ctx, cluster, lifecycle.RESIZABLE if resize else lifecycle.UPDATABLE)
     names = worker_names(node_prefix(cluster.name or "cluster", cluster.uuid), current, node_count, remove)
+    added = [n for n in names if n not in current]
+    purpose = f"{repair} with {', '.join(added)}" if repair and added else repair
+    _start_update(session, ctx, cluster, lifecycle.RESIZABLE if resize else lifecycle.UPDATABLE, purpose)
     previous = ng.node_count
     ng.node_count = node_count
     # ng.node_names stays the committed membership; the operation carries the target and
@@ -422,7 +433,7 @@ def scale(
     return operations.enqueue(
         session, cluster, "update",
         params={"nodegroup": ng.uuid, "previous_node_count": previous, "previous_names": current,
-                "names": names, "nodes_to_remove": remove},
+                "names": names, "nodes_to_remove": remove, **({"reason": purpose} if purpose else {})},
         user_id=ctx.user_id, project_id=ctx.project_id,
     )  # fmt: skip
 

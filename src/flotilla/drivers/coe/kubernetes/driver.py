@@ -20,7 +20,7 @@ from flotilla.drivers.base import (
     Step,
     StepContext,
 )
-from flotilla.drivers.coe.kubernetes import apilb, client, health, labels, service_lb, steps
+from flotilla.drivers.coe.kubernetes import apilb, client, health, labels, repair, service_lb, steps
 from flotilla.drivers.coe.kubernetes.kubeapi import KubeApi
 from flotilla.drivers.coe.kubernetes.template import check_upgrade, validate_template
 from flotilla.drivers.coe.native import ClientConfigRequest, NativeConfig
@@ -64,6 +64,8 @@ class KubernetesCoe:
             return [Step("removing nodes and network", steps.delete_everything)]
         if kind == "upgrade":  # only to the version running (check_upgrade): nothing to change
             return []
+        if kind == "repair":  # a master of an HA control plane (workers: "update")
+            return repair.plan(spec)
         if kind == "rotate_ca":
             return [
                 Step("installing new certificates", steps.reinstall_certs),

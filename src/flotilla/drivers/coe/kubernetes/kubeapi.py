@@ -137,6 +137,14 @@ class KubeApi:
         r = self._c.post(f"/api/v1/namespaces/{namespace}/events", json=event)
         self._check(r, f"recording an event in {namespace}")
 
+    def delete_pod(self, namespace: str, pod: str, *, grace_seconds: int | None = None) -> None:
+        """Delete a pod (``grace_seconds=0``: at once, for a pod whose kubelet is gone and so
+        can never confirm it stopped); a missing pod counts as deleted."""
+        params = {"gracePeriodSeconds": str(grace_seconds)} if grace_seconds is not None else None
+        r = self._c.delete(f"/api/v1/namespaces/{namespace}/pods/{pod}", params=params)
+        if r.status_code != 404:
+            self._check(r, f"deleting pod {namespace}/{pod}")
+
     def delete_node(self, name: str) -> None:
         r = self._c.delete(f"/api/v1/nodes/{name}")
         if r.status_code != 404:
