@@ -13,6 +13,7 @@ from flotilla.domain import NodeInfo, TlsMaterial
 from flotilla.drivers.base import (
     CAP_CONTAINERS_AS_NODES,
     CAP_EXEC,
+    CAP_HOST_REACHABLE,
     ClusterSpec,
     Observation,
     OpKind,
@@ -90,9 +91,10 @@ class KubernetesCoe:
         client_tls: TlsMaterial | None,
         memo: MutableMapping[str, object],
     ) -> list[str]:
-        """Services of type LoadBalancer get provider balancers (``service_lb.py``). Nothing on
-        the fake provider: its nodes run no API server."""
-        if provider.name == "fake":
+        """Services of type LoadBalancer get provider balancers (``service_lb.py``). Nothing
+        where the conductor cannot reach the nodes' addresses (the fake provider's nodes run no
+        API server)."""
+        if CAP_HOST_REACHABLE not in provider.capabilities():
             return []
         nodes = provider.list_nodes(spec.uuid)
         # A running master's own API server: the balancer in front of several is not needed
