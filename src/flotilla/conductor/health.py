@@ -3,11 +3,13 @@ check per cluster (the COE driver's ``observe``), and self-healing.
 
 * ``health_status`` / ``health_status_reason`` are set for every settled cluster
   (HEALTHY, UNHEALTHY with per-node detail, or UNKNOWN when the check itself failed).
-* With the label ``auto_healing_enabled=true``, a worker that stays unhealthy past the
+* With the label ``auto_healing_enabled=true``, a node that stays unhealthy past the
   grace period is replaced through an ordinary update operation (visible reason,
-  one node at a time). When more than ``max_unhealthy_share`` of the nodes are
-  unhealthy at once the cluster is left alone and the reason says why: replacing
-  most of a cluster is more likely to hurt than help (a host problem, a bad image).
+  one node at a time); the rules, the blast-radius guard among them, are data in
+  ``flotilla.healing``. What auto-healing does or why it does not is shown under
+  ``health_status_reason["auto_healing"]``. COE-neutral: the driver's ``observe`` says
+  which nodes are unhealthy and why; its ``update`` plan replaces a worker, its
+  ``repair`` plan (when it has one) a master.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy import select
 
+from flotilla import healing
 from flotilla.certs.keys import SecretBox
 from flotilla.conductor.providers import ProviderPool
-from flotilla.context import SYSTEM
 from flotilla.db import models as m
 from flotilla.db.engine import Database
 from flotilla.domain import NodeInfo, TlsMaterial, VolumeUsage
@@ -30,8 +32,7 @@ from flotilla.drivers.base import ClusterSpec, Observation, Provider
 from flotilla.drivers.registry import CoeRegistry
 from flotilla.errors import FlotillaError
 from flotilla.lifecycle import Status
-from flotilla.services import certificates, cluster_reports, clusters, operations, specs
-from flotilla.services.commands import Resize
+from flotilla.services import certificates, cluster_reports, clusters, operations, repairs, specs
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,7 @@ FAILED = (Status.CREATE_FAILED.value, Status.UPDATE_FAILED.value)
 OBSERVED = SETTLED + FAILED
 
 
-@dataclass
-class HealthPolicy:
-    grace_seconds: float = 30.0
-    max_unhealthy_share: float = 0.5
+HealthPolicy = healing.HealPolicy  # the settings' defaults; labels may override per cluster
 
 
 @dataclass
@@ -73,7 +71,7 @@ class HealthMonitor:
     coes: CoeRegistry
     providers: ProviderPool
     policy: HealthPolicy = field(default_factory=HealthPolicy)
-    #: (cluster uuid, node name) -> monotonic time it was first seen unhealthy
+    #: (cluster uuid, node name) -> time (epoch seconds) it was first seen unhealthy
     _since: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def cycle(self) -> int:
@@ -88,6 +86,8 @@ class HealthMonitor:
                     log.exception("health: cannot describe cluster %s", c.uuid)
                     continue
                 rows.append(c)
+        # Clusters gone or busy (an operation runs) start their grace periods afresh.
+        self._since = {k: t for k, t in self._since.items() if k[0] in cluster_specs}
         by_provider: dict[str, list[m.Cluster]] = defaultdict(list)
         for c in rows:
             by_provider[c.provider].append(c)
@@ -105,11 +105,17 @@ class HealthMonitor:
             for c in members:
                 spec = cluster_specs[c.uuid]
                 obs = with_full_volumes(self._observe(spec, provider, nodes), full.get(c.uuid, []))
-                changed += self._save(c.uuid, obs)
+                decision = healing.Decision()
                 if obs.health == "UNHEALTHY" and c.status in SETTLED:
-                    self._maybe_heal(c, spec, obs)
+                    decision = self._decide(c, spec, obs)
                 else:
                     self._forget(c.uuid)
+                if decision.note:
+                    obs = Observation(obs.health, {**obs.reasons, healing.NOTE_KEY: decision.note},
+                                      obs.unhealthy_nodes)  # fmt: skip
+                changed += self._save(c.uuid, obs)
+                if decision.victim is not None:
+                    self._repair(c, spec, decision)
         return changed
 
     @staticmethod
@@ -146,40 +152,49 @@ class HealthMonitor:
         for key in [k for k in self._since if k[0] == cluster_uuid]:
             del self._since[key]
 
-    def _maybe_heal(self, cluster: m.Cluster, spec: ClusterSpec, obs: Observation) -> None:
-        now = time.monotonic()
-        bad = [n for n in obs.unhealthy_nodes if n in spec.worker.names]
+    def _decide(self, cluster: m.Cluster, spec: ClusterSpec, obs: Observation) -> healing.Decision:
+        now = time.time()
+        nodes = {*spec.master.names, *spec.worker.names}
+        bad = [n for n in obs.unhealthy_nodes if n in nodes]
         for name in bad:
             self._since.setdefault((cluster.uuid, name), now)
-        for key in [k for k in self._since if k[0] == cluster.uuid and k[1] not in obs.unhealthy_nodes]:
+        for key in [k for k in self._since if k[0] == cluster.uuid and k[1] not in bad]:
             del self._since[key]
-        if str((cluster.labels or {}).get("auto_healing_enabled", "false")).lower() != "true" or not bad:
-            return
-        total = len(spec.master.names) + len(spec.worker.names)
-        if len(obs.unhealthy_nodes) > self.policy.max_unhealthy_share * total:
-            self._note(cluster.uuid, obs, f"auto-healing paused: {len(obs.unhealthy_nodes)} of {total} nodes are "
-                       f"unhealthy (more than {self.policy.max_unhealthy_share:.0%}); check the host")  # fmt: skip
-            return
-        due = [n for n in bad if now - self._since[(cluster.uuid, n)] >= self.policy.grace_seconds]
-        if not due:
-            return
-        victim = due[0]  # one node at a time
+        if not healing.enabled(cluster.labels):
+            return healing.Decision()
+        return healing.decide(
+            healing.policy_for(cluster.labels, self.policy),
+            masters=spec.master.names, workers=spec.worker.names, unhealthy=bad, reasons=obs.reasons,
+            since={k[1]: t for k, t in self._since.items() if k[0] == cluster.uuid}, now=now,
+            repairable=self._repairable(spec),
+        )  # fmt: skip
+
+    def _repair(self, cluster: m.Cluster, spec: ClusterSpec, decision: healing.Decision) -> None:
+        """Replace one node through an ordinary operation (one at a time: none is started
+        while another operation runs)."""
+        victim = decision.victim
+        assert victim is not None
         with self.db.session() as s:
             row = s.scalars(select(m.Cluster).where(m.Cluster.uuid == cluster.uuid).with_for_update()).first()
             if row is None or row.status not in SETTLED or operations.active_for(s, row.uuid) is not None:
                 return
-            ng = clusters.default_group(s, row, "worker")
-            why = f"auto-healing: replacing {victim} ({obs.reasons.get(victim, 'unhealthy')})"
-            clusters.resize(
-                s, SYSTEM, row, Resize(ng.node_count, nodes_to_remove=(victim,), reason=why), coes=self.coes,
+            repairs.replace_node(
+                s, row, victim, decision.why, coes=self.coes,
                 limits=clusters.Limits.from_settings(self.providers.settings),
             )  # fmt: skip
         self._since.pop((cluster.uuid, victim), None)
-        log.warning("cluster %s: auto-healing replaces %s", cluster.uuid, victim)
+        log.warning("cluster %s: auto-healing replaces %s (%s)", cluster.uuid, victim, decision.why)
 
-    def _note(self, cluster_uuid: str, obs: Observation, text: str) -> None:
-        with self.db.session() as s:
-            cluster_reports.note_health(s, cluster_uuid, {**obs.reasons, "auto_healing": text})
+    def _repairable(self, spec: ClusterSpec) -> frozenset[str]:
+        """Workers always (every COE plans the resize that replaces one); masters when the
+        COE driver plans a ``repair`` of one (e.g. Kubernetes with several masters)."""
+        driver = self.coes.get(spec.coe)
+        roles = {"worker"}
+        if driver is not None and spec.master.names:
+            probe = replace(spec, nodes_to_remove=(spec.master.names[0],))
+            if driver.plan("repair", probe):
+                roles.add("master")
+        return frozenset(roles)
 
 
 def with_full_volumes(obs: Observation, full: Sequence[VolumeUsage]) -> Observation:

@@ -164,6 +164,9 @@ class OpRunner:
             renewer.join(timeout=5)
 
     def _fail(self, op: m.Operation, reason: str) -> None:
+        purpose = operations.purpose_of(op)
+        if purpose:  # an auto-healing that failed says what it was replacing
+            reason = f"{purpose}; {reason}"
         log.warning("cluster %s: %s failed: %s", op.cluster_id, op.kind, reason)
         with self.db.session() as s:
             operations.finish(s, op, self.owner, failed_reason=reason)
@@ -183,7 +186,7 @@ class OpRunner:
             if op.deadline is not None and utcnow() > op.deadline:
                 self._fail(op, f"Timed out at step {index + 1}/{total} ({step.name}).")
                 return
-            self._step = operations.Progress(index + 1, total, step.name)
+            self._step = operations.Progress(index + 1, total, step.name, purpose=operations.purpose_of(op))
             # One transaction per step boundary: "steps before this one are done, this one runs".
             with self.db.session() as s:
                 if not operations.checkpoint(

@@ -237,6 +237,9 @@ class Progress:
     total: int
     name: str
     detail: str | None = None
+    #: Why the operation runs when the service started it on its own (auto-healing:
+    #: ``"auto-healing: replacing c-node-1 (node missing) with c-node-2"``).
+    purpose: str | None = None
 
     @property
     def label(self) -> str:
@@ -245,8 +248,10 @@ class Progress:
 
     @property
     def text(self) -> str:
-        """``"3/7 joining workers (2 of 5)"``: how Magnum's ``status_reason`` shows it."""
-        return f"{self.step}/{self.total} {self.label}"
+        """``"3/7 joining workers (2 of 5)"``: how Magnum's ``status_reason`` shows it (after
+        the operation's purpose, when it has one)."""
+        text = f"{self.step}/{self.total} {self.label}"
+        return f"{self.purpose}; {text}" if self.purpose else text
 
 
 def record_progress(session: Session, op_id: int, cluster_uuid: str, progress: Progress) -> None:
@@ -267,7 +272,13 @@ def progress_of(session: Session, cluster_uuid: str) -> Progress | None:
     if op is None or op.state != "running" or not op.step_count:
         return None
     step = min(op.step_index + 1, op.step_count)
-    return Progress(step, op.step_count, op.step_name or "", op.detail)
+    return Progress(step, op.step_count, op.step_name or "", op.detail, purpose_of(op))
+
+
+def purpose_of(op: m.Operation) -> str | None:
+    """Why the service started ``op`` by itself (``params["reason"]``), else None."""
+    reason = (op.params or {}).get("reason")
+    return str(reason) if reason else None
 
 
 def set_progress(session: Session, cluster_uuid: str, text: str) -> None:
@@ -347,6 +358,9 @@ def _done_reason(session: Session, op: m.Operation, cluster: m.Cluster, now: dat
     node``; Kubernetes nodes: ``container storage: containerd's overlayfs snapshotter ...``)."""
     started = op.started_at or op.created_at
     text = f"{op.kind} completed in {(now - started).total_seconds():.1f} s"
+    purpose = purpose_of(op)
+    if purpose:
+        return f"{purpose}; {text}"
     if op.kind != "create":
         return text
     template = session.execute(
@@ -381,10 +395,10 @@ def _restore_counts_on_failure(session: Session, cluster: m.Cluster, op: m.Opera
 
 
 def _commit_members(session: Session, op: m.Operation) -> None:
-    """A successful scale makes its target the nodegroup's recorded members."""
+    """A successful scale (or node replacement) makes its target the nodegroup's recorded members."""
     params = op.params or {}
     group, names = params.get("nodegroup"), params.get("names")
-    if op.kind != "update" or group is None or names is None:
+    if op.kind not in ("update", "repair") or group is None or names is None:
         return
     session.execute(update(m.NodeGroup).where(m.NodeGroup.uuid == group).values(node_names=list(names)))
 

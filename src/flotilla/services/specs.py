@@ -22,8 +22,8 @@ def build(session: Session, cluster: m.Cluster, op: m.Operation | None = None) -
         names = tuple(ng.node_names or ())
         if role == "worker":
             committed = names
-            if params.get("nodegroup") == ng.uuid and params.get("names") is not None:
-                names = tuple(params["names"])  # the operation's target membership
+        if params.get("nodegroup") == ng.uuid and params.get("names") is not None:
+            names = tuple(params["names"])  # the operation's target membership
         flavor = catalog.flavor_spec(catalog.find_flavor(session, ng.flavor_id or "m1.small"))
         groups[role] = NodeGroupSpec(
             name=ng.name,

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from flotilla import healing
 from flotilla.errors import Invalid
 
 COES: tuple[str, ...] = ("kubernetes", "swarm", "swarm-mode", "mesos", "docker")
@@ -219,6 +220,7 @@ def check_labels(labels: Mapping[str, Any] | None, limits: LabelLimits | None = 
         v = labels.get(key)
         if v is not None and not str(v).isdigit():
             raise Invalid(f"Invalid label {key}={v}: expected a non-negative integer.")
+    healing.check_labels(labels)
 
 
 def check_dns(value: str, *, single: bool) -> None:

@@ -54,6 +54,9 @@ class NodePlan:
     name: str
     role: str  # master | worker
     address: str
+    #: A master joining a running control plane (a replacement): its etcd member was added
+    #: first and starts with ``--initial-cluster-state=existing``.
+    joining: bool = False
 
 
 def supervisor_script() -> bytes:
@@ -226,7 +229,7 @@ def master_services(
             f"--listen-client-urls=https://127.0.0.1:2379,https://{ip}:2379",
             f"--advertise-client-urls=https://{ip}:2379", f"--listen-peer-urls=https://{ip}:2380",
             f"--initial-advertise-peer-urls=https://{ip}:2380", f"--initial-cluster={etcd_peers}",
-            "--initial-cluster-state=new", "--client-cert-auth=true", f"--trusted-ca-file={PKI}/ca.crt",
+            f"--initial-cluster-state={'existing' if node.joining else 'new'}", "--client-cert-auth=true", f"--trusted-ca-file={PKI}/ca.crt",
             f"--cert-file={PKI}/etcd.crt", f"--key-file={PKI}/etcd.key", "--peer-client-cert-auth=true",
             f"--peer-trusted-ca-file={PKI}/ca.crt", f"--peer-cert-file={PKI}/etcd.crt",
             f"--peer-key-file={PKI}/etcd.key", "--snapshot-count=10000", "--log-level=warn",

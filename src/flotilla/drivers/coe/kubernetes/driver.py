@@ -7,19 +7,22 @@ cache); TLS everywhere from the cluster's CA held by Flotilla."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 
-from flotilla.domain import NodeInfo
+from flotilla.domain import NodeInfo, TlsMaterial
 from flotilla.drivers.base import (
     CAP_CONTAINERS_AS_NODES,
     CAP_EXEC,
+    CAP_HOST_REACHABLE,
     ClusterSpec,
     Observation,
     OpKind,
+    Provider,
     Step,
     StepContext,
 )
-from flotilla.drivers.coe.kubernetes import client, health, labels, steps
+from flotilla.drivers.coe.kubernetes import apilb, client, health, labels, repair, service_lb, steps
+from flotilla.drivers.coe.kubernetes.kubeapi import KubeApi
 from flotilla.drivers.coe.kubernetes.template import check_upgrade, validate_template
 from flotilla.drivers.coe.native import ClientConfigRequest, NativeConfig
 
@@ -62,6 +65,8 @@ class KubernetesCoe:
             return [Step("removing nodes and network", steps.delete_everything)]
         if kind == "upgrade":  # only to the version running (check_upgrade): nothing to change
             return []
+        if kind == "repair":  # a master of an HA control plane (workers: "update")
+            return repair.plan(spec)
         if kind == "rotate_ca":
             return [
                 Step("installing new certificates", steps.reinstall_certs),
@@ -78,3 +83,27 @@ class KubernetesCoe:
 
     def client_config(self, request: ClientConfigRequest) -> NativeConfig:
         return client.client_config(request)
+
+    def sync_service_load_balancers(
+        self,
+        spec: ClusterSpec,
+        provider: Provider,
+        client_tls: TlsMaterial | None,
+        memo: MutableMapping[str, object],
+    ) -> list[str]:
+        """Services of type LoadBalancer get provider balancers (``service_lb.py``). Nothing
+        where the conductor cannot reach the nodes' addresses (the fake provider's nodes run no
+        API server)."""
+        if CAP_HOST_REACHABLE not in provider.capabilities():
+            return []
+        nodes = provider.list_nodes(spec.uuid)
+        # A running master's own API server: the balancer in front of several is not needed
+        # for a controller that runs next to the cluster network.
+        urls = list(apilb.master_urls(spec, {n.name: n for n in nodes}).values())
+        if not urls:
+            raise RuntimeError("no master is running")
+        with KubeApi(urls[0], client_tls, timeout=3.0) as api:
+            return service_lb.reconcile(spec, provider, api, memo, nodes)
+
+    def delete_service_load_balancers(self, spec: ClusterSpec, provider: Provider) -> list[str]:
+        return service_lb.delete_all(spec, provider)

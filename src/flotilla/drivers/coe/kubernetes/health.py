@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from flotilla.domain import NodeInfo
-from flotilla.drivers.base import ClusterSpec, Observation, StepContext
+from flotilla.drivers.base import CAP_HOST_REACHABLE, ClusterSpec, Observation, StepContext
 
 from . import apilb
 from .kubeapi import ApiFailed, Errors, KubeApi, node_name, node_ready
@@ -50,7 +50,7 @@ def observe(spec: ClusterSpec, nodes: Sequence[NodeInfo], ctx: StepContext) -> O
     except RuntimeError as exc:
         reasons["api"] = f"no API endpoint: {exc}"
         return _unhealthy(reasons)
-    if ctx.provider.name == "fake":  # fake nodes run nothing: their container state is all there is
+    if CAP_HOST_REACHABLE not in ctx.provider.capabilities():  # no API to ask: node states are all
         return _unhealthy(reasons) if reasons else Observation("HEALTHY", {})
     with KubeApi(server, ctx.client_tls(), timeout=PROBE_TIMEOUT) as k:
         ok, detail = k.readyz()

@@ -14,7 +14,7 @@ from flotilla.drivers.base import ClusterSpec, NodeGroupSpec, StepContext
 from flotilla.drivers.coe import dockerhost
 from flotilla.drivers.coe.parallel import run_parallel
 
-from . import addons, apilb, bootstrap
+from . import addons, apilb, bootstrap, service_lb
 from .artifacts import NODE_DIR
 from .bootstrap import CONTROL_PLANE_TAINT, NodePlan
 from .kubeapi import Errors, KubeApi, node_name, node_ready
@@ -293,41 +293,61 @@ def _evictable(pod: Mapping[str, Any]) -> bool:
 def remove_workers(ctx: StepContext) -> None:
     """Drain (cordon, evict), then delete the Node objects and the nodes: every worker the
     provider runs or the API server lists that is not desired (a Node object whose node is
-    already gone, after an interrupted scale-in, is deleted too)."""
+    already gone, after an interrupted scale-in or because its container died, is deleted
+    too). A node whose kubelet is gone (NotReady, or its container not running) cannot
+    drain: its pods are deleted at once instead of evicted, so their controllers recreate
+    them on the nodes left without waiting for a kubelet that will not answer."""
     spec = ctx.spec
     desired = {*spec.master.names, *spec.worker.names}
-    present = {n.name for n in ctx.provider.list_nodes(spec.uuid) if n.role == "worker"}
+    workers = {n.name: n for n in ctx.provider.list_nodes(spec.uuid) if n.role == "worker"}
+    present = set(workers)
     surplus_nodes = sorted(present - desired)
     with api(ctx) as k:
-        registered = {node_name(n) for n in k.nodes()}
-        stale = sorted(registered - desired)
-        draining = [n for n in stale if n in present]
+        listed = {node_name(n): n for n in k.nodes()}
+        stale = sorted(set(listed) - desired)
         if not surplus_nodes and not stale:
             return
-        for name in draining:
+        dead = [n for n in stale if workers.get(n) is None or workers[n].state != "running"
+                or not node_ready(listed[n])[0]]  # fmt: skip
+        draining = [n for n in stale if n in present and n not in dead]
+        for name in [*draining, *(n for n in dead if n in present)]:
             k.patch_node(name, {"spec": {"unschedulable": True}})
-        deadline = time.monotonic() + DRAIN_GRACE
-        while draining:
-            pods = [p for n in draining for p in k.pods_on(n) if _evictable(p)]
-            if not pods:
-                break
-            for p in pods:
+        _drain(ctx, k, draining)
+        for name in dead:
+            for p in k.pods_on(name):
                 meta = p["metadata"]
-                if not meta.get("deletionTimestamp"):
-                    k.evict(meta["namespace"], meta["name"])
-            if time.monotonic() > deadline:
-                break
-            ctx.progress(f"draining: {len(pods)} pod(s) still on {', '.join(draining)}")
-            time.sleep(0.3)
+                k.delete_pod(meta["namespace"], meta["name"], grace_seconds=0)
         for name in stale:
             k.delete_node(name)
     _parallel(surplus_nodes, lambda n: ctx.provider.delete_node(spec.uuid, n), ctx, "removing workers")
 
 
+def _drain(ctx: StepContext, k: KubeApi, draining: Sequence[str]) -> None:
+    """Evict what ``kubectl drain`` evicts from ``draining`` and wait (up to DRAIN_GRACE)
+    for the pods to go."""
+    deadline = time.monotonic() + DRAIN_GRACE
+    while draining:
+        pods = [p for n in draining for p in k.pods_on(n) if _evictable(p)]
+        if not pods:
+            break
+        for p in pods:
+            meta = p["metadata"]
+            if not meta.get("deletionTimestamp"):
+                k.evict(meta["namespace"], meta["name"])
+        if time.monotonic() > deadline:
+            break
+        ctx.progress(f"draining: {len(pods)} pod(s) still on {', '.join(draining)}")
+        time.sleep(0.3)
+
+
 def delete_everything(ctx: StepContext) -> None:
-    """Remove the API load balancer, then every node at once (each is independent: its
-    container, volume, files), then the network, then sweep anything still labelled."""
+    """Remove the services' balancers and the API load balancer, then every node at once
+    (each is independent: its container, volume, files), then the network, then sweep
+    anything still labelled."""
     spec = ctx.spec
+    # Services' balancers by name (on a cloud they are not nodes; locally the node removal
+    # below would find them too).
+    service_lb.delete_all(spec, ctx.provider)
     if lb_enabled(spec):
         apilb.delete(ctx)
     nodes = sorted(n.name for n in ctx.provider.list_nodes(spec.uuid))
