@@ -177,15 +177,9 @@ def _log_tail(ctx: StepContext, node: str, service: str, lines: int = 8) -> str:
     return (r.stdout or r.stderr).strip()[-1200:]
 
 
-def wait_api(ctx: StepContext, timeout: float = API_TIMEOUT) -> None:
-    """Wait for the API through its endpoint and, with several masters, for every master's
-    own API server (so each is a working member behind the balancer before the cluster is
-    declared created)."""
+def _wait_ready(ctx: StepContext, urls: Mapping[str, str], timeout: float) -> None:
+    """Poll ``/readyz`` of each ``{master or "": url}`` until all answer ready."""
     started = time.monotonic()
-    infos = _nodes(ctx)
-    urls = {"": endpoint(ctx, infos)}
-    if len(ctx.spec.master.names) > 1:
-        urls |= apilb.master_urls(ctx.spec, infos)
     clients = {who: KubeApi(url, ctx.client_tls(), timeout=3.0) for who, url in urls.items()}
     try:
         while True:
@@ -209,6 +203,19 @@ def wait_api(ctx: StepContext, timeout: float = API_TIMEOUT) -> None:
     finally:
         for k in clients.values():
             k.close()
+
+
+def wait_api(ctx: StepContext, timeout: float = API_TIMEOUT) -> None:
+    """Wait for the API through its endpoint (with several masters: the first API server
+    behind the balancer; the others are waited for with the kubelets, see wait_masters)."""
+    _wait_ready(ctx, {"": endpoint(ctx)}, timeout)
+
+
+def wait_masters(ctx: StepContext, timeout: float = API_TIMEOUT) -> None:
+    """With several masters, every master's own API server ready: each one is a working
+    member behind the balancer before the operation ends."""
+    if len(ctx.spec.master.names) > 1:
+        _wait_ready(ctx, apilb.master_urls(ctx.spec, _nodes(ctx)), timeout)
 
 
 def install_addons(ctx: StepContext) -> None:
@@ -249,6 +256,7 @@ def wait_nodes(ctx: StepContext, timeout: float = NODES_TIMEOUT) -> None:
                 )
             ctx.progress(f"waiting for kubelets ({len(ready)} of {len(wanted)} Ready)")
             time.sleep(0.1)
+    wait_masters(ctx)
     infos = _nodes(ctx)
     any_node = nodes[wanted[0]]
     info = (any_node.get("status") or {}).get("nodeInfo") or {}
