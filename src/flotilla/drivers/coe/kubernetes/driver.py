@@ -19,7 +19,7 @@ from flotilla.drivers.base import (
     Step,
     StepContext,
 )
-from flotilla.drivers.coe.kubernetes import client, health, labels, steps
+from flotilla.drivers.coe.kubernetes import client, health, labels, rotation, steps
 from flotilla.drivers.coe.kubernetes.template import validate_template
 from flotilla.drivers.coe.native import ClientConfigRequest, NativeConfig
 
@@ -56,10 +56,11 @@ class KubernetesCoe:
             ]
         if kind == "delete":
             return [Step("removing nodes and network", steps.delete_everything)]
-        if kind == "rotate_ca":
+        if kind == "rotate_ca":  # phases: rotation.py (the conductor makes the new CA first)
             return [
-                Step("installing new certificates", steps.reinstall_certs),
-                Step("waiting for the API server", steps.wait_api),
+                Step("rotation 1/3: trusting old and new CA", rotation.trust_both),
+                Step("rotation 2/3: certificates from the new CA", rotation.reissue),
+                Step("rotation 3/3: trusting the new CA only", rotation.trust_new_only),
                 Step("waiting for kubelets", steps.wait_nodes),
             ]
         return []

@@ -330,24 +330,3 @@ def remove_workers(ctx: StepContext) -> None:
 
 def delete_everything(ctx: StepContext) -> None:
     dockerhost.delete_everything(ctx)
-
-
-# ---- CA rotation -------------------------------------------------------------------------
-
-
-def reinstall_certs(ctx: StepContext) -> None:
-    """New certificates (from the new CA) on every node, then restart the nodes."""
-    spec = ctx.spec
-    infos = _nodes(ctx)
-    masters = _plans(ctx, infos, spec.master.names, "master")
-    server = endpoint(spec, infos)
-    api_ips = [server.removeprefix("https://").rsplit(":", 1)[0]]
-    fl = flannel(spec)
-
-    def one(name: str) -> None:
-        info = infos[name]
-        plan = NodePlan(name, _group(spec, name).role, info.address or "")
-        ctx.provider.put_files(info, bootstrap.address_files(ctx, plan, masters, server, fl, api_ips))
-        ctx.provider.restart_node(info)
-
-    _parallel([*spec.master.names, *spec.worker.names], one, ctx, "certificates installed")
