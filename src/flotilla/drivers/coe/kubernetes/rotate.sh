@@ -12,6 +12,8 @@
 # Exits non-zero with the reason and the service's log tail when a service does not come
 # back within $TIMEOUT seconds.
 set -u
+# The node supervisor's PATH (an exec into the node does not inherit it).
+export PATH="/opt/flotilla/kube/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PKI=/etc/kubernetes/pki
 SERVICES=/etc/flotilla/services
 LOGS=/var/log/flotilla

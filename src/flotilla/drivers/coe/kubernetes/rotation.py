@@ -107,46 +107,52 @@ def _run(ctx: StepContext, node: NodeInfo, *args: str) -> None:
         raise RuntimeError(f"{node.name}: {(r.stderr or r.stdout).strip()[-600:]}")
 
 
-def restart_master(ctx: StepContext, node: NodeInfo, phase: str) -> None:
-    for what, args in (
-        ("etcd", ("restart", "etcd")),
-        ("kube-apiserver (handed over)", ("handoff",)),
-        ("controller-manager and scheduler", ("restart", "kube-controller-manager", "kube-scheduler")),
-        ("kubelet, kube-proxy, flanneld", ("restart", *NODE_SERVICES)),
-    ):
-        ctx.progress(f"{phase}: {node.name}: restarting {what}")
-        _run(ctx, node, *args)
+#: Clients of the API server (restarting them leaves the API and running pods alone).
+MASTER_CLIENTS = ("kube-controller-manager", "kube-scheduler", *NODE_SERVICES)
 
 
-def roll(ctx: StepContext, phase: str, reads: Sequence[str], render: Render) -> None:
-    """Write each node's files (``render``), then restart its components: masters one
-    after another, then the workers in parallel."""
+def restart_servers(ctx: StepContext, node: NodeInfo, phase: str) -> None:
+    """etcd, then the API server handed over (no gap): one at a time."""
+    ctx.progress(f"{phase}: {node.name}: restarting etcd")
+    _run(ctx, node, "restart", "etcd")
+    ctx.progress(f"{phase}: {node.name}: handing over kube-apiserver")
+    _run(ctx, node, "handoff")
+
+
+def roll(ctx: StepContext, phase: str, reads: Sequence[str], render: Render, *, clients_first: bool) -> None:
+    """Write every node's files (``render``), then restart: the masters' etcd and API
+    server one master after another, and the clients (controller-manager, scheduler,
+    kubelets, kube-proxies, flannels: node by node in parallel) before them when
+    ``clients_first`` (phase 1: they must trust the new CA before any server presents a
+    certificate from it), else after them."""
     spec = ctx.spec
     infos = steps._nodes(ctx)
     masters = steps._plans(ctx, infos, spec.master.names, "master")
     workers = steps._plans(ctx, infos, spec.worker.names, "worker")
+    plans = {p.name: p for p in (*masters, *workers)}
 
-    def files_for(plan: NodePlan) -> Files:
-        info = infos[plan.name]
+    def write(name: str) -> None:
+        plan, info = plans[name], infos[name]
         crt = f"{PKI}/apiserver.crt"
         held = _read(ctx, info, [*reads, crt] if plan.role == "master" else reads)
         files = render(ctx, info, plan, held)
         current = files.get(crt) or held.get(crt)
         if plan.role == "master" and current:
             files.update(handoff_cert(ctx, current))
-        return {SCRIPT: script(), **files}
+        ctx.provider.put_files(info, {SCRIPT: script(), **files})
 
+    def clients(name: str) -> None:
+        _run(
+            ctx, infos[name], "restart", *(MASTER_CLIENTS if plans[name].role == "master" else NODE_SERVICES)
+        )
+
+    run_parallel(list(plans), write, ctx, f"{phase}: files written")
+    if clients_first:
+        run_parallel(list(plans), clients, ctx, f"{phase}: clients restarted")
     for plan in masters:
-        ctx.progress(f"{phase}: {plan.name}: writing files")
-        ctx.provider.put_files(infos[plan.name], files_for(plan))
-        restart_master(ctx, infos[plan.name], phase)
-
-    def worker(name: str) -> None:
-        plan = next(p for p in workers if p.name == name)
-        ctx.provider.put_files(infos[name], files_for(plan))
-        _run(ctx, infos[name], "restart", *NODE_SERVICES)
-
-    run_parallel([p.name for p in workers], worker, ctx, f"{phase}: workers restarted")
+        restart_servers(ctx, infos[plan.name], phase)
+    if not clients_first:
+        run_parallel(list(plans), clients, ctx, f"{phase}: clients restarted")
 
 
 def _retrust(ctx: StepContext, node: NodeInfo, plan: NodePlan, held: Files) -> Files:
@@ -156,7 +162,7 @@ def _retrust(ctx: StepContext, node: NodeInfo, plan: NodePlan, held: Files) -> F
 
 def trust_both(ctx: StepContext) -> None:
     """Phase 1: the bundle (old + new CA) everywhere, components restarted."""
-    roll(ctx, "trusting old and new CA", KUBECONFIGS, _retrust)
+    roll(ctx, "trusting old and new CA", KUBECONFIGS, _retrust, clients_first=True)
 
 
 def reissue(ctx: StepContext) -> None:
@@ -174,13 +180,13 @@ def reissue(ctx: StepContext) -> None:
         files.pop(bootstrap.MARKER, None)  # the supervisor is past it
         return with_trust(files, bundle)
 
-    roll(ctx, "new certificates", (), render)
+    roll(ctx, "new certificates", (), render, clients_first=False)
 
 
 def trust_new_only(ctx: StepContext) -> None:
     """Phase 3: the old CA retired; trust narrowed to the new CA; CoreDNS rolled."""
     ctx.retire_previous_ca()
-    roll(ctx, "trusting the new CA only", KUBECONFIGS, _retrust)
+    roll(ctx, "trusting the new CA only", KUBECONFIGS, _retrust, clients_first=False)
     restart_coredns(ctx)
 
 
