@@ -24,6 +24,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.pool import NullPool
 
+import kube_cache
 from flotilla.api.app import create_app
 from flotilla.db import migrate
 from flotilla.db.models import Base
@@ -201,3 +202,20 @@ def register_image(api: TestClient, tokens: dict[str, str]) -> Callable[..., dic
         return image
 
     return register
+
+
+# Tests marked ``kube`` need the real Kubernetes build. scripts/test.sh runs that build (about
+# 40 min cold on 2 cores) in the background next to the other tests, so these run last and
+# wait for it before any of their fixtures start.
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    kube = [item for item in items if item.get_closest_marker("kube")]
+    if kube:
+        items[:] = [item for item in items if not item.get_closest_marker("kube")] + kube
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("kube"):
+        why = kube_cache.wait_for_build()
+        if why:
+            pytest.fail(why, pytrace=False)

@@ -8,6 +8,9 @@ on the Go build; tests that run real nodes use the real cache.
 
 from __future__ import annotations
 
+import os
+import sys
+import time
 from pathlib import Path
 
 from flotilla.drivers.coe.kubernetes import labels
@@ -37,3 +40,44 @@ def version_of(env: dict[str, str]) -> str:
     version = labels.built_kube_version(Path(env[labels.CACHE_ENV]))
     assert version is not None, env
     return version
+
+
+#: Set by scripts/test.sh when it runs ``scripts/build-kube.sh`` next to the tests: the file
+#: the background build writes its exit status to when it ends (absent while it runs).
+BUILD_RC_ENV = "FLOTILLA_KUBE_BUILD_RC"
+#: The background build's log (its tail is shown when the build failed).
+BUILD_LOG_ENV = "FLOTILLA_KUBE_BUILD_LOG"
+#: How long a test that needs the real build waits for it (a cold build is ~40 min on 2 cores).
+BUILD_WAIT_S = 75 * 60
+
+_waited: str | None = None
+
+
+def wait_for_build() -> str | None:
+    """Block until the background Kubernetes build (if scripts/test.sh started one) ends.
+
+    Returns None when the build is there, else why not (the failed build's log tail). Without
+    a background build (a plain pytest run), returns at once: the tests check the cache."""
+    global _waited
+    rc_path = os.environ.get(BUILD_RC_ENV)
+    if not rc_path:
+        return None
+    if _waited is not None:
+        return _waited or None
+    rc_file = Path(rc_path)
+    deadline = time.monotonic() + BUILD_WAIT_S
+    if not rc_file.exists():
+        sys.stderr.write("\n[kube] waiting for the background Kubernetes build (scripts/build-kube.sh)\n")
+    while not rc_file.exists():
+        if time.monotonic() > deadline:
+            _waited = f"the Kubernetes build did not end within {BUILD_WAIT_S // 60} min"
+            return _waited
+        time.sleep(5)
+    rc = rc_file.read_text().strip()
+    if rc == "0":
+        _waited = ""
+        return None
+    log = Path(os.environ.get(BUILD_LOG_ENV, "/nonexistent"))
+    tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:]) if log.exists() else "(no log)"
+    _waited = f"scripts/build-kube.sh failed (exit {rc}):\n{tail}"
+    return _waited

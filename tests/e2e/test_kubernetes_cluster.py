@@ -24,7 +24,7 @@ from flotilla.certs.authority import generate_csr
 from flotilla.drivers.coe.kubernetes import artifacts
 from flotilla.drivers.providers.local import Engine, LocalProvider, leaks
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.kube]
 
 KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
 

@@ -86,3 +86,4 @@ def test_haproxy_configuration_has_one_frontend_per_listener() -> None:
         "bind :6443" in cfg and "server m0 10.0.0.10:6443 check" in cfg and "server m1 10.0.0.11:6443" in cfg
     )
     assert "bind :8443" in cfg and "backend b8443" in cfg and ":443" not in cfg  # no members yet
+    assert "option redispatch" in cfg  # a connection to a member that just died is retried on another

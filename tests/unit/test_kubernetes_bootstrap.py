@@ -161,14 +161,7 @@ def test_tls_disabled_serves_plain_http_with_full_rights() -> None:
     assert b"--authorization-mode=Node,RBAC" in off[f"{bootstrap.SERVICES}/kube-apiserver"]
     files = bootstrap.address_files(Ctx(spec), master, [master], "https://172.29.1.10:6443", fl)  # type: ignore[arg-type]
     assert _subject(files[f"{bootstrap.PKI}/insecure-port.crt"])[1] == ["system:masters"]
-    from flotilla.domain import NodeInfo
-    from flotilla.drivers.coe.kubernetes import steps
-
-    infos = {"k-master-0": NodeInfo("u1", "k-master-0", "master", "172.29.1.10", "running")}
-    assert steps.user_address(spec, infos) == "http://172.29.1.10:8080"
-    assert steps.user_address(_spec(), infos) == "https://172.29.1.10:6443"
-    cfg = steps.haproxy_cfg([master], (6443, 8080)).decode()
-    assert "bind :8080" in cfg and "server k-master-0 172.29.1.10:8080" in cfg
+    assert f"{bootstrap.KUBE}/controller-manager.kubeconfig" in files
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ from flotilla.domain import (
 )
 from flotilla.drivers.coe.native import ClientConfigRequest, NativeConfig
 
-OpKind = Literal["create", "update", "delete", "rotate_ca"]
+OpKind = Literal["create", "update", "delete", "rotate_ca", "upgrade"]
 
 #: Capability names providers report and COE drivers require.
 CAP_CONTAINERS_AS_NODES = "containers_as_nodes"
@@ -273,4 +273,16 @@ class CoeDriver(Protocol):
     def client_config(self, request: ClientConfigRequest) -> NativeConfig:
         """The native client's configuration (files + environment) for ``cluster-config``,
         ``bay-config`` and the dashboard's bundle. Pure: callers write the files."""
+        ...
+
+
+@runtime_checkable
+class Upgradable(Protocol):
+    """A COE driver that takes ``actions/upgrade`` (API 1.8): moving a cluster to another
+    template. Drivers without this method refuse upgrades with a 400."""
+
+    def check_upgrade(self, current: Mapping[str, object], target: Mapping[str, object]) -> None:
+        """Raise ``errors.Invalid`` when a cluster cannot move from ``current`` to ``target``
+        (writable template views; ``current["labels"]`` are the cluster's own labels).
+        On success the ``upgrade`` operation's plan does what the move needs."""
         ...

@@ -23,7 +23,7 @@ from flotilla.api.v1.render import iso, links, next_link
 from flotilla.db import models as m
 from flotilla.errors import Invalid, NotAcceptable
 from flotilla.lifecycle import FAILED
-from flotilla.services import clusters
+from flotilla.services import clusters, upgrades
 from flotilla.services.clusters import ClusterView
 
 INT32 = 2**31 - 1
@@ -278,10 +278,27 @@ def make_router(view: ClusterView) -> APIRouter:
                 raise NotAcceptable("")
             if version.minor < 8:
                 raise Invalid("Cluster upgrade is not supported in the provided microversion.")
-            with rt.db.reader() as s:
-                row = clusters.get(s, ctx, ident, view)  # 404 for other projects, like every action
-                clusters.check_write(ctx, row, "upgrade")
-            raise Invalid("Cluster upgrade is not supported by the enabled drivers yet.")
+            v = parse_body(
+                body,
+                (Field("cluster_template", mandatory=True, min_len=1, max_len=255),
+                 Field("max_batch_size", "int", minimum=1, maximum=INT32), Field("nodegroup", min_len=1, max_len=255)),
+                argument="cluster upgrade",
+            )  # fmt: skip
+            with rt.db.session() as s:
+                row = clusters.get(
+                    s, ctx, ident, view, for_update=True
+                )  # 404 for other projects, like every action
+                upgrades.upgrade(
+                    s,
+                    ctx,
+                    row,
+                    template_ident=v["cluster_template"],
+                    nodegroup=v.get("nodegroup"),
+                    coes=rt.coes,
+                )
+                uuid = row.uuid
+            rt.wake()
+            return JSONResponse({"uuid": uuid}, status_code=202)
 
         @router.get("/{ident}/events")
         def cluster_events(ident: str, rt: RuntimeDep, ctx: ContextDep) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from flotilla.drivers.base import (
     StepContext,
 )
 from flotilla.drivers.coe.kubernetes import client, health, labels, rotation, steps
-from flotilla.drivers.coe.kubernetes.template import validate_template
+from flotilla.drivers.coe.kubernetes.template import check_upgrade, validate_template
 from flotilla.drivers.coe.native import ClientConfigRequest, NativeConfig
 
 #: Import an image archive read from stdin into containerd's namespace for Kubernetes (the
@@ -39,6 +39,10 @@ class KubernetesCoe:
         build = labels.read_build()
         validate_template(fields, built_version=build.version, not_built_reason=build.reason)
 
+    def check_upgrade(self, current: Mapping[str, object], target: Mapping[str, object]) -> None:
+        build = labels.read_build()
+        check_upgrade(current, target, built_version=build.version, not_built_reason=build.reason)
+
     def plan(self, kind: OpKind, spec: ClusterSpec) -> list[Step]:
         if kind == "create":
             return [
@@ -56,6 +60,8 @@ class KubernetesCoe:
             ]
         if kind == "delete":
             return [Step("removing nodes and network", steps.delete_everything)]
+        if kind == "upgrade":  # only to the version running (check_upgrade): nothing to change
+            return []
         if kind == "rotate_ca":  # phases: rotation.py (the conductor makes the new CA first)
             return [
                 Step("rotation 1/3: trusting old and new CA", rotation.trust_both),

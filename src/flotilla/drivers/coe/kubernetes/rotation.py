@@ -170,7 +170,7 @@ def reissue(ctx: StepContext) -> None:
     spec = ctx.spec
     infos = steps._nodes(ctx)
     masters = steps._plans(ctx, infos, spec.master.names, "master")
-    server = steps.endpoint(spec, infos)
+    server = steps.endpoint(ctx, infos)
     api_ips = [server.removeprefix("https://").rsplit(":", 1)[0]]
     fl = steps.flannel(spec)
     bundle = ctx.trust_bundle()

@@ -14,9 +14,9 @@ from flotilla.drivers.base import ClusterSpec, NodeGroupSpec, StepContext
 from flotilla.drivers.coe import dockerhost
 from flotilla.drivers.coe.parallel import run_parallel
 
-from . import addons, bootstrap
+from . import addons, apilb, bootstrap
 from .artifacts import NODE_DIR
-from .bootstrap import API_PORT, CONTROL_PLANE_TAINT, INSECURE_PORT, NodePlan
+from .bootstrap import CONTROL_PLANE_TAINT, NodePlan
 from .kubeapi import Errors, KubeApi, node_name, node_ready
 from .labels import FlannelSettings, flannel_settings
 
@@ -78,88 +78,42 @@ def _check_binaries(ctx: StepContext, node: NodeInfo) -> str:
     return r.stdout
 
 
-def lb_enabled(spec: ClusterSpec) -> bool:
-    return spec.master_lb_enabled or spec.master.node_count > 1
+# The API endpoint and its load balancer live in apilb; these names stay for callers.
+lb_enabled = apilb.enabled
+lb_name = apilb.name
 
 
-def lb_name(spec: ClusterSpec) -> str:
-    return spec.master.names[0].rsplit("-master-", 1)[0] + "-lb-0"
-
-
-HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
-#: haproxy starts once its configuration (which names the masters' addresses) is written.
-LB_COMMAND = [
-    "sh",
-    "-c",
-    f"until [ -f {HAPROXY_CFG} ]; do sleep 0.05; done; exec haproxy -db -f {HAPROXY_CFG}",
-]
-
-
-def haproxy_cfg(masters: Sequence[NodePlan], ports: Sequence[int] = (API_PORT,)) -> bytes:
-    text = "global\n  maxconn 2000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n"
-    for port in ports:
-        servers = "\n".join(
-            f"  server {m.name} {m.address}:{port} check inter 1s fall 2 rise 1" for m in masters
-        )
-        text += (
-            f"frontend f{port}\n  bind :{port}\n  default_backend b{port}\n"
-            f"backend b{port}\n  balance roundrobin\n{servers}\n"
-        )
-    return text.encode()
-
-
-def user_address(spec: ClusterSpec, infos: dict[str, NodeInfo]) -> str:
-    """``api_address``: the TLS endpoint, or the insecure port of a ``tls_disabled`` cluster."""
-    server = endpoint(spec, infos)
-    if spec.tls_disabled:
-        return server.replace("https://", "http://").rsplit(":", 1)[0] + f":{INSECURE_PORT}"
-    return server
-
-
-def _lb_spec(ctx: StepContext, net: NetworkInfo) -> NodeSpec:
-    spec = ctx.spec
-    name = lb_name(spec)
-    return NodeSpec(
-        cluster_uuid=spec.uuid, name=name, role="lb", image_ref=spec.master.image_ref, network=net.name,
-        cpus=0.5, memory_mb=256, command=LB_COMMAND,
-    )  # fmt: skip
-
-
-def endpoint(spec: ClusterSpec, infos: dict[str, NodeInfo]) -> str:
+def endpoint(ctx: StepContext, infos: Mapping[str, NodeInfo] | None = None) -> str:
     """The API server URL users and nodes use: the load balancer's, else the first master's."""
-    name = lb_name(spec) if lb_enabled(spec) else spec.master.names[0]
-    info = infos.get(name)
-    if info is None or not info.address:
-        raise RuntimeError(f"node {name} has no address (state {info.state if info else 'missing'})")
-    return f"https://{info.address}:{API_PORT}"
+    if infos is None:
+        infos = {} if lb_enabled(ctx.spec) else _nodes(ctx)
+    return apilb.endpoint(ctx, infos)
 
 
 def start_nodes(ctx: StepContext, names: Sequence[str] | None = None) -> None:
-    """Start ``names`` (default: every node, and the load balancer of several masters) and
-    bootstrap them: once the masters (and the load balancer) have their addresses, every
-    node gets its certificates and kubeconfigs naming them."""
+    """Start ``names`` (default: every node, and the API load balancer of an HA cluster)
+    and bootstrap them: once the masters have their addresses (and the balancer its own),
+    every node gets its certificates and kubeconfigs naming them. All masters start at
+    once: etcd's members wait for each other to form the cluster."""
     spec = ctx.spec
     net = dockerhost.ensure_network(ctx)
     creating = names is None
     wanted = list(names) if names is not None else [*spec.master.names, *spec.worker.names]
     fl = flannel(spec)
     with ThreadPoolExecutor(max_workers=8) as pool:
+        balancer = pool.submit(apilb.ensure, ctx, net) if creating and lb_enabled(spec) else None
         started: dict[str, Future[NodeInfo]] = {
             n: pool.submit(ctx.provider.ensure_node, node_spec(ctx, net, n)) for n in wanted
         }
-        if creating and lb_enabled(spec):
-            started[lb_name(spec)] = pool.submit(ctx.provider.ensure_node, _lb_spec(ctx, net))
-        firsts = [n for n in (*spec.master.names, lb_name(spec)) if n in started]
-        infos = {n: started[n].result() for n in firsts}
+        infos = {n: started[n].result() for n in spec.master.names if n in started}
         if not creating:  # adding workers: the masters already run
             infos = {**_nodes(ctx), **infos}
+        if balancer is not None:
+            balancer.result()
         masters = _plans(ctx, infos, spec.master.names, "master")
-        server = endpoint(spec, infos)
+        server = apilb.endpoint(ctx, infos)
         api_ips = [server.removeprefix("https://").rsplit(":", 1)[0]]
         check = pool.submit(_check_binaries, ctx, infos[spec.master.names[0]])
-        if creating and lb_enabled(spec):
-            ports = (API_PORT, INSECURE_PORT) if spec.tls_disabled else (API_PORT,)
-            ctx.provider.put_files(infos[lb_name(spec)], {HAPROXY_CFG: haproxy_cfg(masters, ports)})
         done = 0
 
         def one(name: str) -> None:
@@ -186,7 +140,7 @@ def start_all(ctx: StepContext) -> None:
 
 
 def api(ctx: StepContext) -> KubeApi:
-    return KubeApi(endpoint(ctx.spec, _nodes(ctx)), ctx.client_tls())
+    return KubeApi(endpoint(ctx), ctx.client_tls())
 
 
 def _log_tail(ctx: StepContext, node: str, service: str, lines: int = 8) -> str:
@@ -198,21 +152,37 @@ def _log_tail(ctx: StepContext, node: str, service: str, lines: int = 8) -> str:
 
 
 def wait_api(ctx: StepContext, timeout: float = API_TIMEOUT) -> None:
+    """Wait for the API through its endpoint and, with several masters, for every master's
+    own API server (so each is a working member behind the balancer before the cluster is
+    declared created)."""
     started = time.monotonic()
-    with api(ctx) as k:
+    infos = _nodes(ctx)
+    urls = {"": endpoint(ctx, infos)}
+    if len(ctx.spec.master.names) > 1:
+        urls |= apilb.master_urls(ctx.spec, infos)
+    clients = {who: KubeApi(url, ctx.client_tls(), timeout=3.0) for who, url in urls.items()}
+    try:
         while True:
-            ok, detail = k.readyz()
-            if ok:
+            details = {who: k.readyz() for who, k in clients.items()}
+            waiting = {who: d for who, (ok, d) in details.items() if not ok}
+            if not waiting:
                 return
             elapsed = time.monotonic() - started
+            who, detail = next(iter(waiting.items()))
+            master = who or ctx.spec.master.names[0]
             if elapsed > timeout:
-                master = ctx.spec.master.names[0]
                 raise TimeoutError(
                     f"API server on {master} not ready within {timeout:.0f} s ({detail}); its log ends: "
                     f"{_log_tail(ctx, master, 'kube-apiserver')}"
                 )
-            ctx.progress(f"API server starting, {elapsed:.0f} s: {detail[:80]}")
+            ready = len(clients) - len(waiting)
+            ctx.progress(
+                f"API server starting, {elapsed:.0f} s ({ready} of {len(clients)} ready): {detail[:80]}"
+            )
             time.sleep(0.1)
+    finally:
+        for k in clients.values():
+            k.close()
 
 
 def install_addons(ctx: StepContext) -> None:
@@ -258,7 +228,7 @@ def wait_nodes(ctx: StepContext, timeout: float = NODES_TIMEOUT) -> None:
     info = (any_node.get("status") or {}).get("nodeInfo") or {}
     master_addrs = [infos[n].address or "" for n in spec.master.names]
     ctx.save_outputs(
-        api_address=user_address(spec, infos),
+        api_address=apilb.user_address(ctx, infos),
         master_addresses=master_addrs, node_addresses=[infos[n].address or "" for n in spec.worker.names],
         coe_version=str(info.get("kubeletVersion") or "") or None,
         container_version=str(info.get("containerRuntimeVersion") or "") or None,
@@ -329,4 +299,6 @@ def remove_workers(ctx: StepContext) -> None:
 
 
 def delete_everything(ctx: StepContext) -> None:
+    if lb_enabled(ctx.spec):
+        apilb.delete(ctx)
     dockerhost.delete_everything(ctx)

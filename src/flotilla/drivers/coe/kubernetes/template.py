@@ -25,6 +25,8 @@ from flotilla.drivers.coe.kubernetes.labels import (
 from flotilla.errors import Invalid
 
 NETWORK_DRIVERS: tuple[str, ...] = ("flannel",)
+#: The most masters (stacked etcd members) a cluster may have; the count must be odd.
+MAX_MASTERS = 7
 _PRIVATE = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 #: Flannel refuses subnets smaller than a /30 (SubnetLen must be less than /31).
 _MAX_SUBNETLEN = 30
@@ -59,6 +61,7 @@ def validate_template(
             f"Invalid label flannel_backend={backend}: expected one of {', '.join(FLANNEL_BACKENDS)} "
             "(default vxlan)."
         )
+    _check_masters(fields.get("master_count"))
     network = _flannel_network(labels.get("flannel_network_cidr"))
     subnetlen = _subnetlen(labels.get("flannel_network_subnetlen"), network)
     nodes = _node_total(fields)
@@ -68,6 +71,64 @@ def validate_template(
             f"The flannel network {network} split into /{subnetlen} subnets has room for {subnets} nodes, "
             f"but the cluster would have {nodes}: use a larger flannel_network_cidr or a larger "
             "flannel_network_subnetlen."
+        )
+
+
+def check_upgrade(
+    current: Mapping[str, object],
+    target: Mapping[str, object],
+    *,
+    built_version: str | None,
+    not_built_reason: str = "",
+) -> None:
+    """An upgrade (``actions/upgrade``) may only name the built version (or leave
+    ``kube_tag`` unset, which means it): a second built version and rolling upgrades are a
+    later step, so the operation changes nothing on the nodes. The node image stays too."""
+    if built_version is None:
+        raise Invalid(
+            "Kubernetes clusters cannot be upgraded here: " + (not_built_reason or "nothing is built.")
+        )
+    want, have = _version_of(target) or built_version, _version_of(current) or built_version
+    if not same_version(want, built_version):
+        # The first sentence is the error's title (all OSC prints): no version (dots) in it.
+        raise Invalid(
+            f"Cannot upgrade the cluster: the cluster template's {VERSION_LABEL} names a Kubernetes version "
+            f"that is not available here. Asked for {want}; the Kubernetes versions available here are: "
+            f"{built_version} (the one built); the cluster runs {have}. Use a template with "
+            f"{VERSION_LABEL}={built_version} or without {VERSION_LABEL}."
+        )
+    if target.get("image_id") != current.get("image_id"):
+        raise Invalid(
+            f"Cannot upgrade the cluster to image {target.get('image_id')}: replacing the nodes' image "
+            f"({current.get('image_id')}) is not supported yet; use a template with image_id "
+            f"{current.get('image_id')}."
+        )
+
+
+def _version_of(fields: Mapping[str, object]) -> str | None:
+    raw = fields.get("labels")
+    value = raw.get(VERSION_LABEL) if isinstance(raw, Mapping) else None
+    return str(value) if value not in (None, "") else None
+
+
+def _check_masters(count: object) -> None:
+    """Several masters run a stacked etcd cluster, which works while a majority (quorum) of
+    its members does: an even count tolerates no more failures than one fewer, and a split
+    in halves stops both. (master_count > 1 without master_lb_enabled is refused before.)"""
+    if not isinstance(count, int) or count <= 1:
+        return
+    if count % 2 == 0:
+        tolerated = (count - 1) // 2
+        raise Invalid(
+            f"master_count {count} is not supported for Kubernetes clusters: the masters run a stacked etcd "
+            f"cluster, which needs a majority (quorum) of its members, {count // 2 + 1} of {count}, to work; "
+            f"{count} masters survive no more failures ({tolerated}) than {count - 1} do, and a network split "
+            f"into two halves stops both. Use an odd count: 1, 3, 5 or {MAX_MASTERS}."
+        )
+    if count > MAX_MASTERS:
+        raise Invalid(
+            f"master_count {count} is not supported for Kubernetes clusters: at most {MAX_MASTERS} masters "
+            f"(every etcd member replicates every write). Use an odd count: 1, 3, 5 or {MAX_MASTERS}."
         )
 
 

@@ -22,8 +22,11 @@ CONFIG = "/etc/haproxy/haproxy.cfg"
 def haproxy_cfg(spec: LoadBalancerSpec) -> bytes:
     """The haproxy configuration: one frontend and backend per listener."""
     parts = [
-        "global\n  maxconn 2000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n"
+        "global\n  maxconn 2000\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 1h\n"
         "  timeout server 1h\n"
+        # A member that just died (its health checks have not failed twice yet): retry the
+        # connection on another member instead of failing the client's.
+        "  retries 3\n  option redispatch 1\n"
     ]
     for lst in spec.listeners:
         servers = "".join(
