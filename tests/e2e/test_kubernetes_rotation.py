@@ -160,6 +160,7 @@ def test_ca_rotation_keeps_pods_and_the_api(
     seen = " | ".join(poller.reasons)
     for phase in ("rotation 1/3", "rotation 2/3", "rotation 3/3"):
         assert phase in seen, seen
+    print(f"rotation: {poller.polls} kubectl polls, {len(poller.failures)} failed; phases seen: {seen}")
     assert poller.polls > 10 and poller.failures == [], (poller.polls, poller.failures)
 
     new_ca = server.api("GET", f"/v1/certificates/{uuid}").json()["pem"]

@@ -19,6 +19,7 @@ SERVICES=/etc/flotilla/services
 LOGS=/var/log/flotilla
 RUN=/run/flotilla
 TIMEOUT=${TIMEOUT:-90}
+GRACE=${GRACE:-5}
 NS=$(readlink /proc/self/ns/pid)
 HANDOFF_PID=$RUN/apiserver-handoff.pid
 
@@ -59,14 +60,31 @@ fail() {  # fail NAME MESSAGE
     exit 1
 }
 
+running() {  # running PID: alive and not a zombie
+    [ -d "/proc/$1" ] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null
+}
+
 gone() {  # gone PID...: wait until none of them runs
     for p in "$@"; do
         n=0
-        while [ -d "/proc/$p" ] && ! grep -q '^State:.*Z' "/proc/$p/status" 2>/dev/null; do
+        while running "$p"; do
             n=$((n + 1)); [ $n -gt $((TIMEOUT * 20)) ] && return 1
             sleep 0.05
         done
     done
+}
+
+# stop PID...: SIGTERM, and SIGKILL what still runs after $GRACE s. The API server closes
+# its listener and finishes its short requests at once but then waits up to 60 s for
+# watches to end; those clients reconnect to the other instance anyway.
+stop() {
+    kill "$@" 2>/dev/null
+    n=0
+    for p in "$@"; do
+        while running "$p" && [ $n -lt $((GRACE * 20)) ]; do n=$((n + 1)); sleep 0.05; done
+        running "$p" && kill -9 "$p" 2>/dev/null
+    done
+    gone "$@"
 }
 
 # back NAME OLDPIDS: a new process runs the service and it is healthy
@@ -84,16 +102,17 @@ back() {
 }
 
 restart() {
-    olds=""
+    olds=""; all=""
     for name in "$@"; do
         NAME=$name
         old=$(pids | tr '\n' ' ')
-        [ -n "$old" ] && kill $old 2>/dev/null
         olds="$olds$name=$old;"
+        all="${all:-} $old"
     done
+    # shellcheck disable=SC2086
+    if [ -n "$(echo $all)" ]; then stop $all || fail "$1" "did not stop"; fi
     for name in "$@"; do
         old=$(echo "$olds" | tr ';' '\n' | sed -n "s/^$name=//p")
-        gone $old || fail "$name" "did not stop"
         back "$name" "$old"
     done
 }
@@ -118,7 +137,7 @@ handoff() {
     NAME=kube-apiserver
     stale=$(cat "$HANDOFF_PID" 2>/dev/null || true)
     if [ -n "$stale" ]; then  # left by an interrupted handoff
-        kill "$stale" 2>/dev/null; gone "$stale"; rm -f "$HANDOFF_PID"
+        stop "$stale"; rm -f "$HANDOFF_PID"
     fi
     old=$(pids | tr '\n' ' ')
     set -- $old
@@ -136,15 +155,13 @@ handoff() {
     tmp=$!
     echo $tmp > "$HANDOFF_PID"
     wait_serving kube-apiserver-handoff $tmp
-    kill "$1"
-    gone "$1" || fail kube-apiserver "did not stop"
+    stop "$1" || fail kube-apiserver "did not stop"
     n=0
     until [ -n "$(pids)" ] && serving kube-apiserver; do
         n=$((n + 1)); [ $n -gt $((TIMEOUT * 10)) ] && fail kube-apiserver "not back within ${TIMEOUT} s"
         sleep 0.1
     done
-    kill $tmp
-    gone $tmp
+    stop $tmp
     rm -f "$HANDOFF_PID"
 }
 
