@@ -20,8 +20,9 @@ multi-phase CA rotation, done here as one operation):
 A restart is the node supervisor's: ``rotate.sh`` stops the process and waits until the
 restarted one is healthy. The API server is handed over without a gap: a second
 instance shares port 6443 (``--permit-port-sharing``) until the restarted one serves.
-Masters go one after another; workers (only their kubelet, kube-proxy and flanneld
-restart, which running containers do not notice) in parallel.
+etcd and the API server restart one master after another; the clients (controller-
+manager, scheduler, kubelet, kube-proxy, flanneld: running containers do not notice)
+node by node in parallel, before the servers in phase 1 and after them in phases 2-3.
 """
 
 from __future__ import annotations
