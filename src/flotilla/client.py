@@ -256,6 +256,14 @@ class Client:
             body["nodegroup"] = nodegroup
         return self._dict("POST", f"/v1/clusters/{ident}/actions/resize", json=body)
 
+    def upgrade_cluster(
+        self, ident: str, cluster_template: str, max_batch_size: int = 1, nodegroup: str | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"cluster_template": cluster_template, "max_batch_size": max_batch_size}
+        if nodegroup:
+            body["nodegroup"] = nodegroup
+        return self._dict("POST", f"/v1/clusters/{ident}/actions/upgrade", json=body)
+
     def list_nodegroups(self, cluster: str, **params: Any) -> list[dict[str, Any]]:
         """Nodegroups of a cluster; ``params``: role, limit, marker, sort_key, sort_dir."""
         return self._get_list(f"/v1/clusters/{cluster}/nodegroups", "nodegroups", params)

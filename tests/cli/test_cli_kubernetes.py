@@ -153,6 +153,17 @@ def test_merge_into_the_users_kubeconfig(kserver: Server, tmp_path: Path) -> Non
     assert bad.returncode == 1 and "add --merge" in bad.stderr
 
 
+def test_create_reason_names_containerd_storage_not_docker(kserver: Server) -> None:
+    """Kubernetes nodes run no Docker: the create's reason says where containerd keeps its data
+    (the template's docker_storage_driver, 2.17's default devicemapper here, does not apply)."""
+    cluster = _cluster(kserver, "k8s-s", docker_storage_driver="devicemapper", docker_volume_size=5)
+    reason = cluster["status_reason"]
+    assert "containerd's overlayfs snapshotter on a 5 GB volume per node" in reason, reason
+    assert "Docker" not in reason and "devicemapper" not in reason, reason
+    unsized = _cluster(kserver, "k8s-u")["status_reason"]
+    assert "containerd's overlayfs snapshotter on each node's /var volume" in unsized, unsized
+
+
 def test_merge_refused_for_docker_coes(kserver: Server, tmp_path: Path) -> None:
     with kserver.http() as http:
         r = http.post("/v1/clustertemplates", json={"name": "sw-tpl", "coe": "swarm-mode", "image_id": IMAGE})

@@ -38,6 +38,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -282,6 +283,36 @@ def guide_server(
             assert http.delete("/local/v1/images/fedora-atomic-latest").status_code == 204
             r = http.post("/local/v1/images", json={"name": "flotilla-node", "os_distro": "debian",
                                                     "source": hostroot_image})  # fmt: skip
+            assert r.status_code == 201, r.text
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def kube_server(tmp_path_factory: pytest.TempPathFactory, engine: Any) -> Iterator[Server]:
+    """Clusters on the session's engine; the guide's image name stands for a node image
+    that carries the Kubernetes build (what ``flotilla image-build --kubernetes yes`` makes)."""
+    from flotilla.drivers.coe.kubernetes import artifacts, labels
+    from flotilla.drivers.providers.local.images import build_hostroot_image
+
+    build = labels.read_build()
+    if build.version is None or not build.has_binaries:
+        pytest.fail(f"no Kubernetes build in {build.directory}: {artifacts.BUILD_HINT}")
+    kubectl = Path(sys.executable).with_name("kubectl")
+    if not kubectl.exists():
+        pytest.fail(f"kubectl not found at {kubectl}: run scripts/setup.sh")
+    tag = build_hostroot_image(
+        engine, "flotilla-node:kube", extras={artifacts.NODE_DIR: build.directory},
+        labels={artifacts.IMAGE_LABEL: build.version},
+    )  # fmt: skip
+    env = {
+        "FLOTILLA_ENABLED_PROVIDERS": '["local"]', "FLOTILLA_DEFAULT_PROVIDER": "local",
+        "FLOTILLA_LOCAL__DOCKER_HOST": engine.host, labels.CACHE_ENV: str(labels.cache_dir()),
+    }  # fmt: skip
+    with running_server(tmp_path_factory, "flotilla-compat-k8s", **env) as srv:
+        with srv.http() as http:
+            assert http.delete("/local/v1/images/fedora-atomic-latest").status_code == 204
+            r = http.post("/local/v1/images", json={"name": "flotilla-node", "os_distro": "fedora-atomic",
+                                                    "source": tag})  # fmt: skip
             assert r.status_code == 201, r.text
         yield srv
 

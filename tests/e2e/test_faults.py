@@ -10,6 +10,10 @@ of the module by running each operation once without a kill. After every trial: 
 right terminal status, exactly the expected node containers, exactly the expected swarm
 members (``docker node ls`` through the ``cluster-config`` environment), and nothing
 left behind after a delete. A table of the trials is logged (``-o log_cli=true`` shows it).
+
+Kubernetes clusters take longer to create, so they are killed at chosen steps instead
+(``KUBE_KILLS``): after each resumed operation, exactly the expected node containers and
+exactly the expected Node objects, all Ready.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from typing import Any
 
 import pytest
 from flotilla_server import Server, docker
+from test_kubernetes_cluster import Kubectl, _node_states, kubeconfig
 
+from flotilla.drivers.coe.kubernetes import artifacts, labels
 from flotilla.drivers.providers.local import Engine, leaks
 
 pytestmark = pytest.mark.e2e
@@ -51,7 +57,7 @@ class FaultServer(Server):
 @dataclass
 class Trial:
     op: str  # create | scale-up | scale-down | delete
-    coe: str  # swarm | docker
+    coe: str  # swarm | docker | kubernetes
     delay: float = 0.0
     at_kill: str = ""  # status and status_reason just before the kill
     restart: float = 0.0  # seconds from the kill until the new server answers
@@ -221,6 +227,69 @@ def test_sigkill_at_random_points_of_create_scale_and_delete(
                 i, t.coe, t.op, t.delay, t.at_kill, t.outcome or "?", t.recovered, t.restart,
             )  # fmt: skip
     assert len(trials) == 4 * SWARM_CHAINS + 2 * DOCKER_CHAINS >= 20
+
+
+#: Kubernetes kill points, per cluster: (operation, the step the server is SIGKILLed in; None:
+#: no kill). Chosen where a resumed step could duplicate or lose nodes: while the node
+#: containers start and get their certificates, while the kubelets register, while a scale
+#: starts its new worker, and during the delete. Two clusters: the create takes ~30 s here.
+KUBE_KILLS = {
+    "kn": [("create", "starting nodes"), ("scale-up", "starting new workers"), ("delete", "removing nodes")],
+    "kk": [("create", "waiting for kubelets"), ("delete", None)],
+}
+
+
+@pytest.fixture(scope="module")
+def kube_template(server: Server) -> str:
+    build = labels.read_build()
+    if build.version is None or not build.has_binaries:
+        pytest.fail(f"no Kubernetes build in {build.directory}: {artifacts.BUILD_HINT}")
+    server.fl("image-build", "kube", "--os-distro", "fedora-atomic", "--tag", "flotilla-node:kube",
+              "--kubernetes", "yes")  # fmt: skip
+    server.fl("cluster-template-create", "ft-kubernetes", "--coe", "kubernetes", "--image", "kube",
+              "--external-network", "public", "--flavor", "m1.small", "--master-flavor", "m1.medium",
+              "--network-driver", "flannel", "--docker-storage-driver", "overlay2")  # fmt: skip
+    return "ft-kubernetes"
+
+
+def _kill_in_step(srv: Server, chain: Chain, op: str, step: str | None) -> dict[str, Any]:
+    """Start ``op``; SIGKILL the server once the cluster's status_reason names ``step`` (a
+    delete: at once, its only step); restart it and wait for the operation's end."""
+    _request(srv, chain, op)()
+    deadline = time.monotonic() + 180
+    while step is not None and op != "delete":
+        c = srv.cluster(chain.uuid)
+        if step in (c["status_reason"] or ""):
+            break
+        assert c["status"].endswith("IN_PROGRESS") and time.monotonic() < deadline, (step, c["status_reason"])
+        time.sleep(0.05)
+    if step is not None:
+        srv.kill()
+        srv.start()
+    return srv.wait(chain.uuid, timeout=300)
+
+
+@pytest.mark.kube  # runs after the other tests of the session (and the background build)
+@pytest.mark.parametrize("cluster", sorted(KUBE_KILLS))
+def test_sigkill_during_kubernetes_steps(
+    server: Server, engine: Engine, kube_template: str, tmp_path: Path, cluster: str
+) -> None:
+    """After each resumed operation: exactly the expected node containers, and exactly the
+    expected Node objects, all Ready (no duplicate, no stale registration); nothing left after
+    the delete."""
+    chain = Chain("kubernetes", cluster)
+    for op, step in KUBE_KILLS[cluster]:
+        c = _kill_in_step(server, chain, op, step)
+        context = f"kubernetes {op} killed in {step!r}: {c.get('status_reason')}"
+        assert c.get("status", "gone") == _expected_status(op), context
+        if op == "delete":
+            assert leaks(engine, chain.uuid) == [], context
+            continue
+        prefix = f"{chain.name}-{chain.uuid[:8]}"
+        expected = [f"{prefix}-master-0", *(f"{prefix}-node-{i}" for i in range(chain.workers))]
+        assert _containers(engine, chain.uuid) == sorted(f"{n} running" for n in expected), context
+        k = Kubectl(kubeconfig(server, c, tmp_path / f"{cluster}-{op}"))
+        assert _node_states(k) == dict.fromkeys(expected, "Ready"), context
 
 
 def test_delete_after_nodes_and_network_were_removed_by_hand(server: Server, engine: Engine) -> None:

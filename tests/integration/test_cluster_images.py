@@ -20,16 +20,19 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 import kube_cache
 from flotilla.cli import image_archive
 from flotilla.conductor.images import ImageSync
 from flotilla.conductor.providers import ProviderPool
-from flotilla.conductor.runner import OpRunner
+from flotilla.conductor.runner import Context, OpRunner
+from flotilla.db import models as m
 from flotilla.domain import ExecResult, NodeInfo, NodeSpec
 from flotilla.drivers.coe.kubernetes import IMAGE_LOAD_ARGV, labels
+from flotilla.drivers.coe.kubernetes.steps import BOOT_IMAGE_LOAD_ARGV
 from flotilla.drivers.providers.fake import FakeProvider
-from flotilla.services import cluster_images, operations
+from flotilla.services import cluster_images, operations, specs
 from flotilla.settings import ConductorSettings, Settings
 
 Auth = Callable[..., dict[str, str]]
@@ -204,6 +207,32 @@ def test_kubernetes_nodes_import_into_containerd(
         ("k8s-master-0", IMAGE_LOAD_ARGV), ("k8s-node-0", IMAGE_LOAD_ARGV),
     ]  # fmt: skip
     assert IMAGE_LOAD_ARGV[:3] == ("ctr", "-n", "k8s.io")
+
+    # A worker a scale boots gets the images from its start step (before the kubelet runs),
+    # through the step context, and the image sync then leaves it alone.
+    booting = provider.ensure_node(
+        NodeSpec(uuid, "k8s-node-1", "worker", "flotilla-node", "net", 1, 512, ["/sbin/init"])  # type: ignore[arg-type]
+    )
+    runner = OpRunner(
+        rt.db,
+        rt.box,
+        rt.coes,
+        pool,
+        "test/w0",
+        30,
+        images=ImageSync(rt.settings.data_dir, rt.db, rt.coes, pool),
+    )
+    with rt.db.reader() as s:
+        cluster = s.scalars(select(m.Cluster).where(m.Cluster.uuid == uuid)).one()
+        spec = specs.build(s, cluster, None)
+    ctx = Context(rt.db, rt.box, spec, provider, runner)
+    assert ctx.load_images(booting, BOOT_IMAGE_LOAD_ARGV) == 1
+    assert ctx.load_images(booting, BOOT_IMAGE_LOAD_ARGV) == 0  # recorded: not imported twice
+    assert [(n, argv) for n, argv, stdin in provider.exec_log if stdin == archive][-1] == (
+        "k8s-node-1", tuple(BOOT_IMAGE_LOAD_ARGV),
+    )  # fmt: skip
+    assert _sync(app, pool) == 0 and _states(api, h, uuid)["k8s-node-1"] == "loaded"
+    assert "ctr -n k8s.io images import --all-platforms -" in BOOT_IMAGE_LOAD_ARGV[-1]
 
 
 def test_bad_uploads(

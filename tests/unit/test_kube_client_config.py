@@ -202,4 +202,14 @@ def test_read_build(tmp_path: Path) -> None:
     )
     built = labels.read_build(tmp_path)
     assert built.version == "v1.37.2" and built.versions["etcd"] == "v3.6.5" and built.reason == ""
+    assert built.directory == (tmp_path / "current").resolve() and not built.has_binaries
+    (tmp_path / "current" / "bin").mkdir()
+    (tmp_path / "current" / "bin" / "kube").write_text("")
+    assert labels.read_build(tmp_path).has_binaries
+    # `current` is a symlink build-kube.sh moves: the build read is the key directory it named
+    (tmp_path / "k1").mkdir()
+    (tmp_path / "k1" / "VERSIONS").write_text("kubernetes=v1.37.2\n")
+    (tmp_path / "link").mkdir()
+    (tmp_path / "link" / "current").symlink_to(tmp_path / "k1")
+    assert labels.read_build(tmp_path / "link").directory == (tmp_path / "k1").resolve()
     assert labels.same_version("1.37.2", "v1.37.2") and not labels.same_version("v1.37.1", "v1.37.2")

@@ -21,7 +21,7 @@ from cryptography.x509.oid import NameOID
 from flotilla.certs import authority
 from flotilla.domain import Flavor, TlsMaterial
 from flotilla.drivers.base import ClusterSpec, NodeGroupSpec
-from flotilla.drivers.coe.kubernetes import KubernetesCoe, addons, artifacts, bootstrap, kubeapi
+from flotilla.drivers.coe.kubernetes import KubernetesCoe, addons, bootstrap, kubeapi, labels
 from flotilla.drivers.coe.kubernetes.bootstrap import NodePlan
 from flotilla.drivers.coe.kubernetes.labels import flannel_settings
 from flotilla.errors import Invalid
@@ -187,7 +187,7 @@ def test_static_files_and_containerd_config() -> None:
 
 def test_template_validation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     coe = KubernetesCoe()
-    monkeypatch.setenv(artifacts.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(labels.CACHE_ENV, str(tmp_path))
     with pytest.raises(Invalid, match="not built"):
         coe.validate_template({"coe": "kubernetes"})
     (tmp_path / "current" / "bin").mkdir(parents=True)
@@ -235,3 +235,39 @@ def test_node_container_shape_for_kubernetes_nodes(tmp_path: Path) -> None:
     plain = create_body(NodeSpec(cluster_uuid="u1", name="d", role="master", image_ref="img", network="net",
                                  cpus=1, memory_mb=1024, command=[]), True, "d-docker", [], tmp_path / "r")  # fmt: skip
     assert "d-docker:/var/lib/docker" in plain["HostConfig"]["Binds"]
+
+
+FAKE_CURL = """#!/bin/sh
+# fails (or, for a Node, answers without a pod CIDR) twice, then answers
+n=$(cat "$T/calls" 2>/dev/null || echo 0); echo $((n + 1)) > "$T/calls"
+case "$*" in
+  */api/v1/nodes/*) [ "$n" -ge 2 ] && echo '{"spec": {"podCIDR": "10.100.1.0/24"}}' || echo '{"spec": {}}' ;;
+  *%{http_code}*) [ "$n" -ge 2 ] && printf 500 || { printf 000; exit 7; } ;;  # serving, not ready yet
+  *) [ "$n" -ge 2 ] || exit 22; echo ok ;;
+esac
+"""
+
+
+@pytest.mark.parametrize("service", ["kubelet", "kube-proxy", "flanneld"])
+def test_services_wait_until_the_api_server_can_serve_them(tmp_path: Path, service: str) -> None:
+    """The kubelet starts once the API server answers at all (it would otherwise retry its
+    registration with a growing delay), kube-proxy once /readyz is ok, flanneld once its Node
+    has a pod CIDR (it exits without one). Run with a stand-in curl that answers on its third
+    call (the kubelet's: a 500 from a /readyz whose post-start hooks still run)."""
+    worker = NodePlan("k-node-0", "worker", "172.29.1.100")
+    script = tmp_path / "service"
+    script.write_bytes(
+        bootstrap.node_services(worker, "https://172.29.1.10:6443")[f"{bootstrap.SERVICES}/{service}"]
+    )
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "curl").write_text(FAKE_CURL)
+    for prog in ("kubelet", "kube-proxy", "env"):
+        (bin_dir / prog).write_text('#!/bin/sh\necho "$(cat "$T/calls") $*" > "$T/started"\n')
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "T": str(tmp_path)}
+    subprocess.run(["sh", str(script)], env=env, check=True, timeout=30)
+    calls, _, argv = (tmp_path / "started").read_text().partition(" ")
+    assert calls == "3", calls  # started only after the answer that counts
+    assert argv.startswith("NODE_NAME=k-node-0 flanneld" if service == "flanneld" else "--")

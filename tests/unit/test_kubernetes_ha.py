@@ -13,7 +13,7 @@ import yaml
 from cryptography import x509
 
 from flotilla.certs import authority
-from flotilla.domain import Flavor, TlsMaterial
+from flotilla.domain import Flavor, NodeInfo, TlsMaterial
 from flotilla.drivers.base import ClusterSpec, NodeGroupSpec
 from flotilla.drivers.coe.kubernetes import apilb, bootstrap, steps
 from flotilla.drivers.coe.kubernetes.template import validate_template
@@ -53,6 +53,9 @@ class Ctx:
 
     def save_outputs(self, **kw: object) -> None:
         self.outputs.update(kw)
+
+    def load_images(self, node: NodeInfo, argv: Sequence[str]) -> int:
+        return 0  # no images recorded (tests/integration/test_cluster_images.py covers loading)
 
 
 def _spec(masters: int = 3, workers: int = 1, **kw: object) -> ClusterSpec:

@@ -96,21 +96,17 @@ def cmd_image_build(args: argparse.Namespace) -> int:
 
 def _kube_extras(args: argparse.Namespace) -> tuple[dict[str, Path], dict[str, str]]:
     """The Kubernetes binaries for the node image, when they are built on this host."""
-    from flotilla.drivers.coe.kubernetes import artifacts
+    from flotilla.drivers.coe.kubernetes import artifacts, labels
 
     if args.kubernetes == "no":
         return {}, {}
-    versions = artifacts.built_versions()
-    if versions is None:
+    build = labels.read_build()
+    if build.version is None or not build.has_binaries:
         if args.kubernetes == "yes":
-            raise Invalid(f"no Kubernetes binaries in {artifacts.cache_dir()}: {artifacts.BUILD_HINT}")
+            raise Invalid(f"no Kubernetes binaries in {build.directory}: {artifacts.BUILD_HINT}")
         return {}, {}
-    note(
-        f"adding Kubernetes {versions.get('kubernetes')} from {artifacts.cache_dir()} at {artifacts.NODE_DIR}"
-    )
-    return {artifacts.NODE_DIR: artifacts.cache_dir()}, {
-        artifacts.IMAGE_LABEL: versions.get("kubernetes", "")
-    }
+    note(f"adding Kubernetes {build.version} from {build.directory} at {artifacts.NODE_DIR}")
+    return {artifacts.NODE_DIR: build.directory}, {artifacts.IMAGE_LABEL: build.version}
 
 
 # ----------------------------------------------------------------------------- keypairs

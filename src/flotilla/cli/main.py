@@ -21,6 +21,7 @@ MODULES = (
     "flotilla.cli.server",
     "flotilla.cli.templates",
     "flotilla.cli.clusters",
+    "flotilla.cli.upgrade",
     "flotilla.cli.certs",
     "flotilla.cli.catalog",
     "flotilla.cli.workloads",

@@ -10,6 +10,7 @@ deleted clusters are removed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy import select
@@ -17,6 +18,8 @@ from sqlalchemy import select
 from flotilla.conductor.providers import ProviderPool
 from flotilla.db import models as m
 from flotilla.db.engine import Database
+from flotilla.domain import NodeInfo
+from flotilla.drivers.base import Provider
 from flotilla.drivers.registry import CoeRegistry
 from flotilla.services import cluster_images
 
@@ -65,25 +68,33 @@ class ImageSync:
         cluster_images.set_nodes(self.data_dir, uuid, [n.name for n in running])
         done = 0
         for node in running:
-            for img in wanted:
-                if cluster_images.is_loaded(self.data_dir, uuid, img.sha256, node.name, node.provider_id):
-                    continue
-                if (
-                    cluster_images.attempts(self.data_dir, uuid, img.sha256, node.name)
-                    >= cluster_images.MAX_ATTEMPTS
-                ):
-                    continue
-                res = provider.exec(node, argv, stdin=img.path.read_bytes(), timeout=IMPORT_TIMEOUT)
-                if res.returncode == 0:
-                    cluster_images.mark_loaded(self.data_dir, uuid, img.sha256, node.name, node.provider_id)
-                    log.info("cluster %s: image %s loaded into %s", uuid, img.name, node.name)
-                    done += 1
-                else:
-                    reason = (res.stderr or res.stdout).strip().splitlines()[-1:] or [
-                        f"exit {res.returncode}"
-                    ]
-                    cluster_images.mark_failed(self.data_dir, uuid, img.sha256, node.name, reason[0])
-                    log.warning(
-                        "cluster %s: loading %s into %s failed: %s", uuid, img.name, node.name, reason[0]
-                    )
+            done += self.load_node(uuid, provider, node, argv)
+        return done
+
+    def load_node(self, uuid: str, provider: Provider, node: NodeInfo, argv: Sequence[str], *,
+                  at_boot: bool = False) -> int:  # fmt: skip
+        """Import every recorded image of the cluster that ``node`` lacks; returns how many.
+
+        Also what a step calls while it boots a node added later (``at_boot``), so the node
+        has the images before it is reported ready, not one sync cycle after the operation."""
+        done = 0
+        when = " at its boot" if at_boot else ""
+        for img in cluster_images.images(self.data_dir, uuid):
+            if cluster_images.is_loaded(self.data_dir, uuid, img.sha256, node.name, node.provider_id):
+                continue
+            if (
+                cluster_images.attempts(self.data_dir, uuid, img.sha256, node.name)
+                >= cluster_images.MAX_ATTEMPTS
+            ):
+                continue
+            res = provider.exec(node, argv, stdin=img.path.read_bytes(), timeout=IMPORT_TIMEOUT)
+            if res.returncode == 0:
+                cluster_images.mark_loaded(self.data_dir, uuid, img.sha256, node.name, node.provider_id)
+                log.info("cluster %s: image %s loaded into %s%s", uuid, img.name, node.name, when)
+                done += 1
+            else:
+                reason = (res.stderr or res.stdout).strip().splitlines()[-1:] or [f"exit {res.returncode}"]
+                cluster_images.mark_failed(self.data_dir, uuid, img.sha256, node.name, reason[0])
+                log.warning("cluster %s: loading %s into %s%s failed: %s", uuid, img.name, node.name, when,
+                            reason[0])  # fmt: skip
         return done

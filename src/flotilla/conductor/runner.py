@@ -18,11 +18,12 @@ from typing import Any
 from sqlalchemy import select, update
 
 from flotilla.certs.keys import SecretBox
+from flotilla.conductor.images import ImageSync
 from flotilla.conductor.providers import ProviderPool
 from flotilla.db import models as m
 from flotilla.db.engine import Database
 from flotilla.db.models import utcnow
-from flotilla.domain import TlsMaterial
+from flotilla.domain import NodeInfo, TlsMaterial
 from flotilla.drivers.base import ClusterSpec, OpKind, Provider, Step
 from flotilla.drivers.registry import CoeRegistry
 from flotilla.services import certificates, operations, specs
@@ -46,6 +47,11 @@ class Context:
         self.provider = provider
         self._runner = runner
         self._last_progress = 0.0
+
+    def load_images(self, node: NodeInfo, argv: Sequence[str]) -> int:
+        """Import the cluster's recorded images (``cluster-image-load``) into ``node`` now."""
+        images = self._runner.images
+        return images.load_node(self.spec.uuid, self.provider, node, argv, at_boot=True) if images else 0
 
     def progress(self, detail: str) -> None:
         """Show ``detail``; raises LeaseLost if the operation was cancelled meanwhile."""
@@ -137,9 +143,12 @@ class OpRunner:
         providers: ProviderPool,
         owner: str,
         lease: float,
+        images: ImageSync | None = None,
     ) -> None:
         self.db, self.box, self.coes, self.providers = db, box, coes, providers
         self.owner, self.lease = owner, lease
+        #: Loads the cluster's recorded images into nodes a step boots (None: not available).
+        self.images = images
         self.op: m.Operation | None = None
         self._lost = threading.Event()
         self._done = threading.Event()

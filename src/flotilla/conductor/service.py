@@ -95,7 +95,8 @@ class Conductor:
                 self._wake.wait(cfg.poll_interval)
                 self._wake.clear()
                 continue
-            runner = OpRunner(self.db, self.box, self.coes, self.providers, owner, cfg.lease_seconds)
+            runner = OpRunner(self.db, self.box, self.coes, self.providers, owner, cfg.lease_seconds,
+                              images=ImageSync(self.settings.data_dir, self.db, self.coes, self.providers))  # fmt: skip
             with self._runners_lock:
                 self._runners.add(runner)
             try:

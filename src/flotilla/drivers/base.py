@@ -211,6 +211,12 @@ class StepContext(Protocol):
         step of every ``rotate_ca``)."""
         ...
 
+    def load_images(self, node: NodeInfo, argv: Sequence[str]) -> int:
+        """Import the images recorded for the cluster (``cluster-image-load``) into ``node``,
+        each archive on the stdin of ``argv`` run on the node; returns how many were imported.
+        For nodes a step adds to a running cluster, so they have the images at their boot."""
+        ...
+
     def save_outputs(
         self,
         *,

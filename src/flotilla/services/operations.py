@@ -342,22 +342,28 @@ def finish(
 
 
 def _done_reason(session: Session, op: m.Operation, cluster: m.Cluster, now: datetime) -> str:
-    """``create completed in 12.3 s``; a create also says where Docker keeps its data, as
-    the nodes really run it (e.g. ``Docker storage: overlay2 on a 5 GB volume per node``)."""
+    """``create completed in 12.3 s``; a create also says where the nodes keep images and
+    containers, as they really run (e.g. ``Docker storage: overlay2 on a 5 GB volume per
+    node``; Kubernetes nodes: ``container storage: containerd's overlayfs snapshotter ...``)."""
     started = op.started_at or op.created_at
     text = f"{op.kind} completed in {(now - started).total_seconds():.1f} s"
     if op.kind != "create":
         return text
-    driver = session.scalars(
-        select(m.ClusterTemplate.docker_storage_driver).where(
+    template = session.execute(
+        select(m.ClusterTemplate.coe, m.ClusterTemplate.docker_storage_driver).where(
             m.ClusterTemplate.uuid == cluster.cluster_template_id
         )
     ).first()
+    coe, driver = template if template is not None else (None, None)
+    size = f" on a {cluster.docker_volume_size} GB volume per node" if cluster.docker_volume_size else ""
+    if coe == "kubernetes":
+        # No Docker on Kubernetes nodes: containerd keeps images and containers on the node's /var.
+        where = size or " on each node's /var volume"
+        return text + f"; container storage: containerd's overlayfs snapshotter{where}"
     driver = template_rules.served_storage_driver(cluster.provider, driver)
     if driver is None and cluster.provider == "local":
         driver = template_rules.LOCAL_STORAGE_DRIVERS["overlay2"]
     if driver:
-        size = f" on a {cluster.docker_volume_size} GB volume per node" if cluster.docker_volume_size else ""
         text += f"; Docker storage: {driver}{size}"
     return text
 

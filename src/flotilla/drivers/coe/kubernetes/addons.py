@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .artifacts import built_versions, cache_dir, image_name
+from .artifacts import image_name
 from .bootstrap import CONTROL_PLANE_TAINT, FLANNEL_USER
-from .labels import CLUSTER_DOMAIN, DNS_SERVICE_IP
+from .labels import CLUSTER_DOMAIN, DNS_SERVICE_IP, read_build
 
 NS = "kube-system"
 
@@ -33,10 +33,11 @@ COREFILE = f""".:53 {{
 
 def coredns_image() -> str:
     """The CoreDNS image the node image carries (its archive's name), else the contract's name."""
-    named = image_name(cache_dir() / "images" / "coredns.tar")
+    build = read_build()
+    named = image_name(build.directory / "images" / "coredns.tar")
     if named:
         return named
-    version = (built_versions() or {}).get("coredns", "")
+    version = build.versions.get("coredns", "")
     return f"flotilla.local/coredns:{version or 'latest'}"
 
 

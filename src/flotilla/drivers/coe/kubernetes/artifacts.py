@@ -1,51 +1,19 @@
 """Where the Kubernetes binaries come from: the build cache on this host
-(``scripts/build-kube.sh`` writes ``$FLOTILLA_KUBE_CACHE/current/{bin,images,VERSIONS}``)
-and, inside a node, the copy ``flotilla image-build`` puts in the node image."""
+(``scripts/build-kube.sh`` writes ``$FLOTILLA_KUBE_CACHE/current/{bin,images,VERSIONS}``;
+``labels.read_build`` is the one reader of it) and, inside a node, the copy
+``flotilla image-build`` puts in the node image."""
 
 from __future__ import annotations
 
 import json
-import os
 import tarfile
 from pathlib import Path
 
-CACHE_ENV = "FLOTILLA_KUBE_CACHE"
-DEFAULT_CACHE = Path("/var/cache/flotilla/kube")
 #: Where the node image holds the cache's ``bin/``, ``images/`` and ``VERSIONS``.
 NODE_DIR = "/opt/flotilla/kube"
 #: Image label naming the Kubernetes version the node image carries.
 IMAGE_LABEL = "flotilla.kube.version"
 BUILD_HINT = "build them with scripts/build-kube.sh (part of `make setup`), then rebuild the node image"
-
-
-def cache_dir() -> Path:
-    """The complete build this host uses: ``$FLOTILLA_KUBE_CACHE/current``."""
-    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE) / "current"
-
-
-def parse_versions(text: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.strip().partition("=")
-        if sep and key and not key.startswith("#"):
-            out[key.strip()] = value.strip()
-    return out
-
-
-def built_versions(directory: Path | None = None) -> dict[str, str] | None:
-    """The build's ``VERSIONS`` (kubernetes=v1.37.x, etcd=..., ...); None when nothing is built."""
-    d = directory or cache_dir()
-    try:
-        if not (d / "bin" / "kube").is_file():
-            return None
-        return parse_versions((d / "VERSIONS").read_text())
-    except OSError:
-        return None
-
-
-def built_version(directory: Path | None = None) -> str | None:
-    versions = built_versions(directory)
-    return versions.get("kubernetes") if versions else None
 
 
 def image_name(tar: Path) -> str | None:

@@ -252,14 +252,33 @@ def master_services(
     }  # fmt: skip
 
 
+def _curl(server: str, path: str, user: str) -> str:
+    """A quiet curl of ``server``'s ``path`` as ``user`` (a cert/key pair in PKI), verifying the CA."""
+    auth = f"--cert {PKI}/{user}.crt --key {PKI}/{user}.key " if user else ""
+    return f"curl -fsS --max-time 2 --cacert {PKI}/ca.crt {auth}{server}{path}"
+
+
+def _wait_for_api(server: str) -> bytes:
+    """Start once the API server is ready (kube-proxy: its rights come with the RBAC roles the
+    API server creates while it gets ready)."""
+    return f"until {_curl(server, '/readyz', '')} >/dev/null 2>&1; do sleep 0.1; done\n".encode()
+
+
+def _wait_for_api_serving(server: str) -> bytes:
+    """Start once the API server answers HTTP at all (any status, even the 500 of a /readyz
+    whose post-start hooks still run): the kubelet retries its registration with a doubling
+    delay (up to 7 s), so started earlier it registers seconds after the API server is up;
+    started now, it initialises while the API server creates its RBAC roles (the Node
+    authorizer, not RBAC, lets it register)."""
+    code = f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 2 --cacert {PKI}/ca.crt {server}/readyz"
+    return f'until [ "$({code})" != 000 ]; do sleep 0.1; done\n'.encode()
+
+
 def flanneld_service(node: NodePlan, server: str) -> bytes:
-    """flanneld, once the API server lets it list nodes (its RBAC comes with the add-ons):
-    started earlier, its watch backs off for up to 30 s after the first refusals."""
-    curl = (
-        f"curl -fsS -o /dev/null --max-time 2 --cacert {PKI}/ca.crt --cert {PKI}/flannel.crt "
-        f"--key {PKI}/flannel.key {server}/api/v1/nodes?limit=1"
-    )
-    wait = f"until {curl}; do sleep 0.2; done\n"
+    """flanneld, once its Node has a pod CIDR (flanneld exits without one) and the API server
+    lets it read it (its RBAC comes with the add-ons)."""
+    get = _curl(server, f"/api/v1/nodes/{node.name}", "flannel")
+    wait = f"until {get} 2>/dev/null | grep -q '\"podCIDR\"'; do sleep 0.1; done\n"
     return wait.encode() + _sh([
         "env", f"NODE_NAME={node.name}", "flanneld", "--kube-subnet-mgr",
         f"--kubeconfig-file={KUBE}/flannel.kubeconfig", f"--public-ip={node.address}", "--iface=eth0",
@@ -269,12 +288,12 @@ def flanneld_service(node: NodePlan, server: str) -> bytes:
 
 def node_services(node: NodePlan, server: str) -> dict[str, bytes]:
     return {
-        f"{SERVICES}/kubelet": _sh([
+        f"{SERVICES}/kubelet": _wait_for_api_serving(server) + _sh([
             "kubelet", f"--config={KUBE}/kubelet.yaml", f"--config-dir={KUBE}/kubelet.conf.d",
             f"--kubeconfig={KUBE}/kubelet.kubeconfig", f"--hostname-override={node.name}",
             f"--node-ip={node.address}",
         ]),
-        f"{SERVICES}/kube-proxy": _sh(["kube-proxy", f"--config={KUBE}/proxy.yaml"]),
+        f"{SERVICES}/kube-proxy": _wait_for_api(server) + _sh(["kube-proxy", f"--config={KUBE}/proxy.yaml"]),
         f"{SERVICES}/flanneld": flanneld_service(node, server),
     }  # fmt: skip
 

@@ -69,12 +69,20 @@ class KubeBuild:
     version: str | None
     versions: Mapping[str, str]
     reason: str
+    #: The build read (``CACHE/current``): ``bin/``, ``images/``, ``VERSIONS``.
+    directory: Path
+
+    @property
+    def has_binaries(self) -> bool:
+        """The build's ``bin/kube`` exists (a stand-in cache holding only VERSIONS has none)."""
+        return (self.directory / "bin" / "kube").is_file()
 
 
 def read_build(cache: Path | None = None) -> KubeBuild:
     """Read ``CACHE/current/VERSIONS``. Never raises: a missing or bad file is a reason."""
     root = cache if cache is not None else cache_dir()
-    path = root / "current" / "VERSIONS"
+    current = (root / "current").resolve()  # `current` may move under us during a rebuild
+    path = current / "VERSIONS"
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -83,9 +91,9 @@ def read_build(cache: Path | None = None) -> KubeBuild:
             why += (
                 "; no Go toolchain is on PATH here, and building them needs Go 1.26 and the Go module proxy"
             )
-        return KubeBuild(None, {}, f"{why}: {BUILD_FIX}.")
+        return KubeBuild(None, {}, f"{why}: {BUILD_FIX}.", current)
     except OSError as exc:
-        return KubeBuild(None, {}, f"cannot read {path} ({exc.strerror}): {BUILD_FIX}.")
+        return KubeBuild(None, {}, f"cannot read {path} ({exc.strerror}): {BUILD_FIX}.", current)
     versions: dict[str, str] = {}
     for line in text.splitlines():
         key, sep, value = line.partition("=")
@@ -94,9 +102,12 @@ def read_build(cache: Path | None = None) -> KubeBuild:
     version = versions.get("kubernetes") or None
     if version is None:
         return KubeBuild(
-            None, versions, f"{path} names no kubernetes= version (an unfinished build?): {BUILD_FIX}."
+            None,
+            versions,
+            f"{path} names no kubernetes= version (an unfinished build?): {BUILD_FIX}.",
+            current,
         )
-    return KubeBuild(version, versions, "")
+    return KubeBuild(version, versions, "", current)
 
 
 def built_kube_version(cache: Path | None = None) -> str | None:

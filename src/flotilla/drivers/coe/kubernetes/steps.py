@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from flotilla.domain import NetworkInfo, NodeInfo, NodeSpec
+from flotilla.domain import NetworkInfo, NetworkSpec, NodeInfo, NodeSpec
 from flotilla.drivers.base import ClusterSpec, NodeGroupSpec, StepContext
 from flotilla.drivers.coe import dockerhost
 from flotilla.drivers.coe.parallel import run_parallel
@@ -50,8 +50,21 @@ def node_spec(ctx: StepContext, net: NetworkInfo, name: str) -> NodeSpec:
 _parallel = run_parallel
 
 
+def ensure_network(ctx: StepContext) -> NetworkInfo:
+    """The cluster network. host-gw sends pod packets unencapsulated from node to node (routes
+    via the nodes' addresses), so its network forwards any address between the cluster's nodes
+    (the provider's ``routed``); udp and vxlan carry pod traffic between node addresses."""
+    spec = ctx.spec
+    return ctx.provider.ensure_network(
+        NetworkSpec(
+            cluster_uuid=spec.uuid, name=dockerhost.network_name(spec), fixed_network=spec.fixed_network,
+            dns_nameserver=spec.dns_nameserver, routed=flannel(spec).backend == "host-gw",
+        )
+    )  # fmt: skip
+
+
 def network(ctx: StepContext) -> None:
-    dockerhost.ensure_network(ctx)
+    ensure_network(ctx)
 
 
 def _nodes(ctx: StepContext) -> dict[str, NodeInfo]:
@@ -83,6 +96,16 @@ lb_enabled = apilb.enabled
 lb_name = apilb.name
 
 
+#: ``driver.IMAGE_LOAD_ARGV`` for a node still booting: wait (up to 60 s) for its containerd.
+BOOT_IMAGE_LOAD_ARGV = [
+    "sh",
+    "-c",
+    "i=0; until ctr version >/dev/null 2>&1 </dev/null; do i=$((i + 1)); "
+    '[ "$i" -gt 1200 ] && { echo "containerd did not start" >&2; exit 1; }; sleep 0.05; done; '
+    "exec ctr -n k8s.io images import --all-platforms -",
+]
+
+
 def endpoint(ctx: StepContext, infos: Mapping[str, NodeInfo] | None = None) -> str:
     """The API server URL users and nodes use: the load balancer's, else the first master's."""
     if infos is None:
@@ -96,7 +119,7 @@ def start_nodes(ctx: StepContext, names: Sequence[str] | None = None) -> None:
     every node gets its certificates and kubeconfigs naming them. All masters start at
     once: etcd's members wait for each other to form the cluster."""
     spec = ctx.spec
-    net = dockerhost.ensure_network(ctx)
+    net = ensure_network(ctx)
     creating = names is None
     wanted = list(names) if names is not None else [*spec.master.names, *spec.worker.names]
     fl = flannel(spec)
@@ -118,6 +141,9 @@ def start_nodes(ctx: StepContext, names: Sequence[str] | None = None) -> None:
 
         def one(name: str) -> None:
             info = started[name].result()
+            # Images loaded into the cluster (cluster-image-load) reach a node added later
+            # before its kubelet starts, so pods pinned to it find them once it is Ready.
+            ctx.load_images(info, BOOT_IMAGE_LOAD_ARGV)
             plan = NodePlan(name, _group(spec, name).role, info.address or "")
             ctx.provider.put_files(info, bootstrap.address_files(ctx, plan, masters, server, fl, api_ips))
 
@@ -299,6 +325,12 @@ def remove_workers(ctx: StepContext) -> None:
 
 
 def delete_everything(ctx: StepContext) -> None:
-    if lb_enabled(ctx.spec):
+    """Remove the API load balancer, then every node at once (each is independent: its
+    container, volume, files), then the network, then sweep anything still labelled."""
+    spec = ctx.spec
+    if lb_enabled(spec):
         apilb.delete(ctx)
-    dockerhost.delete_everything(ctx)
+    nodes = sorted(n.name for n in ctx.provider.list_nodes(spec.uuid))
+    _parallel(nodes, lambda n: ctx.provider.delete_node(spec.uuid, n), ctx, "nodes removed")
+    ctx.provider.delete_network(spec.uuid, dockerhost.network_name(spec))
+    ctx.provider.sweep(spec.uuid)
