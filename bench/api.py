@@ -1,229 +1,280 @@
-"""API throughput and latency of a real ``flotilla serve``: template list, show and create.
+"""API throughput and latency of a real ``flotilla serve``, driven by ``wrk``.
 
-Starts ``flotilla serve --no-conductor`` on a free loopback port with a throw-away data
-dir (SQLite there, or ``--database-url``), loads N templates, then drives each operation
-from C client threads (one keep-alive connection each) for K requests or S seconds,
-whichever ends first, and prints requests/s and p50/p99 latency. Never asserts: failed
-requests are counted and shown.
+Starts ``flotilla serve --no-conductor`` (``--api-workers N`` when asked) on a free
+loopback port with a throw-away data dir, on SQLite or on a throw-away PostgreSQL
+database, loads 1,000 templates (100 of them in their own project) and 100 clusters in
+that project, then drives every point for ``--seconds`` from Debian's ``wrk`` (one
+client thread; see ``bench/apidrive.py``) at each connection count, with keep-alive and
+with ``Connection: close``; before each point it waits until the server is idle again
+(requests left queued by the previous point are not counted against the next). Prints per point: requests/s, p50/p99/max latency, errors,
+the server's CPU share (of one core; 200 % = both cores of this machine), its CPU time per
+request (the number that does not depend on how busy the rest of the machine is) and the
+client's, and the load average; then the SQL statements per request kind, read from the
+``X-Flotilla-Sql-Statements`` header the server adds only with
+``FLOTILLA_DEBUG_SQL_COUNT=1`` (the bench sets it; it is off by default).
 
-    .venv/bin/python bench/api.py
-    .venv/bin/python bench/api.py --templates 500 --concurrency 16 --requests 4000
-    .venv/bin/python bench/api.py --database-url postgresql+psycopg://flotilla:flotilla@127.0.0.1/flotilla_bench
+Points: ``list100`` (a member's list: 100 rows), ``list1000`` (the admin's list: 1,000
+rows), ``show`` (one template), ``create`` (a template), ``clist`` (a member's 100
+clusters), ``cshow`` (one cluster).
 
-With ``--database-url`` the templates the bench made are deleted at the end.
+    .venv/bin/python bench/api.py                       # SQLite, every point
+    .venv/bin/python bench/api.py --database postgresql # a throw-away database on the local PostgreSQL
+    .venv/bin/python bench/api.py --points show,create --conns 10 --modes keepalive --seconds 8
+    .venv/bin/python bench/api.py --api-workers 2
+
+PostgreSQL: ``FLOTILLA_BENCH_PG_URL`` (default
+``postgresql+psycopg://flotilla:flotilla@127.0.0.1:5432/postgres``, the role
+``scripts/test.sh`` creates, which has CREATEDB) names a server where the bench creates
+``flotilla_bench_<pid>`` and drops it at the end. Never asserts anything.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
+import json
 import os
-import random
 import shlex
+import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import apidrive
+
 import serving
 
-ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "bench-node"
+SQL_HEADER = "x-flotilla-sql-statements"
+POINTS = ("list100", "list1000", "show", "create", "clist", "cshow")
+#: Any well-formed public key will do: nothing logs in to the bench's clusters (no conductor runs).
+PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAA/t6WaN9k/Dk/oEHxPtz533ZQOEO3cFLHE9eAHg1kQ bench"
+PG_DEFAULT = "postgresql+psycopg://flotilla:flotilla@127.0.0.1:5432/postgres"
 
 
-@dataclass
-class Result:
-    name: str
-    latencies: list[float] = field(default_factory=list)  # seconds, successful requests only
-    errors: int = 0
-    statuses: dict[int, int] = field(default_factory=dict)
-    elapsed: float = 0.0
-
-    def pct(self, q: float) -> float:
-        """Nearest-rank percentile in milliseconds (nan when nothing succeeded)."""
-        if not self.latencies:
-            return float("nan")
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))] * 1000
-
-
-@contextmanager
-def server(data_dir: Path, database_url: str | None) -> Iterator[tuple[str, str, list[str]]]:
-    """A running ``flotilla serve``; yields (endpoint, admin token, command). Stopped by pid."""
-    extra = ["--no-conductor", *(["--database-url", database_url] if database_url else [])]
-    env = {**os.environ, "FLOTILLA_LOG_LEVEL": "WARNING"}
-    try:
-        launched = serving.launch(data_dir, env, timeout=120, extra_args=extra)
-    except serving.ServeFailed as exc:
-        raise SystemExit(str(exc)) from exc
-    try:
-        yield launched.url, launched.token, [serving.FLOTILLA, "--data-dir", str(data_dir), "serve", *extra]
-    finally:
-        launched.stop()
-
-
-def template_body(i: int) -> dict[str, Any]:
+def template_body(i: int | str, name: str = "bench") -> dict[str, Any]:
+    n = i if isinstance(i, int) else 0
     return {
-        "name": f"bench-{i}",
-        "coe": "kubernetes" if i % 2 else "swarm",
+        "name": f"{name}-{i}",
+        "coe": "kubernetes" if n % 2 else "swarm",
         "image_id": IMAGE,
         "keypair_id": "benchkey",
         "flavor_id": "m1.small",
         "external_network_id": "public",
         "dns_nameserver": "8.8.8.8",
-        "docker_volume_size": 1 + i % 10,
-        "labels": {"bench": str(i), "flannel_backend": "vxlan"} if i % 2 else {"bench": str(i)},
+        "docker_volume_size": 1 + n % 10,
+        "labels": {"bench": str(i), "flannel_backend": "vxlan"} if n % 2 else {"bench": str(i)},
         "tags": "bench",
     }
 
 
-def drive(
-    name: str,
-    client_factory: Callable[[], httpx.Client],
-    request: Callable[[httpx.Client, int], httpx.Response],
-    *,
-    concurrency: int,
-    requests: int,
-    seconds: float,
-    expect: int,
-) -> Result:
-    """Run ``request`` from ``concurrency`` threads until ``requests`` are done or ``seconds`` pass."""
-    result = Result(name)
-    counter = itertools.count()
-    lock = threading.Lock()
-    stop_at = time.monotonic() + seconds
+@contextmanager
+def pg_database() -> Iterator[str]:
+    """A fresh database on the PostgreSQL of ``FLOTILLA_BENCH_PG_URL``; dropped afterwards."""
+    import psycopg
 
-    def worker() -> None:
-        with client_factory() as client:
-            while time.monotonic() < stop_at:
-                n = next(counter)
-                if n >= requests:
-                    return
-                t0 = time.perf_counter()
-                try:
-                    r = request(client, n)
-                    status = r.status_code
-                except httpx.HTTPError:
-                    status = 0
-                dt = time.perf_counter() - t0
-                with lock:
-                    result.statuses[status] = result.statuses.get(status, 0) + 1
-                    if status == expect:
-                        result.latencies.append(dt)
-                    else:
-                        result.errors += 1
+    admin = os.environ.get("FLOTILLA_BENCH_PG_URL", PG_DEFAULT)
+    plain = admin.replace("postgresql+psycopg://", "postgresql://")
+    name = f"flotilla_bench_{os.getpid()}"
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(plain, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    result.elapsed = time.perf_counter() - t0
-    return result
+
+def make_token(data_dir: Path, db_url: str | None, project: str, role: str) -> str:
+    cmd = [serving.FLOTILLA, "--data-dir", str(data_dir), "token-create", "--project", project]
+    cmd += ["--user", f"{project}-user", "--role", role, *(["--database-url", db_url] if db_url else [])]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=serving.clean_env())
+    return out.stdout.strip().splitlines()[0]
+
+
+def load(client: httpx.Client, token: str, path: str, bodies: list[dict[str, Any]]) -> list[str]:
+    """POST every body (4 at a time); the uuids in the order of ``bodies``."""
+
+    def one(body: dict[str, Any]) -> str:
+        r = client.post(path, json=body, headers={"X-Auth-Token": token})
+        if r.status_code not in (201, 202):
+            raise SystemExit(f"loading {path} answered {r.status_code}: {r.text[:300]}")
+        return str(r.json()["uuid"])
+
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(one, bodies))
+
+
+def sql_counts(client: httpx.Client, points: dict[str, apidrive.Point]) -> dict[str, tuple[str, str]]:
+    """Statements of each kind: (first request with a token, the next one)."""
+    out = {}
+    for name, p in points.items():
+        seen = []
+        for k in range(2):
+            body = p.body.replace("@N@", f"sql{k}") if p.body else None
+            r = client.request(
+                p.method, p.paths[0], content=body, headers={"X-Auth-Token": p.token, "Content-Type": "application/json"}
+            )  # fmt: skip
+            seen.append(
+                r.headers.get(SQL_HEADER, "?") if r.status_code == p.expect else f"HTTP {r.status_code}"
+            )
+        out[name] = (seen[0], seen[1])
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument(
-        "--templates", type=int, default=200, help="templates loaded before measuring (default 200)"
-    )
-    p.add_argument("--concurrency", type=int, default=8, help="client threads (default 8)")
-    p.add_argument("--requests", type=int, default=1000, help="requests per operation (default 1000)")
-    p.add_argument("--seconds", type=float, default=30.0, help="time cap per operation (default 30)")
-    p.add_argument("--database-url", help="run the server on this database instead of a temp SQLite file")
-    p.add_argument(
-        "--list-limit", type=int, default=None, help="?limit= for the list operation (default: none)"
-    )
+    p.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    p.add_argument("--seconds", type=float, default=5.0, help="per point (default 5)")
+    p.add_argument("--conns", default="1,10,50", help="connection counts (default 1,10,50)")
+    p.add_argument("--modes", default="keepalive,close", help="keepalive and/or close")
+    p.add_argument("--points", default=",".join(POINTS), help=f"subset of {','.join(POINTS)}")
+    p.add_argument("--api-workers", type=int, default=None, help="pass --api-workers N to flotilla serve")
+    p.add_argument("--python-client", action="store_true", help="use the Python client even if wrk exists")
+    p.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = p.parse_args(argv)
-
+    conns = [int(c) for c in args.conns.split(",")]
+    modes = args.modes.split(",")
+    wanted = args.points.split(",")
+    use_wrk = apidrive.WRK is not None and not args.python_client
     print("bench command:", shlex.join([sys.executable, *sys.argv]) if argv is None else shlex.join(argv))
-    with (
-        tempfile.TemporaryDirectory(prefix="flotilla-bench-") as tmp,
-        server(Path(tmp), args.database_url) as (
-            endpoint,
-            token,
-            cmd,
-        ),
-    ):
-        print("server command:", shlex.join(cmd))
-        print(f"database: {args.database_url.split('@')[-1] if args.database_url else 'SQLite in ' + tmp}")
-        headers = {"X-Auth-Token": token, "OpenStack-API-Version": "container-infra latest"}
-
-        def client() -> httpx.Client:
-            return httpx.Client(base_url=endpoint, headers=headers, timeout=60)
-
-        with client() as c:
-            r = c.post("/local/v1/images", json={"name": IMAGE, "os_distro": "debian", "replace": True})
-            if r.status_code != 201:
-                print(f"warning: image registration answered {r.status_code}: {r.text}")
-
-        made: list[str] = []
-        made_lock = threading.Lock()
-
-        def load(c: httpx.Client, n: int) -> httpx.Response:
-            r = c.post("/v1/clustertemplates", json=template_body(n))
-            if r.status_code == 201:
-                with made_lock:
-                    made.append(r.json()["uuid"])
-            return r
-
-        t0 = time.perf_counter()
-        loaded = drive(
-            "load",
-            client,
-            load,
-            concurrency=args.concurrency,
-            requests=args.templates,
-            seconds=3600,
-            expect=201,
-        )
-        print(f"loaded {len(made)} templates in {time.perf_counter() - t0:.1f} s ({loaded.errors} failed)")
-        ids = list(made) or ["missing"]
-        list_path = "/v1/clustertemplates" + (f"?limit={args.list_limit}" if args.list_limit else "")
-        base_count = args.templates
-
-        ops: list[tuple[str, Callable[[httpx.Client, int], httpx.Response], int]] = [
-            ("list", lambda c, n: c.get(list_path), 200),
-            ("show", lambda c, n: c.get(f"/v1/clustertemplates/{random.choice(ids)}"), 200),
-            ("create", lambda c, n: load(c, base_count + n), 201),
-        ]
-        results = [
-            drive(
-                name, client, fn, concurrency=args.concurrency, requests=args.requests, seconds=args.seconds,
-                expect=expect,
-            )
-            for name, fn, expect in ops
-        ]  # fmt: skip
-
-        print()
-        print(
-            f"templates={args.templates} concurrency={args.concurrency} requests<={args.requests} seconds<={args.seconds:g}"
-        )
-        print(f"{'op':<8}{'requests':>10}{'errors':>8}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
-        for res in results:
-            done = len(res.latencies) + res.errors
-            rate = done / res.elapsed if res.elapsed else 0.0
-            print(
-                f"{res.name:<8}{done:>10}{res.errors:>8}{rate:>10.1f}{res.pct(0.50):>10.1f}{res.pct(0.99):>10.1f}"
-            )
-            bad = {k: v for k, v in res.statuses.items() if k not in (200, 201)}
-            if bad:
-                print(f"{'':<8}unexpected statuses: {bad}")
-
-        if args.database_url and made:
-            with client() as c:
-                gone = sum(c.delete(f"/v1/clustertemplates/{u}").status_code == 204 for u in made)
-            print(f"\ndeleted the {gone} templates the bench made from {args.database_url.split('@')[-1]}")
+    if not use_wrk:
+        why = "--python-client" if args.python_client else "wrk is not installed (apt-get install wrk)"
+        print(f"CLIENT: the Python fallback ({why}); it shares the server's CPU, so numbers are lower")
+    with tempfile.TemporaryDirectory(prefix="flotilla-bench-") as tmp, _database(args.database) as db_url:
+        data_dir = Path(tmp)
+        extra = ["--no-conductor", *(["--database-url", db_url] if db_url else [])]
+        if args.api_workers:
+            extra += ["--api-workers", str(args.api_workers)]
+        env = serving.clean_env(
+            FLOTILLA_LOG_LEVEL="WARNING", FLOTILLA_DEBUG_SQL_COUNT="1", FLOTILLA_MAX_CLUSTERS_PER_PROJECT="100000"
+        )  # fmt: skip
+        launched = serving.launch(data_dir, env, timeout=120, extra_args=extra)
+        try:
+            print("server command:", shlex.join([serving.FLOTILLA, "--data-dir", tmp, "serve", *extra]))
+            print(f"database: {db_url.split('@')[-1] if db_url else 'SQLite in ' + tmp}")
+            run(args, launched, db_url, conns, modes, wanted, use_wrk)
+        finally:
+            launched.stop()
     return 0
+
+
+@contextmanager
+def _database(kind: str) -> Iterator[str | None]:
+    if kind == "sqlite":
+        yield None
+    else:
+        with pg_database() as url:
+            yield url
+
+
+def settle(pid: int, limit: float = 60.0) -> None:
+    """Wait until the server is idle (under 10 % of a core for half a second): requests a
+    previous point left queued in the server must not eat into the next point."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        cpu0 = apidrive.process_cpu_seconds(pid)
+        time.sleep(0.5)
+        if apidrive.process_cpu_seconds(pid) - cpu0 < 0.05:
+            return
+    print(f"(the server was still busy after {limit:.0f} s)")
+
+
+def run(
+    args: argparse.Namespace,
+    launched: serving.Launched,
+    db_url: str | None,
+    conns: list[int],
+    modes: list[str],
+    wanted: list[str],
+    use_wrk: bool,
+) -> None:
+    admin = launched.token
+    member = make_token(launched.data_dir, db_url, "p100", "member")
+    writer = make_token(launched.data_dir, db_url, "pcreate", "member")
+    headers = {"OpenStack-API-Version": "container-infra latest", "X-Auth-Token": admin}
+    with httpx.Client(base_url=launched.url, headers=headers, timeout=60) as c:
+        r = c.post("/local/v1/images", json={"name": IMAGE, "os_distro": "debian", "replace": True})
+        if r.status_code != 201:
+            print(f"warning: image registration answered {r.status_code}: {r.text}")
+        r = c.post(
+            "/local/v1/keypairs", json={"name": "benchkey", "public_key": PUBLIC_KEY}, headers={"X-Auth-Token": member}
+        )  # fmt: skip
+        if r.status_code != 201:
+            print(f"warning: keypair registration answered {r.status_code}: {r.text}")
+        t0 = time.perf_counter()
+        load(c, admin, "/v1/clustertemplates", [template_body(i) for i in range(900)])
+        mine = load(c, member, "/v1/clustertemplates", [template_body(i, "p100") for i in range(100)])
+        clusters = load(
+            c, member, "/v1/clusters",
+            [{"name": f"c{i}", "cluster_template_id": mine[0], "node_count": 1, "master_count": 1} for i in range(100)],
+        )  # fmt: skip
+        print(f"loaded 1000 templates and 100 clusters in {time.perf_counter() - t0:.1f} s")
+        create_body = json.dumps(template_body("@N@", "load"))
+        all_points = {
+            "list100": apidrive.Point("list100", "GET", ("/v1/clustertemplates",), member, 200),
+            "list1000": apidrive.Point("list1000", "GET", ("/v1/clustertemplates?limit=1000",), admin, 200),
+            "show": apidrive.Point(
+                "show", "GET", tuple(f"/v1/clustertemplates/{u}" for u in mine[:50]), member, 200
+            ),
+            "create": apidrive.Point("create", "POST", ("/v1/clustertemplates",), writer, 201, create_body),
+            "clist": apidrive.Point("clist", "GET", ("/v1/clusters",), member, 200),
+            "cshow": apidrive.Point(
+                "cshow", "GET", tuple(f"/v1/clusters/{u}" for u in clusters[:50]), member, 200
+            ),
+        }
+        points = {k: v for k, v in all_points.items() if k in wanted}
+        sizes = {
+            "list100": len(
+                c.get("/v1/clustertemplates", headers={"X-Auth-Token": member}).json()["clustertemplates"]
+            )
+        }
+        sizes["list1000"] = len(c.get("/v1/clustertemplates?limit=1000").json()["clustertemplates"])
+        sizes["clist"] = len(c.get("/v1/clusters", headers={"X-Auth-Token": member}).json()["clusters"])
+        print(f"rows per list: {sizes}")
+        counts = sql_counts(c, points)
+
+    drive = apidrive.run_wrk if use_wrk else apidrive.run_python
+    results: list[dict[str, Any]] = []
+    print()
+    print(f"{'point':<9}{'mode':<10}{'conns':>5}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
+          f"{'errors':>8}{'srv CPU':>9}{'ms CPU/req':>11}{'cli CPU':>9}  load avg")  # fmt: skip
+    for name, point in points.items():
+        for mode in modes:
+            for n in conns:
+                settle(launched.proc.pid)
+                cpu0, t0 = apidrive.process_cpu_seconds(launched.proc.pid), time.perf_counter()
+                out = drive(launched.url, point, connections=n, seconds=args.seconds, close=mode == "close")
+                wall = time.perf_counter() - t0
+                used = apidrive.process_cpu_seconds(launched.proc.pid) - cpu0
+                srv = used / wall
+                per_req = used * 1000 / out.requests if out.requests else float("nan")
+                load1 = os.getloadavg()[0]
+                kinds = f" {out.detail}" if out.detail else ""
+                print(
+                    f"{name:<9}{mode:<10}{n:>5}{out.rate:>9.1f}{out.p50_ms:>9.2f}{out.p99_ms:>9.1f}{out.max_ms:>9.1f}"
+                    f"{out.errors:>8}{srv:>9.0%}{per_req:>11.2f}{out.client_cpu_s / wall:>9.0%}  {load1:6.2f}{kinds}"
+                )  # fmt: skip
+                results.append({
+                    "point": name, "mode": mode, "conns": n, "rps": round(out.rate, 1), "p50_ms": out.p50_ms,
+                    "p99_ms": out.p99_ms, "max_ms": out.max_ms, "errors": out.errors, "error_kinds": out.detail,
+                    "server_cpu": round(srv, 3), "cpu_ms_per_req": per_req, "load1": load1,
+                })  # fmt: skip
+    print()
+    print("SQL statements per request (first request of a token / later ones; BEGIN/COMMIT not counted):")
+    for name, (first, later) in counts.items():
+        print(f"  {name:<9}{first:>6} / {later}")
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "sql": counts, "rows": sizes}, indent=1))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ APT_PACKAGES=(docker.io haproxy busybox-static postgresql openssh-client openssh
 # Kubernetes nodes (also built from the host's /usr): CNI plugins, the kube-proxy/kubelet tools;
 # gcc + libc6-dev link flanneld's (C) udp backend; time measures the kube build.
 APT_PACKAGES+=(containernetworking-plugins conntrack iptables nftables socat ethtool gcc libc6-dev time)
+# bench/api.py drives the server with wrk (a C load generator, so the client does not steal the
+# server's CPU on a small machine).
+APT_PACKAGES+=(wrk)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

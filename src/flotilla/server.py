@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import threading
+from typing import Any
 
 import uvicorn
 
@@ -69,31 +70,50 @@ def run_server(settings: Settings) -> int:
     db = Database(settings)
     bootstrap.prepare_database(db)
     path = bootstrap.ensure_admin_credentials(settings, db)
-    app = create_app(settings, db)
+    workers = settings.api_workers
+    app = create_app(settings, db) if workers == 1 else None
     conductor = None
     if settings.conductor.enabled:
         from flotilla.conductor.service import Conductor
 
         conductor = Conductor(settings, db)
         conductor.start()
-        app.state.runtime.on_enqueue.append(conductor.wake)
+        if app is not None:
+            app.state.runtime.on_enqueue.append(conductor.wake)
     log.info(
-        "Flotilla API on %s (database %s, auth %s)%s",
+        "Flotilla API on %s (database %s, auth %s%s)%s",
         settings.endpoint, settings.db_url.split("@")[-1], settings.auth_strategy,
-        f"; credentials in {path}" if path else "",
+        f", {workers} API processes" if workers > 1 else "", f"; credentials in {path}" if path else "",
     )  # fmt: skip
-    config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level="warning", access_log=False
-    )
-    server = uvicorn.Server(config)
     try:
-        server.run(sockets=[sock])
+        if app is not None:
+            _uvicorn(app, settings, sock)
+        else:
+            from flotilla.server_workers import supervise
+
+            supervise(settings, sock)
     finally:
         sock.close()
         if conductor is not None:
             conductor.stop()
         db.dispose()
     return 0
+
+
+def _uvicorn(app: Any, settings: Settings, sock: socket.socket) -> None:
+    """Serve ``app`` on the bound ``sock`` until SIGINT/SIGTERM."""
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level="warning", access_log=False
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def run_api_worker(settings: Settings, sock: socket.socket) -> None:
+    """One of ``--api-workers`` processes: the API only (the parent runs the conductor),
+    on the listening socket the parent bound and shares with its siblings."""
+    _logging(settings)
+    _private(settings)
+    _uvicorn(create_app(settings), settings, sock)
 
 
 def run_conductor(settings: Settings) -> int:

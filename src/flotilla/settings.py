@@ -84,6 +84,9 @@ class ConductorSettings(BaseModel):
     #: Above this share of unhealthy nodes, auto-healing stops and says why.
     max_unhealthy_share: float = Field(default=0.5, gt=0, le=1)
     heartbeat_interval: float = Field(default=10.0, gt=0)
+    #: Seconds between passes of the service controller (Kubernetes Services of type
+    #: LoadBalancer get provider load balancers; one Service list per cluster per pass).
+    service_lb_interval: float = Field(default=1.0, gt=0)
     #: The host name in ``/v1/mservices`` (Magnum's ``[DEFAULT] host``); default: the machine's.
     #: Conductors with the same host share one row, as in Magnum.
     host: str | None = Field(default=None, min_length=1, max_length=255)
@@ -134,6 +137,15 @@ class Settings(BaseSettings):
     #: Days a token made by ``token-create`` lives unless told otherwise (0: never expires).
     #: The bootstrap admin token in clouds.yaml does not expire; ``token-rotate-admin`` replaces it.
     token_ttl_days: float = Field(default=30.0, ge=0, le=36500)
+    #: Add ``X-Flotilla-Sql-Statements`` (SQL statements the request ran) to every response;
+    #: for ``bench/api.py`` and tests (``FLOTILLA_DEBUG_SQL_COUNT=1``), never on by default.
+    debug_sql_count: bool = False
+    #: API processes ``flotilla serve`` runs on its one port (next to one conductor).
+    api_workers: int = Field(default=1, ge=1, le=64)
+    #: Seconds each process may reuse a validated API token without looking it up again:
+    #: a token revoked or expired in the database stops working everywhere within this
+    #: time (at once in the process that revoked it). 0: look up every request.
+    token_cache_seconds: float = Field(default=2.0, ge=0, le=3)
 
     @field_validator("bind")
     @classmethod

@@ -20,6 +20,7 @@ from flotilla.api.local import router as local_router
 from flotilla.api.local_tokens import router as local_tokens_router
 from flotilla.api.middleware import FRAMEWORK_ERROR_MARK, EdgeMiddleware
 from flotilla.api.openapi import describe as describe_openapi
+from flotilla.api.sqlcount import SqlCountMiddleware
 from flotilla.api.v1 import certificates as certificates_api
 from flotilla.api.v1 import clusters, clustertemplates, mservices, nodegroups, quotas, root, stats
 from flotilla.conductor.providers import ProviderPool
@@ -78,6 +79,8 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     app.include_router(cluster_images_api.router)
     _install_error_handlers(app)
     app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_request_body_bytes)
+    if settings.debug_sql_count:
+        app.add_middleware(SqlCountMiddleware)
     return app
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from flotilla.api.token_cache import TokenCache
 from flotilla.context import RequestContext
 from flotilla.db.engine import Database
 from flotilla.errors import Unauthorized
@@ -23,6 +24,8 @@ class Authenticator:
     def __init__(self, settings: Settings, db: Database) -> None:
         self.strategy = settings.auth_strategy
         self.db = db
+        #: Validated ``token``-strategy tokens (see :mod:`flotilla.api.token_cache`).
+        self.cache = TokenCache(settings.token_cache_seconds)
         self._keystone: KeystoneValidator | None = None
         if self.strategy == "keystone":
             from flotilla.api.keystone import KeystoneValidator
@@ -33,6 +36,14 @@ class Authenticator:
                 "auth_strategy=noauth: EVERY REQUEST IS TRUSTED AS ADMIN (or as the X-User-Id/X-Project-Id/"
                 "X-Roles headers it sends). Use this for development only, never on a shared machine."
             )
+
+    def cached(self, headers: dict[str, str]) -> RequestContext | None:
+        """The caller from the token cache alone (no I/O; safe on the event loop), or None:
+        then call :meth:`authenticate`."""
+        if self.strategy != "token":
+            return None
+        token = headers.get("x-auth-token")
+        return self.cache.get(token) if token else None
 
     def authenticate(self, headers: dict[str, str]) -> RequestContext:
         """Blocking (database or Keystone call): run it in a worker thread."""
@@ -51,8 +62,13 @@ class Authenticator:
         if self._keystone is not None:
             ctx = self._keystone.identify(token)
         else:
-            with self.db.reader() as session:
-                ctx = tokens.resolve(session, token)
+            ctx = self.cache.get(token)
+            if ctx is None:
+                with self.db.reader() as session:
+                    found = tokens.resolve_until(session, token)
+                if found is not None:
+                    ctx = found[0]
+                    self.cache.put(token, ctx, found[1])
         if ctx is None:
             raise Unauthorized(
                 "The request you have made requires authentication: the token is invalid or expired."

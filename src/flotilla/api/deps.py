@@ -48,6 +48,9 @@ def runtime(request: Request) -> Runtime:
 async def context(request: Request) -> RequestContext:
     rt = runtime(request)
     headers = {k.lower(): v for k, v in request.headers.items()}
+    cached = rt.auth.cached(headers)
+    if cached is not None:  # no database: no worker thread either
+        return cached
     ctx: RequestContext = await run_in_threadpool(rt.auth.authenticate, headers)
     return ctx
 
@@ -105,7 +108,17 @@ def int_param(params: dict[str, str], key: str) -> int | None:
         ) from None
 
 
-RuntimeDep = Annotated[Runtime, Depends(runtime)]
+# FastAPI runs a plain ``def`` dependency in a worker thread: these two only read request
+# state, so they are ``async`` (on the event loop, no thread hop per request).
+async def _runtime_dep(request: Request) -> Runtime:
+    return runtime(request)
+
+
+async def _version_dep(request: Request) -> mv.Version:
+    return version(request)
+
+
+RuntimeDep = Annotated[Runtime, Depends(_runtime_dep)]
 ContextDep = Annotated[RequestContext, Depends(context)]
-VersionDep = Annotated[mv.Version, Depends(version)]
+VersionDep = Annotated[mv.Version, Depends(_version_dep)]
 BodyDep = Annotated[Any, Depends(json_body)]

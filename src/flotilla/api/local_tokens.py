@@ -37,4 +37,5 @@ def list_tokens(rt: RuntimeDep, ctx: ContextDep) -> dict[str, Any]:
 def revoke_token(ident: str, rt: RuntimeDep, ctx: ContextDep) -> Response:
     with rt.db.session() as s:
         tokens.revoke(s, ctx, ident)
+    rt.auth.cache.clear()  # at once here; other processes within token_cache_seconds
     return Response(status_code=204)

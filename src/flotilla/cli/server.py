@@ -26,6 +26,10 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--no-conductor", action="store_true", help="Serve the API only (for several-process setups)."
     )
+    p.add_argument(
+        "--api-workers", type=int, metavar="N",
+        help="API processes on the one port (default 1; the conductor stays one). Use the machine's cores.",
+    )  # fmt: skip
     p.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING.")
     p.set_defaults(func=cmd_serve)
 
@@ -80,9 +84,14 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from flotilla.cli.main import CliError
     from flotilla.server import run_server
 
-    extra: dict[str, Any] = {"bind": args.bind, "auth_strategy": args.auth_strategy}
+    if args.api_workers is not None and not 1 <= args.api_workers <= 64:
+        raise CliError(f"--api-workers must be between 1 and 64, got {args.api_workers}")
+    extra: dict[str, Any] = {
+        "bind": args.bind, "auth_strategy": args.auth_strategy, "api_workers": args.api_workers,
+    }  # fmt: skip
     settings = _settings(args, **extra)
     if args.no_conductor:
         settings.conductor.enabled = False

@@ -19,6 +19,7 @@ from flotilla.conductor.health import HealthMonitor, HealthPolicy
 from flotilla.conductor.images import ImageSync
 from flotilla.conductor.providers import ProviderPool
 from flotilla.conductor.runner import OpRunner
+from flotilla.conductor.service_lbs import ServiceLbController
 from flotilla.db.engine import Database
 from flotilla.drivers.registry import CoeRegistry
 from flotilla.notify.config import build_sinks
@@ -69,6 +70,7 @@ class Conductor:
         self._spawn("health", self._health_loop)
         self._spawn("notify", self._notify_loop)
         self._spawn("images", self._image_loop)
+        self._spawn("service-lbs", self._service_lb_loop)
 
     def wake(self) -> None:
         """Look for work now (called by the in-process API after it queues an operation or
@@ -165,6 +167,18 @@ class Conductor:
                 log.exception("image sync failed")
             self._images_wake.wait(interval)
             self._images_wake.clear()
+
+    def _service_lb_loop(self) -> None:
+        """Provider load balancers for the clusters' LoadBalancer Services (``service_lbs.py``)."""
+        controller = ServiceLbController(self.db, self.box, self.coes, self.providers)
+        try:
+            while not self._stop.wait(self.settings.conductor.service_lb_interval):
+                try:
+                    controller.cycle()
+                except Exception:
+                    log.exception("service load balancer cycle failed")
+        finally:
+            controller.close()
 
     def _notify_loop(self) -> None:
         """Deliver CADF notifications from the outbox (at least once, with backoff)."""

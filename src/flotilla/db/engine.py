@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -10,8 +11,12 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from flotilla.datadir import private_dir, secure_sqlite
+from flotilla.db import statements
 from flotilla.db.guard import refuse_unstorable
 from flotilla.settings import Settings
+
+#: Seconds a writer waits for this process's other writers (SQLite's busy timeout is 30 s too).
+WRITER_WAIT = 30.0
 
 
 def make_engine(settings: Settings, *, immediate: bool = True) -> Engine:
@@ -58,8 +63,13 @@ class Database:
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
         self.read_engine = make_engine(settings, immediate=False) if self.is_sqlite else self.engine
         self._read_factory = sessionmaker(self.read_engine, expire_on_commit=False)
+        #: Serializes this process's SQLite writers (see :meth:`session`); a no-op elsewhere.
+        self._writer = threading.RLock() if self.is_sqlite else None
         for factory in (self._factory, self._read_factory):
             event.listen(factory, "before_flush", refuse_unstorable)
+        if settings.debug_sql_count:
+            statements.watch(self.engine)
+            statements.watch(self.read_engine)
 
     @property
     def is_sqlite(self) -> bool:
@@ -67,9 +77,28 @@ class Database:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A session in one transaction: committed on success, rolled back on error."""
-        with self._factory() as session, session.begin():
+        """A session in one transaction: committed on success, rolled back on error.
+
+        On SQLite the threads of this process take turns (one writer at a time, as SQLite
+        allows anyway): a waiting writer is woken the moment the previous one commits,
+        where SQLite's busy handler would poll with growing sleeps (tens of ms each),
+        the slow tail of concurrent writes. Other processes still meet the busy timeout.
+        """
+        with self._one_writer(), self._factory() as session, session.begin():
             yield session
+
+    @contextmanager
+    def _one_writer(self) -> Iterator[None]:
+        if self._writer is None:
+            yield
+            return
+        # Bounded like SQLite's own busy timeout: past it, go on and let SQLite decide.
+        held = self._writer.acquire(timeout=WRITER_WAIT)
+        try:
+            yield
+        finally:
+            if held:
+                self._writer.release()
 
     @contextmanager
     def reader(self) -> Iterator[Session]:

@@ -14,7 +14,7 @@ Contracts every implementation keeps:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -99,6 +99,10 @@ class Provider(Protocol):
 
     def delete_load_balancer(self, cluster_uuid: str, name: str) -> None:
         """Remove the balancer; a missing one counts as removed."""
+        ...
+
+    def list_load_balancers(self, cluster_uuid: str) -> list[LoadBalancerInfo]:
+        """Every balancer of the cluster, in ONE backend call (controllers diff against it)."""
         ...
 
     def exec(
@@ -279,6 +283,33 @@ class CoeDriver(Protocol):
     def client_config(self, request: ClientConfigRequest) -> NativeConfig:
         """The native client's configuration (files + environment) for ``cluster-config``,
         ``bay-config`` and the dashboard's bundle. Pure: callers write the files."""
+        ...
+
+
+@runtime_checkable
+class ServiceLoadBalancing(Protocol):
+    """A COE driver whose clusters ask for provider load balancers from inside (Kubernetes
+    Services of ``type: LoadBalancer``). The conductor calls it periodically for every
+    settled (or updating) cluster of the driver's COE; drivers without it get no calls."""
+
+    def sync_service_load_balancers(
+        self,
+        spec: ClusterSpec,
+        provider: Provider,
+        client_tls: TlsMaterial | None,
+        memo: MutableMapping[str, object],
+    ) -> list[str]:
+        """Bring the provider's service load balancers of the cluster to what the cluster
+        asks for (create, update, delete; write the addresses back) and return what was
+        done, for the log. ``memo`` is the caller's per-cluster memory for the driver, kept
+        between calls (e.g. the specs applied, so unchanged balancers cost nothing); empty
+        after a restart (every balancer is ensured once again: idempotent).
+        Raises when the cluster cannot be reached; the next call tries again."""
+        ...
+
+    def delete_service_load_balancers(self, spec: ClusterSpec, provider: Provider) -> list[str]:
+        """Remove every service load balancer of the cluster (never its API balancer);
+        return their names. Idempotent."""
         ...
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -174,6 +175,33 @@ def list_images(session: Session) -> list[m.Image]:
 #: image built locally with ``flotilla image-build flotilla-node``). An image registered
 #: under the guide's name itself always wins.
 GUIDE_IMAGE_ALIASES: dict[str, str] = {"fedora-atomic-latest": "flotilla-node"}
+
+
+def distro_if_all_found(
+    session: Session, *, image: str, flavors: Sequence[str], external_network: str | None
+) -> str | None:
+    """One statement for the usual case of a template write: the image's ``os_distro``
+    ("" when it has none) when the image, every flavor and the external network exist as
+    named; None when any is missing (then :func:`find_image` and friends, one by one, say
+    which and what exists instead)."""
+
+    def by(model: Any, ident: str) -> Any:
+        return model.uuid if is_uuid(ident) else model.name
+
+    cols: list[Any] = [
+        select(func.coalesce(m.Image.os_distro, ""))
+        .where(by(m.Image, image) == image)
+        .limit(1)
+        .scalar_subquery()
+    ]
+    cols += [select(m.Flavor.id).where(by(m.Flavor, f) == f).limit(1).scalar_subquery() for f in flavors]
+    if external_network:
+        net = by(m.Network, external_network) == external_network
+        cols.append(select(m.Network.id).where(net, m.Network.external.is_(True)).limit(1).scalar_subquery())
+    row = session.execute(select(*cols)).one()
+    if any(v is None for v in row):
+        return None
+    return str(row[0])
 
 
 def find_image(session: Session, ident: str) -> m.Image:

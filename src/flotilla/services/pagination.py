@@ -39,8 +39,13 @@ def paginate(
     max_limit: int,
     label: str,
     marker_is_id: bool = False,
+    rows: bool = False,
 ) -> Page[T]:
     """One page of ``stmt``'s rows. Raises Invalid for bad parameters, NotFound for an unknown marker.
+
+    ``rows``: ``stmt`` selects columns, and the page holds plain dicts by column name
+    instead of ORM objects: no identity map, no instance state, several times cheaper
+    per row for read-only lists.
 
     The marker is looked up among ``stmt``'s rows, so a row the caller cannot list (another
     project's) is an unknown marker too, not a way to probe for its existence.
@@ -62,13 +67,13 @@ def paginate(
         if marker_is_id:
             if not marker.isdigit() or int(marker) > 2**31 - 1:
                 raise Invalid(f"Invalid marker {marker}: expected an integer id.")
-            ref = session.scalars(stmt.where(columns["id"] == int(marker))).first()
+            ref = _first(session, stmt.where(columns["id"] == int(marker)), rows)
         else:
             if not is_uuid(marker):
                 raise Invalid(
                     f"Invalid input for field/attribute marker. Value: '{marker}'. Expected a UUID."
                 )
-            ref = session.scalars(stmt.where(columns["uuid"] == marker)).first()
+            ref = _first(session, stmt.where(columns["uuid"] == marker), rows)
         if ref is None:
             raise NotFound(f"{label} {marker} could not be found.")
         ref_val, ref_id = getattr(ref, sort_key), ref.id
@@ -80,5 +85,16 @@ def paginate(
         else:
             cond = (col < ref_val) | ((col == ref_val) & (idc < ref_id))
         stmt = stmt.where(cond)
-    items = list(session.scalars(stmt.order_by(*order).limit(eff)))
+    page = stmt.order_by(*order).limit(eff)
+    items: list[Any]
+    if rows:
+        result = session.execute(page)
+        keys = list(result.keys())
+        items = [dict(zip(keys, row, strict=True)) for row in result]
+    else:
+        items = list(session.scalars(page))
     return Page(items=items, limit=eff, sort_key=sort_key, sort_dir=sort_dir)
+
+
+def _first(session: Session, stmt: Select[Any], rows: bool) -> Any:
+    return session.execute(stmt).first() if rows else session.scalars(stmt).first()

@@ -77,6 +77,13 @@ def find(session: Session, token: str) -> m.ApiToken | None:
 
 def resolve(session: Session, token: str) -> RequestContext | None:
     """The identity behind ``token``, or None when it is unknown, revoked or expired."""
+    found = resolve_until(session, token)
+    return found[0] if found is not None else None
+
+
+def resolve_until(session: Session, token: str) -> tuple[RequestContext, datetime | None] | None:
+    """The identity behind ``token`` and the token's expiry (None: never), or None when it
+    is unknown, revoked or expired."""
     row = find(session, token)
     if row is None:
         return None
@@ -85,10 +92,11 @@ def resolve(session: Session, token: str) -> RequestContext | None:
         roles = roles | {"member", "reader"}
     elif "member" in roles:
         roles = roles | {"reader"}
-    return RequestContext(
+    ctx = RequestContext(
         user_id=row.user_id, project_id=row.project_id, roles=roles, user_name=row.user_id,
         project_name=row.project_id, auth_token=token,
     )  # fmt: skip
+    return ctx, row.expires_at
 
 
 def count(session: Session) -> int:

@@ -23,8 +23,10 @@ from flotilla.api.v1.render import iso, links, next_link
 from flotilla.db import models as m
 from flotilla.errors import Invalid, NotAcceptable
 from flotilla.lifecycle import FAILED
-from flotilla.services import clusters, upgrades
+from flotilla.services import cluster_reads, clusters, upgrades
+from flotilla.services.cluster_reads import Shown
 from flotilla.services.clusters import ClusterView
+from flotilla.services.pagination import Page
 
 INT32 = 2**31 - 1
 #: create_timeout is in minutes; a week is plenty and keeps deadlines representable.
@@ -86,10 +88,13 @@ BAY_SHOW_KEYS = (
 )  # fmt: skip
 
 
-def full_dict(session: Session, row: m.Cluster, view: ClusterView, base: str) -> dict[str, Any]:
-    """The show/detail representation (reference §7.1/§7.7)."""
+def full_dict(
+    session: Session, row: m.Cluster, view: ClusterView, base: str, shown: Shown | None = None
+) -> dict[str, Any]:
+    """The show/detail representation (reference §7.1/§7.7); ``shown``: the parts already
+    read (else looked up here)."""
     coll = "clusters" if view == "cluster" else "bays"
-    groups = clusters.nodegroups(session, row)
+    groups = shown.groups if shown is not None else clusters.nodegroups(session, row)
     masters = sum(g.node_count for g in groups if g.role == "master")
     workers = sum(g.node_count for g in groups if g.role != "master")
     out: dict[str, Any] = {
@@ -107,8 +112,10 @@ def full_dict(session: Session, row: m.Cluster, view: ClusterView, base: str) ->
         "labels_overridden": {}, "labels_added": {}, "labels_skipped": {},
         "created_at": iso(row.created_at), "updated_at": iso(row.updated_at), "links": links(base, coll, row.uuid),
     }  # fmt: skip
-    template = clusters.template_of(session, row)
-    tl = {k: str(v) for k, v in (template.labels or {}).items()}
+    template_labels = (
+        shown.template_labels if shown is not None else clusters.template_of(session, row).labels
+    )
+    tl = {k: str(v) for k, v in (template_labels or {}).items()}
     cl = {k: str(v) for k, v in (row.labels or {}).items()}
     out["labels_overridden"] = {k: tl[k] for k in cl if k in tl and tl[k] != cl[k]}
     out["labels_added"] = {k: cl[k] for k in cl if k not in tl}
@@ -130,20 +137,29 @@ def _faults(groups: list[m.NodeGroup], row: m.Cluster) -> dict[str, str]:
     return {g.name: reason for g in groups if g.is_default} or {"cluster": reason}
 
 
-def summary_dict(row: m.Cluster, view: ClusterView, base: str, counts: tuple[int, int]) -> dict[str, Any]:
+def summary_dict(
+    row: m.Cluster | dict[str, Any], view: ClusterView, base: str, counts: tuple[int, int]
+) -> dict[str, Any]:
     """The list representation (reference §7.2 / §7.7)."""
     masters, workers = counts
+    r = row if isinstance(row, dict) else {k: getattr(row, k) for k in _SUMMARY_COLUMNS}
     coll = "clusters" if view == "cluster" else "bays"
     full: dict[str, Any] = {
-        "uuid": row.uuid, "name": row.name, "cluster_template_id": row.cluster_template_id,
-        "baymodel_id": row.cluster_template_id, "keypair": row.keypair,
-        "docker_volume_size": row.docker_volume_size, "labels": row.labels or {}, "node_count": workers,
-        "master_count": masters, "status": row.status, "master_flavor_id": row.master_flavor_id,
-        "flavor_id": row.flavor_id, "create_timeout": row.create_timeout, "bay_create_timeout": row.create_timeout,
-        "stack_id": row.stack_id, "health_status": row.health_status, "merge_labels": False,
-        "floating_ip_enabled": row.floating_ip_enabled, "links": links(base, coll, row.uuid),
+        "uuid": r["uuid"], "name": r["name"], "cluster_template_id": r["cluster_template_id"],
+        "baymodel_id": r["cluster_template_id"], "keypair": r["keypair"],
+        "docker_volume_size": r["docker_volume_size"], "labels": r["labels"] or {}, "node_count": workers,
+        "master_count": masters, "status": r["status"], "master_flavor_id": r["master_flavor_id"],
+        "flavor_id": r["flavor_id"], "create_timeout": r["create_timeout"], "bay_create_timeout": r["create_timeout"],
+        "stack_id": r["stack_id"], "health_status": r["health_status"], "merge_labels": False,
+        "floating_ip_enabled": r["floating_ip_enabled"], "links": links(base, coll, r["uuid"]),
     }  # fmt: skip
     return {k: full[k] for k in LIST_KEYS[view]}
+
+
+_SUMMARY_COLUMNS = (
+    "uuid", "name", "cluster_template_id", "keypair", "docker_volume_size", "labels", "status", "master_flavor_id",
+    "flavor_id", "create_timeout", "stack_id", "health_status", "floating_ip_enabled",
+)  # fmt: skip
 
 
 def make_router(view: ClusterView) -> APIRouter:
@@ -155,16 +171,23 @@ def make_router(view: ClusterView) -> APIRouter:
         params = check_query(request, {"limit", "marker", "sort_key", "sort_dir"})
         base = base_url(request)
         with rt.db.reader() as s:
-            page = clusters.list_page(
-                s, ctx, view, limit=int_param(params, "limit"), marker=params.get("marker"),
-                sort_key=params.get("sort_key", "id"), sort_dir=params.get("sort_dir", "asc"),
-                max_limit=rt.settings.max_limit,
-            )  # fmt: skip
+            limit, marker = int_param(params, "limit"), params.get("marker")
+            sort_key, sort_dir = params.get("sort_key", "id"), params.get("sort_dir", "asc")
+            page: Page[Any]
             if detail:
+                page = clusters.list_page(
+                    s, ctx, view, limit=limit, marker=marker, sort_key=sort_key, sort_dir=sort_dir,
+                    max_limit=rt.settings.max_limit,
+                )  # fmt: skip
                 items = [full_dict(s, r, view, base) for r in page.items]
-            else:  # the summary needs only the node counts: one query for the whole page
-                counts = clusters.node_counts(s, [r.uuid for r in page.items])
-                items = [summary_dict(r, view, base, counts.get(r.uuid, (0, 0))) for r in page.items]
+            else:  # the summary: column rows with the node counts, one statement
+                page = cluster_reads.list_rows(
+                    s, ctx, view, limit=limit, marker=marker, sort_key=sort_key, sort_dir=sort_dir,
+                    max_limit=rt.settings.max_limit,
+                )  # fmt: skip
+                items = [
+                    summary_dict(r, view, base, (r["masters_total"], r["workers_total"])) for r in page.items
+                ]
         out: dict[str, Any] = {coll: items}
         if page.full:
             out["next"] = next_link(base, request.url.path, page, items[-1]["uuid"])
@@ -181,7 +204,8 @@ def make_router(view: ClusterView) -> APIRouter:
     @router.get("/{ident}")
     def show(ident: str, request: Request, rt: RuntimeDep, ctx: ContextDep) -> dict[str, Any]:
         with rt.db.reader() as s:
-            return full_dict(s, clusters.get(s, ctx, ident, view), view, base_url(request))
+            shown = cluster_reads.get_shown(s, ctx, ident, view)
+            return full_dict(s, shown.cluster, view, base_url(request), shown)
 
     @router.post("", status_code=202)
     def create(

@@ -71,20 +71,32 @@ NON_REMOVABLE = (
 LIST_PARAMS = {"limit", "marker", "sort_key", "sort_dir", "detail"}
 
 
-def to_dict(row: m.ClusterTemplate, view: View, base: str) -> dict[str, Any]:
-    """Every field, with null for unset ones (reference §6.1)."""
+def to_dict(row: m.ClusterTemplate | dict[str, Any], view: View, base: str) -> dict[str, Any]:
+    """Every field, with null for unset ones (reference §6.1); ``row`` an ORM object, or the
+    row's columns by name (lists), which becomes the answer itself (no copy per row)."""
     coll = "clustertemplates" if view == "clustertemplate" else "baymodels"
-    out: dict[str, Any] = {k: getattr(row, k) for k in templates.WRITABLE}
-    out["uuid"] = row.uuid
-    if view == "clustertemplate":
-        out["project_id"] = row.project_id
-        out["user_id"] = row.user_id
-    if out.get("labels") is None:
+    if isinstance(row, dict):
+        out = row
+        for key in _NOT_SHOWN[view]:
+            out.pop(key, None)
+    else:
+        out = {k: getattr(row, k) for k in _READ}
+        if view != "clustertemplate":
+            del out["project_id"], out["user_id"]
+    if out["labels"] is None:
         out["labels"] = {}
-    out["links"] = links(base, coll, row.uuid)
-    out["created_at"] = iso(row.created_at)
-    out["updated_at"] = iso(row.updated_at)
+    out["links"] = links(base, coll, out["uuid"])
+    out["created_at"] = iso(out["created_at"])
+    out["updated_at"] = iso(out["updated_at"])
     return out
+
+
+_READ = (*templates.WRITABLE, "uuid", "project_id", "user_id", "created_at", "updated_at")
+#: Columns of the table that are not in the answer.
+_NOT_SHOWN: dict[View, tuple[str, ...]] = {
+    "clustertemplate": ("id",),
+    "baymodel": ("id", "project_id", "user_id"),
+}
 
 
 def make_router(view: View) -> APIRouter:
@@ -98,7 +110,7 @@ def make_router(view: View) -> APIRouter:
         sort_key, sort_dir = params.get("sort_key", "id"), params.get("sort_dir", "asc")
         base = base_url(request)
         with rt.db.reader() as s:
-            page = templates.list_page(
+            page = templates.list_rows(
                 s, ctx, view, limit=limit, marker=params.get("marker"), sort_key=sort_key, sort_dir=sort_dir,
                 max_limit=rt.settings.max_limit,
             )  # fmt: skip

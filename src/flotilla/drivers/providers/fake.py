@@ -285,6 +285,18 @@ class FakeProvider:
             if lb is not None and lb["spec"].cluster_uuid == cluster_uuid:
                 del self.load_balancers[name]
 
+    def list_load_balancers(self, cluster_uuid: str) -> list[LoadBalancerInfo]:
+        self._enter("list_load_balancers", cluster_uuid)
+        with self._lock:
+            return sorted(
+                (
+                    LoadBalancerInfo(name, lb["address"], lb["id"])
+                    for name, lb in self.load_balancers.items()
+                    if lb["spec"].cluster_uuid == cluster_uuid
+                ),
+                key=lambda lb: lb.name,
+            )
+
     def exec(
         self, node: NodeInfo, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float = 60.0
     ) -> ExecResult:

@@ -7,19 +7,21 @@ cache); TLS everywhere from the cluster's CA held by Flotilla."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 
-from flotilla.domain import NodeInfo
+from flotilla.domain import NodeInfo, TlsMaterial
 from flotilla.drivers.base import (
     CAP_CONTAINERS_AS_NODES,
     CAP_EXEC,
     ClusterSpec,
     Observation,
     OpKind,
+    Provider,
     Step,
     StepContext,
 )
-from flotilla.drivers.coe.kubernetes import client, health, labels, rotation, steps
+from flotilla.drivers.coe.kubernetes import apilb, client, health, labels, rotation, service_lb, steps
+from flotilla.drivers.coe.kubernetes.kubeapi import KubeApi
 from flotilla.drivers.coe.kubernetes.template import check_upgrade, validate_template
 from flotilla.drivers.coe.native import ClientConfigRequest, NativeConfig
 
@@ -79,3 +81,26 @@ class KubernetesCoe:
 
     def client_config(self, request: ClientConfigRequest) -> NativeConfig:
         return client.client_config(request)
+
+    def sync_service_load_balancers(
+        self,
+        spec: ClusterSpec,
+        provider: Provider,
+        client_tls: TlsMaterial | None,
+        memo: MutableMapping[str, object],
+    ) -> list[str]:
+        """Services of type LoadBalancer get provider balancers (``service_lb.py``). Nothing on
+        the fake provider: its nodes run no API server."""
+        if provider.name == "fake":
+            return []
+        nodes = provider.list_nodes(spec.uuid)
+        # A running master's own API server: the balancer in front of several is not needed
+        # for a controller that runs next to the cluster network.
+        urls = list(apilb.master_urls(spec, {n.name: n for n in nodes}).values())
+        if not urls:
+            raise RuntimeError("no master is running")
+        with KubeApi(urls[0], client_tls, timeout=3.0) as api:
+            return service_lb.reconcile(spec, provider, api, memo, nodes)
+
+    def delete_service_load_balancers(self, spec: ClusterSpec, provider: Provider) -> list[str]:
+        return service_lb.delete_all(spec, provider)

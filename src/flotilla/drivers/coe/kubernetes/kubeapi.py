@@ -80,6 +80,11 @@ class KubeApi:
         r = self._c.get("/api/v1/pods", params={"fieldSelector": f"spec.nodeName={node}"})
         return list((self._check(r, f"listing pods on {node}") or {}).get("items") or [])
 
+    def services(self) -> list[dict[str, Any]]:
+        """Every Service of every namespace (one request)."""
+        data = self._check(self._c.get("/api/v1/services"), "listing services")
+        return list(data.get("items") or [])
+
     # ---- writes -----------------------------------------------------------------------
 
     def apply(self, obj: Mapping[str, Any]) -> None:
@@ -139,6 +144,19 @@ class KubeApi:
         counts = (st.get("updatedReplicas", 0), st.get("availableReplicas", 0), st.get("replicas", 0))
         done = st.get("observedGeneration", 0) >= generation and counts == (want, want, want)
         return done, f"{counts[0]} of {want} updated, {counts[1]} available, {counts[2]} in all"
+
+    def patch_service_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """Merge ``status`` into the Service's status (the status subresource)."""
+        r = self._c.patch(
+            f"/api/v1/namespaces/{namespace}/services/{name}/status",
+            content=json.dumps({"status": status}).encode(),
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        self._check(r, f"updating the status of service {namespace}/{name}")
+
+    def create_event(self, namespace: str, event: Mapping[str, Any]) -> None:
+        r = self._c.post(f"/api/v1/namespaces/{namespace}/events", json=event)
+        self._check(r, f"recording an event in {namespace}")
 
     def delete_node(self, name: str) -> None:
         r = self._c.delete(f"/api/v1/nodes/{name}")

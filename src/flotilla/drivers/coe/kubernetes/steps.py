@@ -14,7 +14,7 @@ from flotilla.drivers.base import ClusterSpec, NodeGroupSpec, StepContext
 from flotilla.drivers.coe import dockerhost
 from flotilla.drivers.coe.parallel import run_parallel
 
-from . import addons, apilb, bootstrap
+from . import addons, apilb, bootstrap, service_lb
 from .artifacts import NODE_DIR
 from .bootstrap import CONTROL_PLANE_TAINT, NodePlan
 from .kubeapi import Errors, KubeApi, node_name, node_ready
@@ -325,9 +325,13 @@ def remove_workers(ctx: StepContext) -> None:
 
 
 def delete_everything(ctx: StepContext) -> None:
-    """Remove the API load balancer, then every node at once (each is independent: its
-    container, volume, files), then the network, then sweep anything still labelled."""
+    """Remove the services' balancers and the API load balancer, then every node at once
+    (each is independent: its container, volume, files), then the network, then sweep
+    anything still labelled."""
     spec = ctx.spec
+    # Services' balancers by name (on a cloud they are not nodes; locally the node removal
+    # below would find them too).
+    service_lb.delete_all(spec, ctx.provider)
     if lb_enabled(spec):
         apilb.delete(ctx)
     nodes = sorted(n.name for n in ctx.provider.list_nodes(spec.uuid))

@@ -63,3 +63,12 @@ def find(provider: LocalProvider, cluster_uuid: str, name: str) -> LoadBalancerI
         if node.name == name and node.role == "lb":
             return LoadBalancerInfo(name=name, address=node.address, provider_id=node.provider_id)
     return None
+
+
+def list_all(provider: LocalProvider, cluster_uuid: str) -> list[LoadBalancerInfo]:
+    """Every balancer of the cluster: its node containers of role ``lb`` (one listing)."""
+    return [
+        LoadBalancerInfo(name=node.name, address=node.address, provider_id=node.provider_id)
+        for node in provider.list_nodes(cluster_uuid)
+        if node.role == "lb"
+    ]

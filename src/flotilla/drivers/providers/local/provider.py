@@ -571,6 +571,9 @@ class LocalProvider:
     def delete_load_balancer(self, cluster_uuid: str, name: str) -> None:
         self.delete_node(cluster_uuid, name)
 
+    def list_load_balancers(self, cluster_uuid: str) -> list[LoadBalancerInfo]:
+        return loadbalancer.list_all(self, cluster_uuid)
+
     def exec(
         self, node: NodeInfo, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float = 60.0
     ) -> ExecResult:

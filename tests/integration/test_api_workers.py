@@ -1,0 +1,153 @@
+"""``flotilla serve --api-workers N``: several API processes on one port, one SQLite file.
+
+* Requests on fresh connections are answered by every worker process (the debug header
+  ``X-Flotilla-Pid``, on with ``FLOTILLA_DEBUG_SQL_COUNT=1``), and correctly.
+* Template creates hammered from several client threads through 3 API processes that
+  all write the same SQLite file: every one answers 201 (never "database is locked" nor
+  any 5xx), and every template is there afterwards.
+* A token revoked through one worker is refused by every worker once the token cache's
+  lifetime (``token_cache_seconds``) has passed.
+* A worker that is killed is replaced; the port keeps answering.
+
+Real ``flotilla serve`` processes (tests/serving.py), stopped by pid.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+import serving
+
+IMAGE = "workers-node"
+
+
+def _workers(pid: int) -> set[int]:
+    """The spawned API worker processes of the server ``pid``."""
+    out = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        if ppid == pid and b"spawn_main" in cmdline:
+            out.add(int(entry.name))
+    return out
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[serving.Launched]:
+    """One server for the module (starting 3 worker processes is slow on a busy machine)."""
+    env = serving.clean_env(FLOTILLA_DEBUG_SQL_COUNT="1", FLOTILLA_LOG_LEVEL="WARNING")
+    launched = serving.launch(
+        tmp_path_factory.mktemp("workers") / "data",
+        env,
+        timeout=180,
+        extra_args=["--no-conductor", "--api-workers", "3"],
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while len(_workers(launched.proc.pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        yield launched
+    finally:
+        launched.stop()
+    assert not _workers(launched.proc.pid), "API workers outlived the server"
+
+
+def _get(url: str, token: str, path: str) -> httpx.Response:
+    """One request on a fresh connection (so the kernel may hand it to any worker)."""
+    with httpx.Client(base_url=url, timeout=60) as c:
+        return c.get(path, headers={"X-Auth-Token": token})
+
+
+def _token(data_dir: Path, project: str) -> str:
+    out = subprocess.run(
+        [serving.FLOTILLA, "--data-dir", str(data_dir), "token-create", "--project", project, "--user", project,
+         "--role", "member"],
+        capture_output=True, text=True, check=True, env=serving.clean_env(),
+    )  # fmt: skip
+    return out.stdout.strip().splitlines()[0]
+
+
+def test_every_worker_answers_and_concurrent_sqlite_writes_never_fail(served: serving.Launched) -> None:
+    workers = _workers(served.proc.pid)
+    assert len(workers) == 3
+    admin = served.token
+    r = httpx.post(
+        served.url + "/local/v1/images", json={"name": IMAGE, "os_distro": "debian"},
+        headers={"X-Auth-Token": admin}, timeout=60,
+    )  # fmt: skip
+    assert r.status_code == 201, r.text
+
+    seen: Counter[int] = Counter()
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(10):
+            for r in pool.map(lambda _: _get(served.url, admin, "/v1/clustertemplates"), range(40)):
+                assert r.status_code == 200, r.text
+                seen[int(r.headers["x-flotilla-pid"])] += 1
+            if set(seen) == workers:
+                break
+    assert set(seen) == workers, f"answered by {dict(seen)}, workers {workers}"
+
+    def create(i: int) -> httpx.Response:
+        with httpx.Client(base_url=served.url, timeout=120) as c:
+            body = {"name": f"w{i}", "coe": "swarm", "image_id": IMAGE, "labels": {"n": str(i)}}
+            return c.post("/v1/clustertemplates", json=body, headers={"X-Auth-Token": admin})
+
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(create, range(240)))
+    bad = [(r.status_code, r.text[:200]) for r in answers if r.status_code != 201]
+    assert not bad, f"{len(bad)} creates failed, e.g. {bad[:3]}"
+    writers = {int(r.headers["x-flotilla-pid"]) for r in answers}
+    assert len(writers) >= 2, "the writes did not come from several processes"
+    listed = _get(served.url, admin, "/v1/clustertemplates?limit=1000").json()["clustertemplates"]
+    assert sorted(t["name"] for t in listed) == sorted(f"w{i}" for i in range(240))
+
+
+def test_a_revoked_token_ends_in_every_worker(served: serving.Launched) -> None:
+    token = _token(served.data_dir, "prev")
+    with ThreadPoolExecutor(8) as pool:  # every worker has it cached now (most likely)
+        assert all(
+            r.status_code == 200
+            for r in pool.map(lambda _: _get(served.url, token, "/v1/clusters"), range(40))
+        )
+    listed = httpx.get(served.url + "/local/v1/tokens", headers={"X-Auth-Token": token}, timeout=60).json()
+    (mine,) = listed["tokens"]
+    r = httpx.delete(
+        f"{served.url}/local/v1/tokens/{mine['id']}", headers={"X-Auth-Token": token}, timeout=60
+    )
+    assert r.status_code == 204
+    time.sleep(2.5)  # token_cache_seconds (default 2) and a margin: no worker may accept it now
+    with ThreadPoolExecutor(8) as pool:
+        codes = Counter(
+            r.status_code for r in pool.map(lambda _: _get(served.url, token, "/v1/clusters"), range(40))
+        )
+    assert codes == Counter({401: 40})
+
+
+def test_a_killed_worker_is_replaced(served: serving.Launched) -> None:
+    before = _workers(served.proc.pid)
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        now = _workers(served.proc.pid)
+        if len(now) == 3 and victim not in now:
+            break
+        time.sleep(0.2)
+    assert len(now) == 3 and victim not in now
+    assert _get(served.url, served.token, "/v1/clusters").status_code == 200
