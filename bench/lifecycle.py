@@ -2,13 +2,15 @@
 
 Starts its own ``flotilla serve`` (temporary data dir, its own dockerd unless
 --docker-host is given), then for each run: create (bay-create → CREATE_COMPLETE),
-scale +1 worker (→ UPDATE_COMPLETE), delete (→ gone). Prints the median and the
+with --rotate a CA rotation (PATCH /v1/certificates/ID → UPDATE_COMPLETE), scale +1
+worker (→ UPDATE_COMPLETE), delete (→ gone). Prints the median and the
 spread of several runs. Times are measured from the API request to the status,
 polled every 50 ms. Never asserts anything.
 
     .venv/bin/python bench/lifecycle.py --coe swarm --masters 1 --nodes 2 --runs 3
     .venv/bin/python bench/lifecycle.py --coe swarm --runs 3 --settle 5   # scale a settled cluster
     .venv/bin/python bench/lifecycle.py --coe kubernetes --runs 3          # needs scripts/build-kube.sh
+    .venv/bin/python bench/lifecycle.py --coe kubernetes --rotate --runs 1 # + CA rotation of the running cluster
 
 Prints a per-step breakdown (from the server log's "step ... done in" lines) and, for
 kubernetes, the memory (RSS) of each node's processes right after the create.
@@ -112,6 +114,9 @@ def main() -> int:
         "while the new nodes' daemons are still settling).",
     )  # fmt: skip
     p.add_argument("--docker-host", help="Use this Docker Engine instead of starting one.")
+    p.add_argument(
+        "--rotate", action="store_true", help="Rotate the CA of each created cluster (before the scale)."
+    )
     args = p.parse_args()
     print("command:", " ".join(shlex.quote(a) for a in sys.argv))
     data_dir = Path(tempfile.mkdtemp(prefix="flotilla-bench-"))
@@ -119,7 +124,7 @@ def main() -> int:
     if not args.docker_host:
         srv.extra_env["FLOTILLA_LOCAL__DOCKER_HOST"] = ""
     srv.start()
-    results: dict[str, list[float]] = {"create": [], "scale +1": [], "delete": []}
+    results: dict[str, list[float]] = {"create": [], "rotate CA": [], "scale +1": [], "delete": []}
     created: list[str] = []
     try:
         srv.fl("image-build", "node", "--os-distro", "debian")
@@ -145,6 +150,13 @@ def main() -> int:
             results["create"].append(secs)
             if args.coe == "kubernetes":
                 print(node_memory(srv, data_dir, uuid), flush=True)
+            if args.rotate:
+                status, secs, _ = timed(srv, "PATCH", f"/v1/certificates/{uuid}", uuid, None)
+                print(f"run {i + 1}: rotate CA {status} in {secs:.2f} s", flush=True)
+                if status == "UPDATE_COMPLETE":
+                    results["rotate CA"].append(secs)
+                else:
+                    print(srv.cluster(uuid)["status_reason"])
             if args.coe != "docker":
                 time.sleep(args.settle)
                 patch = [{"op": "replace", "path": "/node_count", "value": args.nodes + 1}]
@@ -187,9 +199,9 @@ def main() -> int:
             )
     steps = step_times(log_text)
     if steps:
-        print(f"\nper step (all operations), seconds:\n{'step':<34} {'median':>8} {'max':>8}  n")
+        print(f"\nper step (all operations), seconds:\n{'step':<44} {'median':>8} {'max':>8}  n")
         for name, values in steps.items():
-            print(f"{name:<34} {statistics.median(values):8.2f} {max(values):8.2f}  {len(values)}")
+            print(f"{name:<44} {statistics.median(values):8.2f} {max(values):8.2f}  {len(values)}")
     return 0
 
 

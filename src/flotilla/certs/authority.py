@@ -218,6 +218,14 @@ def fingerprint(cert_pem: str) -> str:
     return ":".join(f"{byte:02X}" for byte in digest)
 
 
+def common_name(cert_pem: str) -> str:
+    """The subject's common name (empty when it has none)."""
+    attrs = x509.load_pem_x509_certificate(cert_pem.encode("ascii")).subject.get_attributes_for_oid(
+        NameOID.COMMON_NAME
+    )
+    return str(attrs[0].value) if attrs else ""
+
+
 def not_after(cert_pem: str) -> dt.datetime:
     """End of the certificate's validity, as a timezone-aware UTC datetime."""
     return x509.load_pem_x509_certificate(cert_pem.encode("ascii")).not_valid_after_utc

@@ -63,17 +63,37 @@ class Context:
         self._last_progress = now
         self._runner.show(detail)
 
-    def server_tls(self, cn: str, dns_names: Sequence[str], ips: Sequence[str]) -> TlsMaterial:
+    def server_tls(
+        self, cn: str, dns_names: Sequence[str], ips: Sequence[str], *, ca: str = certificates.CLUSTER
+    ) -> TlsMaterial:
+        self._ensure_kind(ca)
         with self.db.reader() as s:
-            return certificates.server_tls(s, self.box, self.spec.uuid, cn, dns_names, ips)
+            return certificates.server_tls(s, self.box, self.spec.uuid, cn, dns_names, ips, ca)
+
+    def _ensure_kind(self, ca: str) -> None:
+        if ca != certificates.CLUSTER:
+            with self.db.session() as s:
+                certificates.ensure_kind(s, self.box, self.spec.uuid, ca)
+
+    def trust_bundle(self, ca: str = certificates.CLUSTER) -> str:
+        self._ensure_kind(ca)
+        with self.db.reader() as s:
+            return certificates.trust_bundle(s, self.spec.uuid, ca)
+
+    def retire_previous_ca(self) -> None:
+        with self.db.session() as s:
+            certificates.retire_previous(s, self.spec.uuid)
 
     def client_tls(self) -> TlsMaterial:
         with self.db.reader() as s:
             return certificates.client_tls(s, self.box, self.spec.uuid)
 
-    def client_cert(self, cn: str, organization: str | None = None) -> TlsMaterial:
+    def client_cert(
+        self, cn: str, organization: str | None = None, *, ca: str = certificates.CLUSTER
+    ) -> TlsMaterial:
+        self._ensure_kind(ca)
         with self.db.reader() as s:
-            return certificates.client_cert(s, self.box, self.spec.uuid, cn, organization)
+            return certificates.client_cert(s, self.box, self.spec.uuid, cn, organization, ca)
 
     def derived_key(self, purpose: str) -> str:
         with self.db.reader() as s:
@@ -225,6 +245,10 @@ class OpRunner:
         # Every cluster gets a CA (cheap): TLS daemons, the registry and CSR signing use it.
         if kind in ("create", "rotate_ca"):
             steps.insert(0, Step("generating certificates", _ensure_ca(self.db, self.box, spec, generation)))
+        if kind == "rotate_ca":
+            # The replaced CA stays trusted only while the driver's steps run (a phased
+            # rotation retires it itself, before narrowing the nodes' trust).
+            steps.append(Step("retiring the old CA", lambda ctx: ctx.retire_previous_ca()))
         return steps, spec, provider
 
 

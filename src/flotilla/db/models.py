@@ -218,16 +218,29 @@ class ClusterEvent(Base):
 
 
 class ClusterCa(Base, Timestamps):
-    """A cluster's CA. The key is encrypted at rest and never leaves the service."""
+    """One of a cluster's CAs (``kind``: ``cluster``, the one ``/v1/certificates`` serves;
+    a COE may add others, e.g. Kubernetes' ``etcd`` or ``front-proxy``). Keys are
+    encrypted at rest and never leave the service.
+
+    While a CA rotation runs, ``previous_ca_cert`` is the CA being replaced: still
+    trusted (the trust bundle is current + previous) until the rotation retires it.
+    Keys derived for a purpose (the Kubernetes service-account signing key) come from
+    ``key_root_encrypted``, or the CA's key while that is NULL; the first rotation
+    pins the old CA key there, so derived keys outlive CA rotations.
+    """
 
     __tablename__ = "cluster_cas"
+    __table_args__ = (UniqueConstraint("cluster_id", "kind", name="uq_cluster_cas_cluster_kind"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    cluster_id: Mapped[str] = mapped_column(String(36), unique=True, index=True)
+    cluster_id: Mapped[str] = mapped_column(String(36), index=True)
+    kind: Mapped[str] = mapped_column(String(32), default="cluster", server_default="cluster")
     ca_cert: Mapped[str] = mapped_column(Text)
     ca_key_encrypted: Mapped[str] = mapped_column(Text)
     client_cert: Mapped[str | None] = mapped_column(Text)
     client_key_encrypted: Mapped[str | None] = mapped_column(Text)
     generation: Mapped[int] = mapped_column(Integer, default=1)
+    previous_ca_cert: Mapped[str | None] = mapped_column(Text)
+    key_root_encrypted: Mapped[str | None] = mapped_column(Text)
 
 
 class Flavor(Base, Timestamps):

@@ -183,8 +183,11 @@ class StepContext(Protocol):
         """Show ``detail`` (e.g. "starting nodes (2 of 3)") in the cluster's status_reason."""
         ...
 
-    def server_tls(self, cn: str, dns_names: Sequence[str], ips: Sequence[str]) -> TlsMaterial:
-        """A server certificate for a daemon, signed by the cluster's CA."""
+    def server_tls(
+        self, cn: str, dns_names: Sequence[str], ips: Sequence[str], *, ca: str = "cluster"
+    ) -> TlsMaterial:
+        """A server certificate for a daemon, signed by the cluster's CA (or its CA of kind
+        ``ca``, e.g. ``etcd``, made on first use)."""
         ...
 
     def client_tls(self) -> TlsMaterial:
@@ -192,15 +195,26 @@ class StepContext(Protocol):
         (``CN=flotilla-conductor, O=system:masters``: cluster-admin on Kubernetes)."""
         ...
 
-    def client_cert(self, cn: str, organization: str | None = None) -> TlsMaterial:
+    def client_cert(self, cn: str, organization: str | None = None, *, ca: str = "cluster") -> TlsMaterial:
         """A new client certificate ``CN=cn[, O=organization]`` signed by the cluster's CA
         (Kubernetes components: ``system:node:NAME``/``system:nodes``, ...)."""
         ...
 
     def derived_key(self, purpose: str) -> str:
-        """A PEM private key derived from the cluster CA's key and ``purpose``: the same on
-        every call while the CA lives (a resumed step gets the same key), a new one after a
-        CA rotation. E.g. the Kubernetes service-account signing key."""
+        """A PEM private key derived for ``purpose``: the same on every call for the
+        cluster's whole life, CA rotations included (a resumed step gets the same key, and
+        tokens signed with it stay valid). E.g. the Kubernetes service-account signing key."""
+        ...
+
+    def trust_bundle(self, ca: str = "cluster") -> str:
+        """PEM of the CAs (of kind ``ca``) the cluster trusts now: the current one, plus the
+        one being replaced while a CA rotation runs (until :meth:`retire_previous_ca`)."""
+        ...
+
+    def retire_previous_ca(self) -> None:
+        """End a rotation's overlap: the replaced CAs leave :meth:`trust_bundle` and
+        ``client_tls().ca_pem``. Idempotent (the conductor also does it after the last
+        step of every ``rotate_ca``)."""
         ...
 
     def load_images(self, node: NodeInfo, argv: Sequence[str]) -> int:

@@ -211,6 +211,8 @@ def master_services(
         f"--service-account-key-file={PKI}/sa.pub", f"--service-account-signing-key-file={PKI}/sa.key",
         f"--service-account-issuer=https://kubernetes.default.svc.{CLUSTER_DOMAIN}",
         "--enable-admission-plugins=NodeRestriction", "--profiling=false",
+        # A CA rotation hands the port over to a second instance while this one restarts.
+        "--permit-port-sharing=true",
     ]  # fmt: skip
     apiserver += ["--anonymous-auth=true", "--authorization-mode=Node,RBAC"]
     elect = "false" if single else "true"

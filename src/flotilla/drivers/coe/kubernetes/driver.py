@@ -21,7 +21,7 @@ from flotilla.drivers.base import (
     Step,
     StepContext,
 )
-from flotilla.drivers.coe.kubernetes import apilb, client, health, labels, repair, service_lb, steps
+from flotilla.drivers.coe.kubernetes import apilb, client, health, labels, repair, rotation, service_lb, steps
 from flotilla.drivers.coe.kubernetes.kubeapi import KubeApi
 from flotilla.drivers.coe.kubernetes.template import check_upgrade, validate_template
 from flotilla.drivers.coe.native import ClientConfigRequest, NativeConfig
@@ -67,10 +67,11 @@ class KubernetesCoe:
             return []
         if kind == "repair":  # a master of an HA control plane (workers: "update")
             return repair.plan(spec)
-        if kind == "rotate_ca":
+        if kind == "rotate_ca":  # phases: rotation.py (the conductor makes the new CA first)
             return [
-                Step("installing new certificates", steps.reinstall_certs),
-                Step("waiting for the API server", steps.wait_api),
+                Step("rotation 1/3: trusting old and new CA", rotation.trust_both),
+                Step("rotation 2/3: certificates from the new CA", rotation.reissue),
+                Step("rotation 3/3: trusting the new CA only", rotation.trust_new_only),
                 Step("waiting for kubelets", steps.wait_nodes),
             ]
         return []

@@ -124,6 +124,27 @@ class KubeApi:
         self._check(r, f"evicting pod {namespace}/{pod}")
         return True
 
+    def restart_deployment(self, namespace: str, name: str, stamp: str) -> int:
+        """``kubectl rollout restart`` (new pods before old ones go: maxUnavailable 0);
+        returns the Deployment's new generation."""
+        patch = {"spec": {"strategy": {"rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+                          "template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}}}  # fmt: skip
+        r = self._c.patch(
+            f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
+            content=json.dumps(patch).encode(),
+            headers={"Content-Type": "application/strategic-merge-patch+json"},
+        )
+        return int(self._check(r, f"restarting deployment {namespace}/{name}")["metadata"]["generation"])
+
+    def rolled_out(self, namespace: str, name: str, generation: int) -> tuple[bool, str]:
+        """Whether the Deployment's rollout of ``generation`` is complete (as ``kubectl rollout status``)."""
+        r = self._c.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
+        d = self._check(r, f"reading deployment {namespace}/{name}")
+        st, want = d.get("status") or {}, int((d.get("spec") or {}).get("replicas", 1))
+        counts = (st.get("updatedReplicas", 0), st.get("availableReplicas", 0), st.get("replicas", 0))
+        done = st.get("observedGeneration", 0) >= generation and counts == (want, want, want)
+        return done, f"{counts[0]} of {want} updated, {counts[1]} available, {counts[2]} in all"
+
     def patch_service_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         """Merge ``status`` into the Service's status (the status subresource)."""
         r = self._c.patch(

@@ -362,24 +362,3 @@ def delete_everything(ctx: StepContext) -> None:
     _parallel(nodes, lambda n: ctx.provider.delete_node(spec.uuid, n), ctx, "nodes removed")
     ctx.provider.delete_network(spec.uuid, dockerhost.network_name(spec))
     ctx.provider.sweep(spec.uuid)
-
-
-# ---- CA rotation -------------------------------------------------------------------------
-
-
-def reinstall_certs(ctx: StepContext) -> None:
-    """New certificates (from the new CA) on every node, then restart the nodes."""
-    spec = ctx.spec
-    infos = _nodes(ctx)
-    masters = _plans(ctx, infos, spec.master.names, "master")
-    server = endpoint(ctx, infos)
-    api_ips = [server.removeprefix("https://").rsplit(":", 1)[0]]
-    fl = flannel(spec)
-
-    def one(name: str) -> None:
-        info = infos[name]
-        plan = NodePlan(name, _group(spec, name).role, info.address or "")
-        ctx.provider.put_files(info, bootstrap.address_files(ctx, plan, masters, server, fl, api_ips))
-        ctx.provider.restart_node(info)
-
-    _parallel([*spec.master.names, *spec.worker.names], one, ctx, "certificates installed")
