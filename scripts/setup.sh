@@ -36,7 +36,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 # Kubernetes binaries (kubelet, apiserver, etcd, containerd, flannel, CoreDNS) from Go modules:
-# cached by source hash, so this is a no-op after the first (long, ~30 min) build.
+# cached by source hash, so this is a no-op after the first (33 CPU-minutes cold, about 20 min on 2 idle cores) build.
 # FLOTILLA_KUBE_BUILD=0 skips it on machines that will not run Kubernetes clusters.
 if [ "${FLOTILLA_KUBE_BUILD:-1}" != 0 ]; then
   scripts/build-kube.sh
