@@ -81,3 +81,16 @@ def wait_for_build() -> str | None:
     tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:]) if log.exists() else "(no log)"
     _waited = f"scripts/build-kube.sh failed (exit {rc}):\n{tail}"
     return _waited
+
+
+def require_real_build() -> labels.KubeBuild:
+    """The real Kubernetes build; fails (never skips) a test that runs real Kubernetes nodes
+    when it is missing."""
+    from flotilla.drivers.coe.kubernetes import artifacts
+
+    build = labels.read_build()
+    if build.version is None or not build.has_binaries:
+        import pytest
+
+        pytest.fail(f"no Kubernetes build in {build.directory}: {artifacts.BUILD_HINT}")
+    return build

@@ -294,9 +294,7 @@ def kube_server(tmp_path_factory: pytest.TempPathFactory, engine: Any) -> Iterat
     from flotilla.drivers.coe.kubernetes import artifacts, labels
     from flotilla.drivers.providers.local.images import build_hostroot_image
 
-    build = labels.read_build()
-    if build.version is None or not build.has_binaries:
-        pytest.fail(f"no Kubernetes build in {build.directory}: {artifacts.BUILD_HINT}")
+    build = kube_cache.require_real_build()
     kubectl = Path(sys.executable).with_name("kubectl")
     if not kubectl.exists():
         pytest.fail(f"kubectl not found at {kubectl}: run scripts/setup.sh")

