@@ -89,8 +89,17 @@ def pg_database() -> Iterator[str]:
     try:
         yield admin.rsplit("/", 1)[0] + "/" + name
     finally:
-        with psycopg.connect(plain, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        # Not WITH (FORCE): that needs rights over autovacuum workers the bench role lacks;
+        # a plain DROP stops them itself, and the server was stopped before this runs.
+        for attempt in range(40):
+            with psycopg.connect(plain, autocommit=True) as conn:
+                try:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+                    break
+                except psycopg.errors.ObjectInUse:
+                    if attempt == 39:
+                        raise
+            time.sleep(0.25)
 
 
 def make_token(data_dir: Path, db_url: str | None, project: str, role: str) -> str:

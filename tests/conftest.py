@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 import kube_cache
@@ -65,6 +67,34 @@ def _pg_url() -> str:
     pytest.skip(f"PostgreSQL tests need {PG_ENV} (scripts/test.sh starts a server and sets it)")
 
 
+def _drop_pg_database(admin: Engine, name: str) -> None:
+    """Drop a test database even while an autovacuum worker or a leaked connection is in it.
+
+    ``DROP DATABASE ... WITH (FORCE)`` needs the rights to signal every backend in the database,
+    and an autovacuum worker belongs to no role, so a role without ``pg_signal_backend`` (the
+    test role is not a superuser) fails with "must be a member of the role whose process is
+    being terminated" whenever autovacuum happens to visit. A plain ``DROP DATABASE`` stops the
+    autovacuum workers itself; our own role's leftover connections are terminated first.
+    """
+    quoted = name.replace('"', '""')
+    for attempt in range(40):
+        with admin.connect() as conn:
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = :name AND pid <> pg_backend_pid() AND usename = current_user"
+                ),
+                {"name": name},
+            )
+            try:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{quoted}"')
+                return
+            except OperationalError as exc:  # "database ... is being accessed by other users"
+                if attempt == 39 or "being accessed by other users" not in str(exc):
+                    raise
+        time.sleep(0.25)
+
+
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite file migrated to head once per session; each test gets a copy."""
@@ -88,8 +118,7 @@ def pg_template() -> Iterator[str]:
     migrate.upgrade(engine)
     engine.dispose()
     yield name
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _drop_pg_database(admin, name)
     admin.dispose()
 
 
@@ -106,8 +135,7 @@ def pg_module_db(pg_template: str) -> Iterator[str]:
     try:
         yield _with_db(url, name)
     finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _drop_pg_database(admin, name)
         admin.dispose()
 
 
