@@ -33,6 +33,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "e2e"))
 from flotilla_server import Server
+from kube_timeline import node_timeline
 
 from flotilla.drivers.providers.local import Engine, LocalProvider, leaks
 
@@ -140,6 +141,7 @@ def main() -> int:
         for i in range(args.runs):
             body = {"name": f"b{i}", "cluster_template_id": "bench", "master_count": args.masters,
                     "node_count": 1 if args.coe == "docker" else args.nodes}  # fmt: skip
+            t0 = time.time()
             status, secs, uuid = timed(srv, "POST", "/v1/clusters", None, body)
             if not status.startswith("HTTP"):
                 created.append(uuid)
@@ -150,6 +152,8 @@ def main() -> int:
             results["create"].append(secs)
             if args.coe == "kubernetes":
                 print(node_memory(srv, data_dir, uuid), flush=True)
+                engine = Engine.connect(srv.docker_host or None, data_dir)
+                print(node_timeline(engine, uuid, t0), flush=True)
             if args.rotate:
                 status, secs, _ = timed(srv, "PATCH", f"/v1/certificates/{uuid}", uuid, None)
                 print(f"run {i + 1}: rotate CA {status} in {secs:.2f} s", flush=True)
