@@ -9,6 +9,7 @@ import io
 import json
 import subprocess
 import tarfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -116,7 +117,14 @@ def test_master_files_name_every_component_identity() -> None:
     assert files[f"{pki}/sa.key"] == ctx.derived_key(bootstrap.SA_KEY_PURPOSE).encode()
     services = {p.rsplit("/", 1)[1] for p in files if p.startswith(bootstrap.SERVICES)}
     assert services == {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet",
-                        "kube-proxy", "flanneld"}  # fmt: skip
+                        "kube-proxy", "flanneld", "api-gate"}  # fmt: skip
+    # A master's gate watches its own API server, which its controller-manager and scheduler
+    # use: they start once it is ready (before its RBAC roles exist the controller-manager exits).
+    assert b"https://127.0.0.1:6443/readyz" in files[f"{bootstrap.SERVICES}/api-gate"]
+    for name in ("kube-controller-manager", "kube-scheduler"):
+        assert files[f"{bootstrap.SERVICES}/{name}"].startswith(
+            b'n=0; until [ -f "${GATE_DIR:-/run/flotilla}/api-ready" ]'
+        )
     cm = files[f"{bootstrap.SERVICES}/kube-controller-manager"].decode()
     assert (
         "--allocate-node-cidrs=true" in cm
@@ -238,36 +246,88 @@ def test_node_container_shape_for_kubernetes_nodes(tmp_path: Path) -> None:
 
 
 FAKE_CURL = """#!/bin/sh
-# fails (or, for a Node, answers without a pod CIDR) twice, then answers
+# /readyz: no answer twice, then 500 (serving, post-start hooks running), then 200; a Node:
+# without a pod CIDR twice, then with one
 n=$(cat "$T/calls" 2>/dev/null || echo 0); echo $((n + 1)) > "$T/calls"
 case "$*" in
   */api/v1/nodes/*) [ "$n" -ge 2 ] && echo '{"spec": {"podCIDR": "10.100.1.0/24"}}' || echo '{"spec": {}}' ;;
-  *%{http_code}*) [ "$n" -ge 2 ] && printf 500 || { printf 000; exit 7; } ;;  # serving, not ready yet
-  *) [ "$n" -ge 2 ] || exit 22; echo ok ;;
+  *%{http_code}*) if [ "$n" -ge 3 ]; then printf 200; elif [ "$n" -ge 2 ]; then printf 500; else printf 000; exit 7; fi ;;
+  *) exit 2 ;;
 esac
 """
+SERVER = "https://172.29.1.10:6443"
 
 
-@pytest.mark.parametrize("service", ["kubelet", "kube-proxy", "flanneld"])
-def test_services_wait_until_the_api_server_can_serve_them(tmp_path: Path, service: str) -> None:
-    """The kubelet starts once the API server answers at all (it would otherwise retry its
-    registration with a growing delay), kube-proxy once /readyz is ok, flanneld once its Node
-    has a pod CIDR (it exits without one). Run with a stand-in curl that answers on its third
-    call (the kubelet's: a 500 from a /readyz whose post-start hooks still run)."""
-    worker = NodePlan("k-node-0", "worker", "172.29.1.100")
-    script = tmp_path / "service"
-    script.write_bytes(
-        bootstrap.node_services(worker, "https://172.29.1.10:6443")[f"{bootstrap.SERVICES}/{service}"]
-    )
+def _fake_bin(tmp_path: Path) -> dict[str, str]:
+    """A PATH with the stand-in curl, daemons that record their start (with the curl calls
+    made by then) and a sleep whose ``infinity`` returns."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "curl").write_text(FAKE_CURL)
     for prog in ("kubelet", "kube-proxy", "env"):
-        (bin_dir / prog).write_text('#!/bin/sh\necho "$(cat "$T/calls") $*" > "$T/started"\n')
+        (bin_dir / prog).write_text(
+            '#!/bin/sh\necho "$(cat "$T/calls" 2>/dev/null || echo 0) $*" > "$T/started"\n'
+        )
+    (bin_dir / "sleep").write_text('#!/bin/sh\n[ "$1" = infinity ] && exit 0\nexec /bin/sleep "$@"\n')
     for f in bin_dir.iterdir():
         f.chmod(0o755)
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "T": str(tmp_path)}
+    return {"PATH": f"{bin_dir}:/usr/bin:/bin", "T": str(tmp_path), "GATE_DIR": str(tmp_path / "gate")}
+
+
+def test_api_gate_records_serving_then_ready(tmp_path: Path) -> None:
+    """The node's one poller writes api-serving at the first HTTP answer (a 500 from a
+    /readyz whose post-start hooks still run) and api-ready at the first ok."""
+    env = _fake_bin(tmp_path)
+    worker = NodePlan("k-node-0", "worker", "172.29.1.100")
+    script = tmp_path / "gate.sh"
+    gate = bootstrap.node_services(worker, SERVER)[f"{bootstrap.SERVICES}/api-gate"]
+    assert f"{SERVER}/readyz".encode() in gate
+    # Record the call count at which each file appeared, from inside the fake curl's run.
+    script.write_bytes(
+        gate.replace(b"    sleep 0.1\n", b'    ls "$GATE_DIR" > "$T/seen.$(cat "$T/calls")"\n    sleep 0.1\n')
+    )
+    subprocess.run(["sh", str(script)], env=env, check=True, timeout=30)
+    seen = {p.name: p.read_text().split() for p in tmp_path.glob("seen.*")}
+    assert seen == {"seen.1": [], "seen.2": [], "seen.3": ["api-serving"]}
+    assert sorted(p.name for p in (tmp_path / "gate").iterdir()) == ["api-ready", "api-serving"]
+
+
+@pytest.mark.parametrize("service", ["kubelet", "kube-proxy", "flanneld"])
+def test_services_wait_for_the_api_gate(tmp_path: Path, service: str) -> None:
+    """The kubelet starts once the API server answers at all (it would otherwise retry its
+    registration with a growing delay), kube-proxy once /readyz is ok, flanneld once its Node
+    has a pod CIDR (it exits without one): told by the node's gate, without asking the API
+    server themselves (flanneld then asks for its Node)."""
+    env = _fake_bin(tmp_path)
+    worker = NodePlan("k-node-0", "worker", "172.29.1.100")
+    script = tmp_path / "service"
+    script.write_bytes(bootstrap.node_services(worker, SERVER)[f"{bootstrap.SERVICES}/{service}"])
+    proc = subprocess.Popen(["sh", str(script)], env=env)
+    try:
+        time.sleep(0.5)
+        assert proc.poll() is None and not (tmp_path / "started").exists()  # no gate file yet
+        (tmp_path / "gate").mkdir()
+        (tmp_path / "gate" / "api-serving").write_text("")
+        if service != "kubelet":
+            time.sleep(0.3)
+            assert proc.poll() is None  # serving is not ready
+            (tmp_path / "gate" / "api-ready").write_text("")
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+    calls, _, argv = (tmp_path / "started").read_text().partition(" ")
+    assert calls == ("3" if service == "flanneld" else "0"), calls
+    assert argv.startswith("NODE_NAME=k-node-0 flanneld" if service == "flanneld" else "--")
+
+
+def test_a_service_without_a_gate_asks_the_api_server_itself(tmp_path: Path) -> None:
+    """Where no gate runs (a node booted before there was one, its services restarted by a
+    CA rotation with these snippets), a waiting service asks the API server every 2 s."""
+    env = _fake_bin(tmp_path)
+    (tmp_path / "calls").write_text("3")  # the next /readyz answers 200
+    worker = NodePlan("k-node-0", "worker", "172.29.1.100")
+    script = tmp_path / "service"
+    script.write_bytes(bootstrap.node_services(worker, SERVER)[f"{bootstrap.SERVICES}/kube-proxy"])
     subprocess.run(["sh", str(script)], env=env, check=True, timeout=30)
     calls, _, argv = (tmp_path / "started").read_text().partition(" ")
-    assert calls == "3", calls  # started only after the answer that counts
-    assert argv.startswith("NODE_NAME=k-node-0 flanneld" if service == "flanneld" else "--")
+    assert calls == "4" and argv.startswith("--config=")

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from flotilla.domain import TlsMaterial
 from flotilla.drivers.base import ClusterSpec, StepContext
 
+from . import gate
 from .artifacts import NODE_DIR
 from .labels import CLUSTER_DOMAIN, DEFAULT_SERVICE_CIDR, DNS_SERVICE_IP, FlannelSettings
 
@@ -237,7 +238,9 @@ def master_services(
             f"--peer-key-file={PKI}/etcd.key", "--snapshot-count=10000", "--log-level=warn",
         ]),
         f"{SERVICES}/kube-apiserver": _sh(apiserver),
-        f"{SERVICES}/kube-controller-manager": _sh([
+        # Both start once the API server here is ready: before its RBAC roles exist the
+        # controller-manager exits (and was restarted every second, an expensive start each).
+        f"{SERVICES}/kube-controller-manager": _wait_for_api(LOCAL_API) + _sh([
             "kube-controller-manager", f"--kubeconfig={KUBE}/controller-manager.kubeconfig",
             f"--authentication-kubeconfig={KUBE}/controller-manager.kubeconfig",
             f"--authorization-kubeconfig={KUBE}/controller-manager.kubeconfig",
@@ -246,7 +249,7 @@ def master_services(
             f"--node-cidr-mask-size={flannel.subnetlen}", f"--service-cluster-ip-range={DEFAULT_SERVICE_CIDR}",
             f"--root-ca-file={PKI}/ca.crt", f"--service-account-private-key-file={PKI}/sa.key",
         ]),
-        f"{SERVICES}/kube-scheduler": _sh([
+        f"{SERVICES}/kube-scheduler": _wait_for_api(LOCAL_API) + _sh([
             "kube-scheduler", f"--kubeconfig={KUBE}/scheduler.kubeconfig",
             f"--authentication-kubeconfig={KUBE}/scheduler.kubeconfig",
             f"--authorization-kubeconfig={KUBE}/scheduler.kubeconfig",
@@ -261,42 +264,52 @@ def _curl(server: str, path: str, user: str) -> str:
     return f"curl -fsS --max-time 2 --cacert {PKI}/ca.crt {auth}{server}{path}"
 
 
+LOCAL_API = f"https://127.0.0.1:{API_PORT}"
+
+
 def _wait_for_api(server: str) -> bytes:
     """Start once the API server is ready (kube-proxy: its rights come with the RBAC roles the
-    API server creates while it gets ready)."""
-    return f"until {_curl(server, '/readyz', '')} >/dev/null 2>&1; do sleep 0.1; done\n".encode()
+    API server creates while it gets ready; the controller-manager exits on start without them)."""
+    return gate.wait_for(gate.API_READY, server, f"{PKI}/ca.crt")
 
 
 def _wait_for_api_serving(server: str) -> bytes:
-    """Start once the API server answers HTTP at all (any status, even the 500 of a /readyz
-    whose post-start hooks still run): the kubelet retries its registration with a doubling
-    delay (up to 7 s), so started earlier it registers seconds after the API server is up;
-    started now, it initialises while the API server creates its RBAC roles (the Node
-    authorizer, not RBAC, lets it register)."""
-    code = f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 2 --cacert {PKI}/ca.crt {server}/readyz"
-    return f'until [ "$({code})" != 000 ]; do sleep 0.1; done\n'.encode()
+    """Start once the API server answers HTTP at all: the kubelet retries its registration
+    with a doubling delay (up to 7 s), so started earlier it registers seconds after the API
+    server is up; started now, it initialises while the API server creates its RBAC roles
+    (the Node authorizer, not RBAC, lets it register)."""
+    return gate.wait_for(gate.API_SERVING, server, f"{PKI}/ca.crt")
 
 
 def flanneld_service(node: NodePlan, server: str) -> bytes:
     """flanneld, once its Node has a pod CIDR (flanneld exits without one) and the API server
-    lets it read it (its RBAC comes with the add-ons)."""
+    lets it read it (its RBAC comes with the add-ons; polled once the API server is ready)."""
     get = _curl(server, f"/api/v1/nodes/{node.name}", "flannel")
     wait = f"until {get} 2>/dev/null | grep -q '\"podCIDR\"'; do sleep 0.1; done\n"
-    return wait.encode() + _sh([
+    return _wait_for_api(_gate_server(node, server)) + wait.encode() + _sh([
         "env", f"NODE_NAME={node.name}", "flanneld", "--kube-subnet-mgr",
         f"--kubeconfig-file={KUBE}/flannel.kubeconfig", f"--public-ip={node.address}", "--iface=eth0",
         "--ip-masq", "--net-config-path=/etc/kube-flannel/net-conf.json",
     ])  # fmt: skip
 
 
+def _gate_server(node: NodePlan, server: str) -> str:
+    return LOCAL_API if node.role == "master" else server
+
+
 def node_services(node: NodePlan, server: str) -> dict[str, bytes]:
+    """The services of every node. Its API gate polls ``server``, on a master its own API
+    server (the controller-manager and scheduler there talk to it; it is a member of the
+    balancer once it serves)."""
+    gate_server = _gate_server(node, server)
     return {
-        f"{SERVICES}/kubelet": _wait_for_api_serving(server) + _sh([
+        f"{SERVICES}/api-gate": gate.api_gate(gate_server, f"{PKI}/ca.crt"),
+        f"{SERVICES}/kubelet": _wait_for_api_serving(gate_server) + _sh([
             "kubelet", f"--config={KUBE}/kubelet.yaml", f"--config-dir={KUBE}/kubelet.conf.d",
             f"--kubeconfig={KUBE}/kubelet.kubeconfig", f"--hostname-override={node.name}",
             f"--node-ip={node.address}",
         ]),
-        f"{SERVICES}/kube-proxy": _wait_for_api(server) + _sh(["kube-proxy", f"--config={KUBE}/proxy.yaml"]),
+        f"{SERVICES}/kube-proxy": _wait_for_api(gate_server) + _sh(["kube-proxy", f"--config={KUBE}/proxy.yaml"]),
         f"{SERVICES}/flanneld": flanneld_service(node, server),
     }  # fmt: skip
 
