@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from flotilla import lifecycle
 from flotilla.db import models as m
 from flotilla.db.models import utcnow
+from flotilla.drivers.registry import installed_coe_driver
 from flotilla.errors import InvalidTransition
 from flotilla.lifecycle import Event, Status
 from flotilla.services import notifications, template_rules
@@ -107,8 +108,8 @@ def finish(
 
 def _done_reason(session: Session, op: m.Operation, cluster: m.Cluster, now: datetime) -> str:
     """``create completed in 12.3 s``; a create also says where the nodes keep images and
-    containers, as they really run (e.g. ``Docker storage: overlay2 on a 5 GB volume per
-    node``; Kubernetes nodes: ``container storage: containerd's overlayfs snapshotter ...``)."""
+    containers, as they really run, in the COE driver's words (``CoeDriver.storage_summary``:
+    e.g. ``Docker storage: overlay2 on a 5 GB volume per node``)."""
     started = op.started_at or op.created_at
     text = f"{op.kind} completed in {(now - started).total_seconds():.1f} s"
     purpose = purpose_of(op)
@@ -121,18 +122,16 @@ def _done_reason(session: Session, op: m.Operation, cluster: m.Cluster, now: dat
             m.ClusterTemplate.uuid == cluster.cluster_template_id
         )
     ).first()
-    coe, driver = template if template is not None else (None, None)
-    size = f" on a {cluster.docker_volume_size} GB volume per node" if cluster.docker_volume_size else ""
-    if coe == "kubernetes":
-        # No Docker on Kubernetes nodes: containerd keeps images and containers on the node's /var.
-        where = size or " on each node's /var volume"
-        return text + f"; container storage: containerd's overlayfs snapshotter{where}"
-    driver = template_rules.served_storage_driver(cluster.provider, driver)
-    if driver is None and cluster.provider == "local":
-        driver = template_rules.LOCAL_STORAGE_DRIVERS["overlay2"]
-    if driver:
-        text += f"; Docker storage: {driver}{size}"
-    return text
+    coe, storage = template if template is not None else (None, None)
+    coe_driver = installed_coe_driver(coe) if coe else None
+    if coe_driver is None:
+        return text
+    # The storage driver the provider really serves (what the template shows since it was made).
+    storage = template_rules.served_storage_driver(cluster.provider, storage)
+    if storage is None and cluster.provider == "local":
+        storage = template_rules.LOCAL_STORAGE_DRIVERS["overlay2"]
+    summary = coe_driver.storage_summary(storage, cluster.docker_volume_size)
+    return f"{text}; {summary}" if summary else text
 
 
 def _restore_counts_on_failure(session: Session, cluster: m.Cluster, op: m.Operation) -> None:

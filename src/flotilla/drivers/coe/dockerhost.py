@@ -29,6 +29,14 @@ STORAGE_DRIVERS = {
 }
 
 
+def storage_summary(docker_storage_driver: str | None, volume_gb: int | None) -> str | None:
+    """Docker hosts keep images and containers in Docker's storage driver on the node volume."""
+    if not docker_storage_driver:
+        return None
+    size = f" on a {volume_gb} GB volume per node" if volume_gb else ""
+    return f"Docker storage: {docker_storage_driver}{size}"
+
+
 def network_name(spec: ClusterSpec) -> str:
     return f"flotilla-{spec.uuid[:12]}"
 
