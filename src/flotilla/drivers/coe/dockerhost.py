@@ -164,7 +164,7 @@ def node_spec(
         cpus=group.flavor.vcpus, memory_mb=group.flavor.ram_mb, command=dockerd_command(spec),
         volume_gb=spec.docker_volume_size, ip=ip, env=proxy_env(spec),
         files=tls_files(ctx, name, [ip, *(extra_ips or [])], net), ssh_public_key=spec.ssh_public_key,
-        login_user=LOGIN_USER, labels=dict(labels or {}),
+        login_user=LOGIN_USER, labels=dict(labels or {}), flavor=group.flavor.name,
     )  # fmt: skip
 
 
