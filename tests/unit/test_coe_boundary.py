@@ -129,3 +129,15 @@ def test_storage_summaries_say_what_each_coe_runs() -> None:
     assert by_coe["kubernetes"].storage_summary("overlay2", None) == (
         "container storage: containerd's overlayfs snapshotter on each node's /var volume"
     )
+
+
+def test_image_build_flags_come_from_the_node_image_extras_entry_points() -> None:
+    from flotilla.cli.main import build_parser
+    from flotilla.drivers.registry import node_image_extras
+
+    assert sorted(node_image_extras()) == ["kubernetes"]
+    args = build_parser().parse_args(["image-build", "img", "--os-distro", "debian", "--kubernetes", "no"])
+    assert args.coe_extras_kubernetes == "no"
+    hook = node_image_extras()["kubernetes"].load()
+    found = hook(False)  # None when the binaries are not built on this host
+    assert found is None or ("/opt/flotilla/kube" in found.dirs and "flotilla.kube.version" in found.labels)
