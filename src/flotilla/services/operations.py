@@ -5,7 +5,8 @@ The queue itself (enqueue, claim with a lease, checkpoint, renew) is ``work_queu
 a running operation's progress ``progress.py``; both are re-exported here, so callers
 keep naming ``operations.claim`` / ``operations.Progress``.
 
-Status changes of the cluster happen here and in ``services.clusters`` only, through
+Status changes of the cluster happen here and in the request services (``clusters``,
+``scaling``, ``upgrades``, ``repairs``) only, through
 ``lifecycle.next_status``, in the same transaction as the operation row.
 """
 
