@@ -346,7 +346,7 @@ class ImageExtras:
 #: an entry point, not a driver method, so the CLI lists the flags without importing the
 #: drivers). Called with ``required`` (``yes``): None when there is nothing to add (and not
 #: required); raises ``errors.Invalid`` saying how to build it when required and missing.
-NodeImageExtras = Callable[[bool], "ImageExtras | None"]
+NodeImageExtras = Callable[[bool], ImageExtras | None]
 
 
 @runtime_checkable
