@@ -224,8 +224,8 @@ def create(
     template_rules.check_labels(labels, limits.labels)
     master_flavor_id = cmd.master_flavor_id or template.master_flavor_id or "m1.small"
     flavor_id = cmd.flavor_id or template.flavor_id or "m1.small"
-    catalog.find_flavor(session, master_flavor_id)
-    catalog.find_flavor(session, flavor_id)
+    for flavor in dict.fromkeys((master_flavor_id, flavor_id)):  # once when both are the same
+        catalog.find_flavor(session, flavor)
     if keypair:
         catalog.find_keypair(session, ctx, keypair)
     fixed_network = cmd.fixed_network or template.fixed_network
@@ -282,25 +282,36 @@ def create(
     operations.enqueue(
         session, cluster, "create", timeout_minutes=timeout, user_id=ctx.user_id, project_id=ctx.project_id
     )
-    _notify(session, ctx, cluster, "create")
+    _notify(session, ctx, cluster, "create", counts=(master_count, node_count))
     return cluster
 
 
-def _notify(session: Session, ctx: RequestContext, cluster: m.Cluster, action: notifications.Action) -> None:
+def _notify(
+    session: Session,
+    ctx: RequestContext,
+    cluster: m.Cluster,
+    action: notifications.Action,
+    counts: tuple[int, int] | None = None,
+) -> None:
     notifications.emit(
         session, cluster=cluster, action=action, outcome="pending", ctx_user_id=ctx.user_id,
-        ctx_project_id=ctx.project_id,
+        ctx_project_id=ctx.project_id, counts=counts,
     )  # fmt: skip
 
 
 def _check_quota(session: Session, ctx: RequestContext, limits: Limits) -> None:
-    row = session.scalars(
-        select(m.Quota).where(m.Quota.project_id == ctx.project_id, m.Quota.resource == "Cluster")
-    ).first()
-    limit = row.hard_limit if row is not None else limits.max_clusters_per_project
-    count = (
-        session.scalar(select(func.count(m.Cluster.id)).where(m.Cluster.project_id == ctx.project_id)) or 0
+    # One statement: the project's quota row (if any) and its cluster count.
+    hard_limit = (
+        select(m.Quota.hard_limit)
+        .where(m.Quota.project_id == ctx.project_id, m.Quota.resource == "Cluster")
+        .limit(1)
+        .scalar_subquery()
     )
+    clusters = (
+        select(func.count(m.Cluster.id)).where(m.Cluster.project_id == ctx.project_id).scalar_subquery()
+    )
+    quota, count = session.execute(select(hard_limit, clusters)).one()
+    limit = quota if quota is not None else limits.max_clusters_per_project
     if count >= limit:
         raise Forbidden(
             f"Resource limit exceeded: You have reached the maximum clusters per project, {limit}. "
