@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -91,7 +92,7 @@ def run_server(settings: Settings) -> int:
         else:
             from flotilla.server_workers import supervise
 
-            supervise(settings, sock)
+            supervise(settings, sock, wake=conductor.wake if conductor is not None else None)
     finally:
         sock.close()
         if conductor is not None:
@@ -108,12 +109,18 @@ def _uvicorn(app: Any, settings: Settings, sock: socket.socket) -> None:
     uvicorn.Server(config).run(sockets=[sock])
 
 
-def run_api_worker(settings: Settings, sock: socket.socket) -> None:
+def run_api_worker(
+    settings: Settings, sock: socket.socket, on_enqueue: Callable[[], None] | None = None
+) -> None:
     """One of ``--api-workers`` processes: the API only (the parent runs the conductor),
-    on the listening socket the parent bound and shares with its siblings."""
+    on the listening socket the parent bound and shares with its siblings. ``on_enqueue``
+    tells the parent's conductor that an operation was queued."""
     _logging(settings)
     _private(settings)
-    _uvicorn(create_app(settings), settings, sock)
+    app = create_app(settings)
+    if on_enqueue is not None:
+        app.state.runtime.on_enqueue.append(on_enqueue)
+    _uvicorn(app, settings, sock)
 
 
 def run_conductor(settings: Settings) -> int:

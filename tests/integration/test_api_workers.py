@@ -151,3 +151,37 @@ def test_a_killed_worker_is_replaced(served: serving.Launched) -> None:
         time.sleep(0.2)
     assert len(now) == 3 and victim not in now
     assert _get(served.url, served.token, "/v1/clusters").status_code == 200
+
+
+def test_an_operation_queued_by_a_worker_wakes_the_parents_conductor(tmp_path: Path) -> None:
+    """The conductor polls only once an hour here: a cluster created through an API worker
+    still gets built, because the worker nudges the parent, which wakes its conductor."""
+    env = serving.clean_env(
+        FLOTILLA_LOG_LEVEL="WARNING", FLOTILLA_ENABLED_PROVIDERS='["fake"]', FLOTILLA_DEFAULT_PROVIDER="fake",
+        FLOTILLA_CONDUCTOR__POLL_INTERVAL="3600",
+    )  # fmt: skip
+    launched = serving.launch(tmp_path / "data", env, timeout=180, extra_args=["--api-workers", "2"])
+    try:
+        deadline = time.monotonic() + 120
+        while len(_workers(launched.proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1)  # the conductor's first (empty) claims are done: it now waits its hour
+        admin = {"X-Auth-Token": launched.token}
+        with httpx.Client(base_url=launched.url, headers=admin, timeout=60) as c:
+            assert c.post("/local/v1/images", json={"name": IMAGE, "os_distro": "debian"}).status_code == 201
+            t = c.post("/v1/clustertemplates", json={"coe": "swarm", "image_id": IMAGE, "name": "nudge"})
+            assert t.status_code == 201, t.text
+            r = c.post("/v1/clusters", json={"name": "nudged", "cluster_template_id": t.json()["uuid"]})
+            assert r.status_code == 202, r.text
+            uuid = r.json()["uuid"]
+            status = ""
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                status = c.get(f"/v1/clusters/{uuid}").json()["status"]
+                if status != "CREATE_IN_PROGRESS":
+                    break
+                time.sleep(0.3)
+        assert status == "CREATE_COMPLETE"
+    finally:
+        launched.stop()
+    assert not _workers(launched.proc.pid), "API workers outlived the server"

@@ -2,41 +2,57 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from flotilla.datadir import private_dir, secure_sqlite
 from flotilla.db import statements
 from flotilla.db.guard import refuse_unstorable
+from flotilla.db.writer import FairLock, ProcessLock
 from flotilla.settings import Settings
 
 #: Seconds a writer waits for this process's other writers (SQLite's busy timeout is 30 s too).
 WRITER_WAIT = 30.0
+#: SQLite's busy timeout (ms): how long a writer waits for a writer outside Flotilla's locks.
+BUSY_TIMEOUT_MS = 30_000
 
 
-def make_engine(settings: Settings, *, immediate: bool = True) -> Engine:
+class Busy(Exception):
+    """:meth:`Database.session_now` could not start at once: another writer holds SQLite."""
+
+
+def make_engine(
+    settings: Settings, *, immediate: bool = True, busy_timeout_ms: int = BUSY_TIMEOUT_MS
+) -> Engine:
     """Create the engine for ``settings.db_url``; creates the SQLite directory if needed.
 
     ``immediate``: on SQLite, start transactions with ``BEGIN IMMEDIATE`` (writers);
     readers use a second engine with deferred BEGIN so WAL lets them run beside a writer.
     The data dir is made 0700 and the SQLite file 0600 (see :mod:`flotilla.datadir`).
+
+    SQLite runs in WAL mode with ``synchronous=NORMAL``: a commit appends to the WAL without
+    an fsync (checkpoints sync), so a power cut may lose the last commits but never corrupts
+    the database; a crash of the process loses nothing.
     """
     url = settings.db_url
     if url.startswith("sqlite"):
         private_dir(settings.data_dir)
         secure_sqlite(url)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000}
+        )
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
@@ -63,13 +79,21 @@ class Database:
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
         self.read_engine = make_engine(settings, immediate=False) if self.is_sqlite else self.engine
         self._read_factory = sessionmaker(self.read_engine, expire_on_commit=False)
-        #: Serializes this process's SQLite writers (see :meth:`session`); a no-op elsewhere.
-        self._writer = threading.RLock() if self.is_sqlite else None
-        for factory in (self._factory, self._read_factory):
+        #: Serializes this process's SQLite writers in arrival order (see :meth:`session`).
+        self._writer = FairLock() if self.is_sqlite else None
+        #: ... and the processes sharing the SQLite file (``--api-workers``, the conductor).
+        self._process_lock: ProcessLock | None = None
+        path = self.engine.url.database
+        if self.is_sqlite and path and path != ":memory:" and not path.startswith("file:"):
+            self._process_lock = ProcessLock(Path(f"{path}-writer.lock"))
+        #: Writers that never wait (busy timeout 0), for :meth:`session_now`.
+        self.now_engine = make_engine(settings, busy_timeout_ms=0) if self.is_sqlite else self.engine
+        self._now_factory = sessionmaker(self.now_engine, expire_on_commit=False)
+        for factory in (self._factory, self._read_factory, self._now_factory):
             event.listen(factory, "before_flush", refuse_unstorable)
         if settings.debug_sql_count:
-            statements.watch(self.engine)
-            statements.watch(self.read_engine)
+            for engine in {self.engine, self.read_engine, self.now_engine}:
+                statements.watch(engine)
 
     @property
     def is_sqlite(self) -> bool:
@@ -79,13 +103,49 @@ class Database:
     def session(self) -> Iterator[Session]:
         """A session in one transaction: committed on success, rolled back on error.
 
-        On SQLite the threads of this process take turns (one writer at a time, as SQLite
-        allows anyway): a waiting writer is woken the moment the previous one commits,
-        where SQLite's busy handler would poll with growing sleeps (tens of ms each),
-        the slow tail of concurrent writes. Other processes still meet the busy timeout.
+        On SQLite writers take turns (one at a time, as SQLite allows anyway) in arrival
+        order, within this process and across the processes sharing the file
+        (:mod:`flotilla.db.writer`): a waiting writer is handed the lock the moment the
+        previous one commits, where SQLite's busy handler would poll with growing sleeps
+        (tens of ms each), the slow tail of concurrent writes. Blocks: call it from a
+        worker thread (or see :meth:`session_now`).
         """
         with self._one_writer(), self._factory() as session, session.begin():
             yield session
+
+    @contextmanager
+    def session_now(self) -> Iterator[Session]:
+        """:meth:`session`, but only if it can start without waiting; else raises
+        :class:`Busy` before anything ran (then use :meth:`session` in a worker thread).
+
+        For the event loop: an SQLite write takes a millisecond of the one core Python
+        has anyway, and run there it needs no thread hop and meets no other thread at the
+        GIL while it holds the writer lock (each SQLite call releases the GIL, and taking
+        it back behind a busy thread costs up to the 5 ms switch interval: a convoy that
+        stretched every queued write). Always :class:`Busy` on PostgreSQL, whose writes
+        may wait on row locks and the network.
+        """
+        if self._writer is None or not self._writer.acquire(blocking=False):
+            raise Busy
+        try:
+            if self._process_lock is not None and not self._process_lock.acquire(blocking=False):
+                raise Busy
+            try:
+                with self._now_factory() as session:
+                    tx = session.begin()
+                    try:
+                        session.connection()  # BEGIN IMMEDIATE, or SQLITE_BUSY at once
+                    except OperationalError as exc:
+                        if "locked" in str(exc) or "busy" in str(exc):
+                            raise Busy from None
+                        raise
+                    with tx:
+                        yield session
+            finally:
+                if self._process_lock is not None:
+                    self._process_lock.release()
+        finally:
+            self._writer.release()
 
     @contextmanager
     def _one_writer(self) -> Iterator[None]:
@@ -95,7 +155,13 @@ class Database:
         # Bounded like SQLite's own busy timeout: past it, go on and let SQLite decide.
         held = self._writer.acquire(timeout=WRITER_WAIT)
         try:
-            yield
+            if held and self._process_lock is not None:
+                self._process_lock.acquire()
+            try:
+                yield
+            finally:
+                if held and self._process_lock is not None:
+                    self._process_lock.release()
         finally:
             if held:
                 self._writer.release()
@@ -109,3 +175,6 @@ class Database:
     def dispose(self) -> None:
         self.engine.dispose()
         self.read_engine.dispose()
+        self.now_engine.dispose()
+        if self._process_lock is not None:
+            self._process_lock.close()

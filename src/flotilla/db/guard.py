@@ -7,6 +7,7 @@ stored row can never make later lists, shows or notifications fail to serialize.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import inspect
@@ -23,6 +24,16 @@ def refuse_unstorable(session: Session, flush_context: Any, instances: Any) -> N
         state = inspect(obj)
         for attr in state.mapper.column_attrs:
             for value in state.attrs[attr.key].history.added:
-                problem = safetext.find_problem(value)
-                if problem is not None:
-                    raise Invalid(problem.message(f"The value of {attr.key}"))
+                _check(attr.key, value)
+
+
+def refuse_unstorable_values(values: Mapping[str, Any]) -> None:
+    """The same check for a row written without the ORM's flush (a Core insert)."""
+    for key, value in values.items():
+        _check(key, value)
+
+
+def _check(key: str, value: Any) -> None:
+    problem = safetext.find_problem(value)
+    if problem is not None:
+        raise Invalid(problem.message(f"The value of {key}"))

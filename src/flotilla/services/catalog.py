@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import TextClause, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -183,25 +183,46 @@ def distro_if_all_found(
     """One statement for the usual case of a template write: the image's ``os_distro``
     ("" when it has none) when the image, every flavor and the external network exist as
     named; None when any is missing (then :func:`find_image` and friends, one by one, say
-    which and what exists instead)."""
+    which and what exists instead).
 
-    def by(model: Any, ident: str) -> Any:
-        return model.uuid if is_uuid(ident) else model.name
-
-    cols: list[Any] = [
-        select(func.coalesce(m.Image.os_distro, ""))
-        .where(by(m.Image, image) == image)
-        .limit(1)
-        .scalar_subquery()
-    ]
-    cols += [select(m.Flavor.id).where(by(m.Flavor, f) == f).limit(1).scalar_subquery() for f in flavors]
+    The statement is plain SQL kept per shape (uuid or name for each reference, how many
+    flavors): building it from ORM expressions cost more than running it (issue 13)."""
+    shape = (
+        is_uuid(image),
+        tuple(is_uuid(f) for f in flavors),
+        None if not external_network else is_uuid(external_network),
+    )
+    stmt = _DISTRO_SQL.get(shape)
+    if stmt is None:
+        stmt = _DISTRO_SQL.setdefault(shape, _distro_statement(*shape))
+    params: dict[str, Any] = {"image": image, "external": True}
+    params.update({f"flavor{i}": f for i, f in enumerate(flavors)})
     if external_network:
-        net = by(m.Network, external_network) == external_network
-        cols.append(select(m.Network.id).where(net, m.Network.external.is_(True)).limit(1).scalar_subquery())
-    row = session.execute(select(*cols)).one()
+        params["network"] = external_network
+    row = session.connection().execute(stmt, params).one()  # Core: no ORM compile step
     if any(v is None for v in row):
         return None
     return str(row[0])
+
+
+_DISTRO_SQL: dict[tuple[bool, tuple[bool, ...], bool | None], TextClause] = {}
+
+
+def _distro_statement(
+    image_uuid: bool, flavor_uuids: tuple[bool, ...], network_uuid: bool | None
+) -> TextClause:
+    def col(uuid: bool) -> str:
+        return "uuid" if uuid else "name"
+
+    cols = [f"(SELECT coalesce(os_distro, '') FROM images WHERE {col(image_uuid)} = :image LIMIT 1)"]
+    cols += [
+        f"(SELECT id FROM flavors WHERE {col(u)} = :flavor{i} LIMIT 1)" for i, u in enumerate(flavor_uuids)
+    ]
+    if network_uuid is not None:
+        cols.append(
+            f"(SELECT id FROM networks WHERE {col(network_uuid)} = :network AND external = :external LIMIT 1)"
+        )
+    return text("SELECT " + ", ".join(cols))
 
 
 def find_image(session: Session, ident: str) -> m.Image:

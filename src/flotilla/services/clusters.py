@@ -173,8 +173,8 @@ def create(
     template_rules.check_labels(labels, limits.labels)
     master_flavor_id = cmd.master_flavor_id or template.master_flavor_id or "m1.small"
     flavor_id = cmd.flavor_id or template.flavor_id or "m1.small"
-    catalog.find_flavor(session, master_flavor_id)
-    catalog.find_flavor(session, flavor_id)
+    for flavor in dict.fromkeys((master_flavor_id, flavor_id)):  # once when both are the same
+        catalog.find_flavor(session, flavor)
     if keypair:
         catalog.find_keypair(session, ctx, keypair)
     fixed_network = cmd.fixed_network or template.fixed_network
@@ -231,14 +231,21 @@ def create(
     operations.enqueue(
         session, cluster, "create", timeout_minutes=timeout, user_id=ctx.user_id, project_id=ctx.project_id
     )
-    notify(session, ctx, cluster, "create")
+    notify(session, ctx, cluster, "create", counts=(master_count, node_count))
     return cluster
 
 
-def notify(session: Session, ctx: RequestContext, cluster: m.Cluster, action: notifications.Action) -> None:
+def notify(
+    session: Session,
+    ctx: RequestContext,
+    cluster: m.Cluster,
+    action: notifications.Action,
+    counts: tuple[int, int] | None = None,
+) -> None:
+    """``counts``: (masters, workers) when known (a create), so the nodegroups are not re-read."""
     notifications.emit(
         session, cluster=cluster, action=action, outcome="pending", ctx_user_id=ctx.user_id,
-        ctx_project_id=ctx.project_id,
+        ctx_project_id=ctx.project_id, counts=counts,
     )  # fmt: skip
 
 

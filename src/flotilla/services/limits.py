@@ -50,13 +50,18 @@ class Limits:
 def check_quota(session: Session, ctx: RequestContext, limits: Limits) -> None:
     """Raises Forbidden when the project has as many clusters as its quota (or the
     ``max_clusters_per_project`` setting) allows."""
-    row = session.scalars(
-        select(m.Quota).where(m.Quota.project_id == ctx.project_id, m.Quota.resource == "Cluster")
-    ).first()
-    limit = row.hard_limit if row is not None else limits.max_clusters_per_project
-    count = (
-        session.scalar(select(func.count(m.Cluster.id)).where(m.Cluster.project_id == ctx.project_id)) or 0
+    # One statement: the project's quota row (if any) and its cluster count.
+    hard_limit = (
+        select(m.Quota.hard_limit)
+        .where(m.Quota.project_id == ctx.project_id, m.Quota.resource == "Cluster")
+        .limit(1)
+        .scalar_subquery()
     )
+    clusters = (
+        select(func.count(m.Cluster.id)).where(m.Cluster.project_id == ctx.project_id).scalar_subquery()
+    )
+    quota, count = session.execute(select(hard_limit, clusters)).one()
+    limit = quota if quota is not None else limits.max_clusters_per_project
     if count >= limit:
         raise Forbidden(
             f"Resource limit exceeded: You have reached the maximum clusters per project, {limit}. "

@@ -53,9 +53,19 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def cluster_data(session: Session, cluster: m.Cluster) -> dict[str, Any]:
-    """The ``cluster_data`` attachment: Magnum's keys, ``docker_volume_size:`` colon included."""
-    groups = list(session.scalars(select(m.NodeGroup).where(m.NodeGroup.cluster_id == cluster.uuid)))
+def cluster_data(
+    session: Session, cluster: m.Cluster, counts: tuple[int, int] | None = None
+) -> dict[str, Any]:
+    """The ``cluster_data`` attachment: Magnum's keys, ``docker_volume_size:`` colon included.
+
+    ``counts``: (masters, workers) when the caller knows them (a create); else the
+    nodegroups are read."""
+    if counts is None:
+        groups = list(session.scalars(select(m.NodeGroup).where(m.NodeGroup.cluster_id == cluster.uuid)))
+        counts = (
+            sum(g.node_count for g in groups if g.role == "master"),
+            sum(g.node_count for g in groups if g.role != "master"),
+        )
     return {
         "status": cluster.status,
         "status_reason": cluster.status_reason,
@@ -76,8 +86,8 @@ def cluster_data(session: Session, cluster: m.Cluster) -> dict[str, Any]:
         "discovery_url": cluster.discovery_url,
         "node_addresses": list(cluster.node_addresses or []),
         "master_addresses": list(cluster.master_addresses or []),
-        "node_count": sum(g.node_count for g in groups if g.role != "master"),
-        "master_count": sum(g.node_count for g in groups if g.role == "master"),
+        "node_count": counts[1],
+        "master_count": counts[0],
     }
 
 
@@ -125,6 +135,7 @@ def emit(
     ctx_user_id: str | None,
     ctx_project_id: str | None,
     reason: str | None = None,
+    counts: tuple[int, int] | None = None,
 ) -> None:
     """Queue the notification(s) for ``cluster`` in the caller's transaction.
 
@@ -136,7 +147,7 @@ def emit(
         raise ValueError(f"unknown notification action {action!r}; expected one of {get_args(Action)}")
     if outcome not in get_args(Outcome):
         raise ValueError(f"unknown notification outcome {outcome!r}; expected one of {get_args(Outcome)}")
-    data = cluster_data(session, cluster)
+    data = cluster_data(session, cluster, counts)
     kinds = [(f"magnum.cluster.{action}", CLUSTER_URI)]
     if cluster.created_via == "bay":
         kinds.append((BAY_EVENT_TYPES[action], BAY_URI))

@@ -21,6 +21,7 @@ from flotilla.api.deps import (
 )
 from flotilla.api.fields import Field, coerce, parse_body
 from flotilla.api.v1.render import iso, links, next_link
+from flotilla.api.writes import write
 from flotilla.db import models as m
 from flotilla.errors import Invalid, NotAcceptable
 from flotilla.lifecycle import FAILED
@@ -209,7 +210,7 @@ def make_router(view: ClusterView) -> APIRouter:
             return full_dict(s, shown.cluster, view, base_url(request), shown)
 
     @router.post("", status_code=202)
-    def create(
+    async def create(
         request: Request, rt: RuntimeDep, ctx: ContextDep, version: VersionDep, body: BodyDep
     ) -> JSONResponse:
         values = parse_body(
@@ -217,25 +218,31 @@ def make_router(view: ClusterView) -> APIRouter:
         )
         cmd = commands.create_cluster(values, view, version.minor)
         base = base_url(request)
-        with rt.db.session() as s:
+
+        def work(s: Session) -> dict[str, Any]:
             row = clusters.create(
                 s, ctx, cmd, coes=rt.coes, limits=rt.limits, default_provider=rt.settings.default_provider
             )
-            out = full_dict(s, row, view, base) if view == "bay" and version.minor < 2 else {"uuid": row.uuid}
+            return (
+                full_dict(s, row, view, base) if view == "bay" and version.minor < 2 else {"uuid": row.uuid}
+            )
+
+        out = await write(rt.db, work)
         rt.wake()
         if view == "bay" and version.minor < 2:
-            return JSONResponse(out, status_code=201, headers={"Location": f"{base}/v1/bays/{row.uuid}"})
+            return JSONResponse(out, status_code=201, headers={"Location": f"{base}/v1/bays/{out['uuid']}"})
         return JSONResponse(out, status_code=202)
 
     @router.patch("/{ident}")
-    def update(
+    async def update(
         ident: str, request: Request, rt: RuntimeDep, ctx: ContextDep, version: VersionDep, body: BodyDep
     ) -> JSONResponse:
         params = check_query(request, {"rollback"} if version.minor >= 3 else set())
         _ = params
         base = base_url(request)
         ops = jpatch.parse_patch(body, internal=INTERNAL)  # the body first, as Magnum
-        with rt.db.session() as s:
+
+        def work(s: Session) -> dict[str, Any]:
             row = clusters.get(s, ctx, ident, view, for_update=True)
             clusters.check_write(ctx, row, "update")
             current = full_dict(s, row, view, base)
@@ -252,15 +259,20 @@ def make_router(view: ClusterView) -> APIRouter:
                 )
             cmd = commands.update_cluster(patched, changed, view, version.minor, node_count=node_count)
             scaling.update(s, ctx, row, cmd, coes=rt.coes, limits=rt.limits)
-            out = full_dict(s, row, view, base) if view == "bay" and version.minor < 2 else {"uuid": row.uuid}
+            return (
+                full_dict(s, row, view, base) if view == "bay" and version.minor < 2 else {"uuid": row.uuid}
+            )
+
+        out = await write(rt.db, work)
         rt.wake()
         return JSONResponse(out, status_code=200 if view == "bay" and version.minor < 2 else 202)
 
     @router.delete("/{ident}", status_code=204)
-    def delete(ident: str, rt: RuntimeDep, ctx: ContextDep) -> Response:
-        with rt.db.session() as s:
-            row = clusters.get(s, ctx, ident, view, for_update=True)
-            clusters.delete(s, ctx, row, view)
+    async def delete(ident: str, rt: RuntimeDep, ctx: ContextDep) -> Response:
+        def work(s: Session) -> None:
+            clusters.delete(s, ctx, clusters.get(s, ctx, ident, view, for_update=True), view)
+
+        await write(rt.db, work)
         rt.wake()
         return Response(status_code=204)
 

@@ -6,12 +6,14 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
 
 from flotilla.api import commands
 from flotilla.api import patch as jpatch
 from flotilla.api.deps import BodyDep, ContextDep, RuntimeDep, base_url, check_query, int_param
 from flotilla.api.fields import Field, check_all, invalid, parse_body
 from flotilla.api.v1.render import iso, links, next_link
+from flotilla.api.writes import write
 from flotilla.db import models as m
 from flotilla.errors import Invalid
 from flotilla.services import templates
@@ -136,27 +138,30 @@ def make_router(view: View) -> APIRouter:
             return to_dict(templates.get(s, ctx, ident, view), view, base_url(request))
 
     @router.post("", status_code=201)
-    def create(request: Request, rt: RuntimeDep, ctx: ContextDep, body: BodyDep) -> JSONResponse:
+    async def create(request: Request, rt: RuntimeDep, ctx: ContextDep, body: BodyDep) -> JSONResponse:
         values = parse_body(
             body, fields, argument="cluster_template" if view == "clustertemplate" else "baymodel"
         )
         cmd = commands.create_template(values, view)
         base = base_url(request)
-        with rt.db.session() as s:
-            row = templates.create(
+
+        def work(s: Session) -> m.ClusterTemplate:
+            return templates.create(
                 s, ctx, cmd, label_limits=rt.limits.labels, volumes=rt.limits.volumes,
                 coes=rt.coes, provider=rt.settings.default_provider,
             )  # fmt: skip
-            out = to_dict(row, view, base)
+
+        out = to_dict(await write(rt.db, work), view, base)
         return JSONResponse(out, status_code=201, headers={"Location": f"{base}/v1/{coll}/{out['uuid']}"})
 
     @router.patch("/{ident}")
-    def update(
+    async def update(
         ident: str, request: Request, rt: RuntimeDep, ctx: ContextDep, body: BodyDep
     ) -> dict[str, Any]:
         base = base_url(request)
         ops = jpatch.parse_patch(body, non_removable=NON_REMOVABLE)  # the body first, as Magnum
-        with rt.db.session() as s:
+
+        def work(s: Session) -> m.ClusterTemplate:
             row = templates.get(s, ctx, ident, view)
             current = templates.writable_view(row)
             patched = jpatch.apply_ops(current, ops, body)
@@ -169,17 +174,19 @@ def make_router(view: View) -> APIRouter:
             for f in fields:
                 if f.mandatory and new.get(f.name) is None:
                     raise invalid(f.name, None, "Mandatory field missing.")
-            row = templates.update(
+            return templates.update(
                 s, ctx, row, commands.update_template(new, view), label_limits=rt.limits.labels,
                 coes=rt.coes, provider=rt.settings.default_provider,
             )  # fmt: skip
-            return to_dict(row, view, base)
+
+        return to_dict(await write(rt.db, work), view, base)
 
     @router.delete("/{ident}", status_code=204)
-    def delete(ident: str, rt: RuntimeDep, ctx: ContextDep) -> Response:
-        with rt.db.session() as s:
-            row = templates.get(s, ctx, ident, view)
-            templates.delete(s, ctx, row, view)
+    async def delete(ident: str, rt: RuntimeDep, ctx: ContextDep) -> Response:
+        def work(s: Session) -> None:
+            templates.delete(s, ctx, templates.get(s, ctx, ident, view), view)
+
+        await write(rt.db, work)
         return Response(status_code=204)
 
     return router

@@ -1,0 +1,38 @@
+"""Running a route's write transaction: on the event loop when SQLite's writer is free.
+
+``await write(db, work)`` runs ``work(session)`` in one write transaction and returns its
+result (committed; the ORM objects stay readable). On SQLite with no other writer in the
+way it runs right here, on the event loop (``Database.session_now``): no worker-thread
+hop, no queue behind the thread pool, no other thread to meet at the GIL while the writer
+lock is held. Otherwise (another writer holds the lock, or PostgreSQL) it runs in a worker
+thread with ``Database.session``, which waits its turn in arrival order.
+
+``work`` must not block on anything but the database (no HTTP, no Docker): it may run on
+the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from flotilla.db.engine import Busy, Database
+
+T = TypeVar("T")
+
+
+async def write(db: Database, work: Callable[[Session], T]) -> T:
+    try:
+        with db.session_now() as session:
+            return work(session)
+    except Busy:
+        pass  # raised before work ran: nothing happened yet
+    return await run_in_threadpool(_in_session, db, work)
+
+
+def _in_session(db: Database, work: Callable[[Session], T]) -> T:
+    with db.session() as session:
+        return work(session)
