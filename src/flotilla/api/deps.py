@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from flotilla import safetext
 from flotilla.api import microversion as mv
 from flotilla.api.auth import Authenticator
+from flotilla.api.render_cache import RenderCache
 from flotilla.certs.keys import SecretBox
 from flotilla.context import RequestContext
 from flotilla.db.engine import Database
@@ -34,6 +35,8 @@ class Runtime:
     box: SecretBox
     #: Called after an operation is queued (the in-process conductor looks at once).
     on_enqueue: list[Callable[[], None]] = field(default_factory=list)
+    #: Rendered list rows (see :mod:`flotilla.api.reads`).
+    renders: RenderCache = field(default_factory=RenderCache)
 
     def wake(self) -> None:
         for callback in self.on_enqueue:

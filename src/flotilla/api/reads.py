@@ -1,0 +1,44 @@
+"""What the read endpoints share: where their blocking database read runs, and the JSON.
+
+* :func:`blocking` runs a read inline on the event loop on SQLite (a show is one local
+  indexed lookup, tens of microseconds: cheaper than the hop to a worker thread and
+  back, and a WAL reader never waits for a writer) and in a worker thread elsewhere
+  (PostgreSQL: a network round trip must not stall the loop).
+* :func:`json_response` renders with pydantic-core's serializer: the bytes FastAPI's
+  own ``dict[str, Any]`` response model produced for these routes before (compact, UTF-8,
+  the same escapes), without the model validation pass.
+* :func:`page_json` puts a list page together from rows rendered one by one (and kept:
+  :class:`~flotilla.api.render_cache.RenderCache`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from pydantic_core import to_json
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from flotilla.api.deps import Runtime
+
+T = TypeVar("T")
+
+
+async def blocking(rt: Runtime, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)``: inline when the database is SQLite, else in a worker thread."""
+    if rt.db.is_sqlite:
+        return fn(*args)
+    return await run_in_threadpool(fn, *args)
+
+
+def json_response(content: Any, status_code: int = 200) -> Response:
+    """``content`` as JSON; ``bytes`` are taken as already encoded."""
+    body = content if isinstance(content, bytes) else to_json(content)
+    return Response(body, status_code=status_code, media_type="application/json")
+
+
+def page_json(collection: str, rows: list[bytes], next_url: str | None) -> bytes:
+    """``{"<collection>": [rows...], "next": ...}`` as :func:`json_response` would encode it."""
+    tail = b',"next":' + to_json(next_url) if next_url is not None else b""
+    return b"".join((b'{"', collection.encode(), b'":[', b",".join(rows), b"]", tail, b"}"))
