@@ -137,11 +137,11 @@ def test_the_read_lane_answers_what_the_routes_answer(
     assert {200, 400, 401, 404, 405, 406, 409} <= seen  # the comparison covered the error paths
 
 
-def test_a_listed_row_changed_behind_the_api_is_listed_as_it_now_is(
+def test_a_row_changed_behind_the_api_is_listed_and_shown_as_it_now_is(
     pair: tuple[TestClient, TestClient, dict[str, str], FastAPI],
 ) -> None:
     """The rendered-row cache is keyed by the row's stored values: a change made by another
-    process (here: straight in the database) shows in the next list."""
+    process (here: straight in the database) shows in the next list and show."""
     laned, _, toks, app = pair
     ids = _load(laned, toks)
     member = {"X-Auth-Token": toks["m1"]}
@@ -151,16 +151,28 @@ def test_a_listed_row_changed_behind_the_api_is_listed_as_it_now_is(
         assert r.status_code == 200, r.text
         return {row["uuid"]: row for row in r.json()[key]}
 
+    def shown(coll: str, uuid: str) -> dict[str, Any]:
+        r = laned.get(f"/v1/{coll}/{uuid}", headers=member)
+        assert r.status_code == 200, r.text
+        answer: dict[str, Any] = r.json()
+        return answer
+
     template, cluster = ids["t-m1"][1], ids["c-m1"][0]
     assert listed("clustertemplates", "clustertemplates")[template]["name"] == "dup"
+    assert shown("clustertemplates", template)["name"] == "dup"
     assert listed("clusters", "clusters")[cluster]["status"] == "CREATE_IN_PROGRESS"
+    assert shown("clusters", cluster)["status"] == "CREATE_IN_PROGRESS"
     with app.state.runtime.db.session() as s:
         s.execute(update(m.ClusterTemplate).where(m.ClusterTemplate.uuid == template).values(name="renamed"))
         s.execute(update(m.Cluster).where(m.Cluster.uuid == cluster).values(status="CREATE_FAILED"))
         s.execute(update(m.NodeGroup).where(m.NodeGroup.cluster_id == cluster).values(node_count=7))
     assert listed("clustertemplates", "clustertemplates")[template]["name"] == "renamed"
-    shown = listed("clusters", "clusters")[cluster]
-    assert (shown["status"], shown["master_count"], shown["node_count"]) == ("CREATE_FAILED", 7, 7)
+    assert shown("clustertemplates", template)["name"] == "renamed"
+    row = listed("clusters", "clusters")[cluster]
+    assert (row["status"], row["master_count"], row["node_count"]) == ("CREATE_FAILED", 7, 7)
+    row = shown("clusters", cluster)
+    assert (row["status"], row["master_count"], row["node_count"]) == ("CREATE_FAILED", 7, 7)
+    assert row["faults"]  # a failed cluster's show says why
     r = laned.patch(
         f"/v1/clustertemplates/{ids['t-m1'][4]}", json=[{"op": "replace", "path": "/name", "value": "patched"}],
         headers=member,

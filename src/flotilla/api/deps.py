@@ -87,7 +87,10 @@ async def json_body(request: Request) -> Any:
 
 def base_url(request: Request) -> str:
     """``scheme://host[:port]`` as the client addressed us (Magnum's host_url)."""
-    return f"{request.url.scheme}://{request.headers.get('host') or request.url.netloc}"
+    host = request.headers.get("host")
+    if host:  # (the scheme as Request.url has it, without building the whole URL)
+        return f"{request.scope.get('scheme', 'http')}://{host}"
+    return f"{request.url.scheme}://{request.url.netloc}"
 
 
 def check_query(request: Request, allowed: set[str]) -> dict[str, str]:

@@ -27,7 +27,7 @@ T = TypeVar("T")
 
 async def blocking(rt: Runtime, fn: Callable[..., T], *args: Any) -> T:
     """``fn(*args)``: inline when the database is SQLite, else in a worker thread."""
-    if rt.db.is_sqlite:
+    if rt.db.read_engine.dialect.name == "sqlite":  # (``db.is_sqlite`` parses the URL each time)
         return fn(*args)
     return await run_in_threadpool(fn, *args)
 

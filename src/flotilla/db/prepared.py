@@ -52,6 +52,15 @@ class _Compiled:
             out[key] = convert(out[key])
         return out
 
+    def picker(self, keys: tuple[str, ...]) -> Callable[[Any], dict[str, Any]]:
+        converters = dict(self.converters)
+        at = [(key, self.keys.index(key), converters.get(key)) for key in keys]
+
+        def pick(raw: Any) -> dict[str, Any]:
+            return {key: raw[i] if convert is None else convert(raw[i]) for key, i, convert in at}
+
+        return pick
+
 
 class Prepared:
     """One SELECT (built once, with ``bindparam`` placeholders) to run many times.
@@ -66,6 +75,7 @@ class Prepared:
             raise ValueError(f"selected columns need distinct keys, got {keys}")
         self.stmt = stmt
         self._compiled: dict[str, _Compiled] = {}
+        self._pickers: dict[tuple[str, tuple[str, ...]], Callable[[Any], dict[str, Any]]] = {}
 
     def rows(self, engine: Engine, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Every row, as dicts by column key. ``params``: the bind parameters by name."""
@@ -92,6 +102,13 @@ class Prepared:
     def convert(self, engine: Engine, raw: Any) -> dict[str, Any]:
         """One row of :meth:`fetch` as :meth:`rows` gives it."""
         return self._for(engine).row(raw)
+
+    def picker(self, engine: Engine, keys: tuple[str, ...]) -> Callable[[Any], dict[str, Any]]:
+        """A function turning a row of :meth:`fetch` into a dict of just ``keys`` (converted)."""
+        found = self._pickers.get((engine.dialect.name, keys))
+        if found is None:
+            found = self._pickers[(engine.dialect.name, keys)] = self._for(engine).picker(keys)
+        return found
 
     def _for(self, engine: Engine) -> _Compiled:
         return self._compiled.get(engine.dialect.name) or self._compile(engine.dialect)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, select
+from sqlalchemy import Engine, Select, bindparam, func, select
 
 from flotilla.context import RequestContext
 from flotilla.db import models as m
@@ -60,7 +60,28 @@ _SHOW = {
 }
 
 
-def get_shown(db: Database, ctx: RequestContext, ident: str, view: ClusterView) -> Shown:
+@dataclass(frozen=True)
+class Found:
+    """A show's rows as the database returned them (a tuple: a key for a rendered answer
+    when every value is hashable) and what turns them into a :class:`Shown`."""
+
+    rows: tuple[Any, ...]
+    prepared: Prepared
+    engine: Engine
+
+    def shown(self) -> Shown:
+        # Converted once: the cluster's columns from the first row, the groups' from each.
+        first = self.prepared.picker(self.engine, _CLUSTER_KEYS)(self.rows[0])
+        group = self.prepared.picker(self.engine, _GROUP_KEYS)
+        groups = [group(r) for r in self.rows]
+        return Shown(
+            cluster={k: first[k] for k in _CLUSTER_COLUMNS},
+            groups=[{k: g[f"group_{k}"] for k in GROUP_COLUMNS} for g in groups if g["group_id"] is not None],
+            template_labels=first["template_labels"] or {},
+        )
+
+
+def find(db: Database, ctx: RequestContext, ident: str, view: ClusterView) -> Found:
     """The visible cluster named or identified by ``ident``, with its parts.
 
     Raises Forbidden (no read role), NotFound, or Conflict when a name matches several
@@ -70,15 +91,24 @@ def get_shown(db: Database, ctx: RequestContext, ident: str, view: ClusterView) 
         raise Forbidden(f"Policy doesn't allow {view}:get to be performed.")
     label = "Cluster" if view == "cluster" else "Bay"
     everyone = ctx.is_admin and view == "cluster"
-    rows = _SHOW[(is_uuid(ident), everyone)].rows(db.read_engine, {"ident": ident, "project": ctx.project_id})
+    prepared, engine = _SHOW[(is_uuid(ident), everyone)], db.read_engine
+    rows = prepared.fetch(engine, {"ident": ident, "project": ctx.project_id})
     if not rows:
         raise NotFound(f"{label} {ident} could not be found.")
-    first = rows[0]
-    if any(r["id"] != first["id"] for r in rows):
+    ident_of = prepared.picker(engine, ("id",))
+    if len({ident_of(r)["id"] for r in rows}) > 1:
         raise Conflict(f"Multiple {label}s exist with same name. Please use the {label} uuid instead.")
-    groups = [{k: r[f"group_{k}"] for k in GROUP_COLUMNS} for r in rows if r["group_id"] is not None]
-    cluster = {k: first[k] for k in m.Cluster.__table__.columns.keys()}
-    return Shown(cluster=cluster, groups=groups, template_labels=first["template_labels"] or {})
+    return Found(rows=tuple(rows), prepared=prepared, engine=engine)
+
+
+def get_shown(db: Database, ctx: RequestContext, ident: str, view: ClusterView) -> Shown:
+    """:func:`find`, read."""
+    return find(db, ctx, ident, view).shown()
+
+
+_CLUSTER_COLUMNS = tuple(m.Cluster.__table__.columns.keys())
+_CLUSTER_KEYS = (*_CLUSTER_COLUMNS, "template_labels")
+_GROUP_KEYS = ("id", "group_id", *(f"group_{k}" for k in GROUP_COLUMNS))
 
 
 def _total(master: bool) -> Any:

@@ -7,9 +7,10 @@ NotFound and Conflict words), read as a dict by column name through
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, or_, select
+from sqlalchemy import Engine, Select, and_, bindparam, or_, select
 
 from flotilla.context import RequestContext
 from flotilla.db import models as m
@@ -39,22 +40,36 @@ _SHOW = {
 }
 
 
-def get_row(db: Database, ctx: RequestContext, ident: str, view: View) -> dict[str, Any]:
-    """The visible template named or identified by ``ident``, by column name.
+@dataclass(frozen=True)
+class Found:
+    """A show's row as the database returned it (a key for a rendered answer when every
+    value is hashable) and what turns it into a dict by column name."""
+
+    raw: Any
+    prepared: Prepared
+    engine: Engine
+
+    def row(self) -> dict[str, Any]:
+        return self.prepared.convert(self.engine, self.raw)
+
+
+def find(db: Database, ctx: RequestContext, ident: str, view: View) -> Found:
+    """The visible template named or identified by ``ident``.
 
     Raises Forbidden (no read role), NotFound, or Conflict when a name matches several.
     """
     if not ctx.can_read:
         raise Forbidden(f"Policy doesn't allow {view}:get to be performed.")
     everyone = ctx.is_admin and view == "clustertemplate"
-    rows = _SHOW[(is_uuid(ident), everyone)].rows(db.read_engine, {"ident": ident, "project": ctx.project_id})
+    prepared, engine = _SHOW[(is_uuid(ident), everyone)], db.read_engine
+    rows = prepared.fetch(engine, {"ident": ident, "project": ctx.project_id})
     if not rows:
         raise NotFound(f"ClusterTemplate {ident} could not be found.")
     if len(rows) > 1:
         raise Conflict(
             "Multiple ClusterTemplates exist with same name. Please use the ClusterTemplate uuid instead."
         )
-    return rows[0]
+    return Found(raw=rows[0], prepared=prepared, engine=engine)
 
 
 def _listed(variant: str) -> Select[Any]:

@@ -188,8 +188,13 @@ async def show_response(request: Request, ident: str, view: ClusterView) -> Resp
     """``GET /v1/{clusters,bays}/{ident}`` (also served by :mod:`flotilla.api.fastlane`)."""
     rt = runtime(request)
     ctx = await context(request)
-    shown = await reads.blocking(rt, cluster_reads.get_shown, rt.db, ctx, ident, view)
-    return reads.json_response(shown_dict(shown, view, base_url(request)))
+    found = await reads.blocking(rt, cluster_reads.find, rt.db, ctx, ident, view)
+    base = base_url(request)
+
+    def render(found: cluster_reads.Found) -> bytes:
+        return to_json(shown_dict(found.shown(), view, base))
+
+    return reads.json_response(rt.renders.get(("cluster-show", view, base, found.rows), render, found))
 
 
 async def list_response(request: Request, view: ClusterView, *, detail: bool) -> Response:

@@ -124,8 +124,14 @@ async def show_response(request: Request, ident: str, view: View) -> Response:
     rt = runtime(request)
     ctx = await context(request)
     check_query(request, set())
-    row = await reads.blocking(rt, template_reads.get_row, rt.db, ctx, ident, view)
-    return reads.json_response(to_dict({k: row[k] for k in _SHOW_KEYS[view]}, view, base_url(request)))
+    found = await reads.blocking(rt, template_reads.find, rt.db, ctx, ident, view)
+    base = base_url(request)
+
+    def render(found: template_reads.Found) -> bytes:
+        row = found.row()
+        return to_json(to_dict({k: row[k] for k in _SHOW_KEYS[view]}, view, base))
+
+    return reads.json_response(rt.renders.get(("template-show", view, base, found.raw), render, found))
 
 
 async def list_response(request: Request, view: View) -> Response:
