@@ -2,8 +2,9 @@
 
 * :func:`blocking` runs a read inline on the event loop on SQLite (a show is one local
   indexed lookup, tens of microseconds: cheaper than the hop to a worker thread and
-  back, and a WAL reader never waits for a writer) and in a worker thread elsewhere
-  (PostgreSQL: a network round trip must not stall the loop).
+  back, and a WAL reader never waits for a writer) when a pooled connection is idle,
+  and in a worker thread otherwise and on PostgreSQL (a network round trip must not
+  stall the loop).
 * :func:`json_response` renders with pydantic-core's serializer: the bytes FastAPI's
   own ``dict[str, Any]`` response model produced for these routes before (compact, UTF-8,
   the same escapes), without the model validation pass.
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic_core import to_json
+from sqlalchemy.pool import Pool
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -27,9 +29,18 @@ T = TypeVar("T")
 
 async def blocking(rt: Runtime, fn: Callable[..., T], *args: Any) -> T:
     """``fn(*args)``: inline when the database is SQLite, else in a worker thread."""
-    if rt.db.read_engine.dialect.name == "sqlite":  # (``db.is_sqlite`` parses the URL each time)
+    engine = rt.db.read_engine
+    # Inline only with an idle pooled connection at hand: waiting for one (every connection
+    # busy in worker threads) must not stall the event loop. (``db.is_sqlite`` would parse
+    # the URL on every call.)
+    if engine.dialect.name == "sqlite" and _idle_connections(engine.pool) > 0:
         return fn(*args)
     return await run_in_threadpool(fn, *args)
+
+
+def _idle_connections(pool: Pool) -> int:
+    checkedin = getattr(pool, "checkedin", None)  # QueuePool's (SQLite files use one)
+    return int(checkedin()) if checkedin is not None else 0
 
 
 def json_response(content: Any, status_code: int = 200) -> Response:
