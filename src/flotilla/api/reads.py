@@ -1,10 +1,12 @@
 """What the read endpoints share: where their blocking database read runs, and the JSON.
 
-* :func:`blocking` runs a read inline on the event loop on SQLite (a show is one local
-  indexed lookup, tens of microseconds: cheaper than the hop to a worker thread and
-  back, and a WAL reader never waits for a writer) when a pooled connection is idle,
-  and in a worker thread otherwise and on PostgreSQL (a network round trip must not
-  stall the loop).
+* :func:`blocking` runs a short read (a show) inline on the event loop on SQLite: one
+  local indexed lookup, tens of microseconds, cheaper than the hop to a worker thread and
+  back, and a WAL reader never waits for a writer. Only with an idle pooled connection
+  at hand, and never a list: a list of 1,000 rows holds the CPU for milliseconds, and
+  inline it would hold every other request behind it, where from a worker thread the
+  loop still gets its turns (the interpreter switches threads every 5 ms). PostgreSQL
+  reads (a network round trip) always go to a worker thread.
 * :func:`json_response` renders with pydantic-core's serializer: the bytes FastAPI's
   own ``dict[str, Any]`` response model produced for these routes before (compact, UTF-8,
   the same escapes), without the model validation pass.
@@ -27,13 +29,13 @@ from flotilla.api.deps import Runtime
 T = TypeVar("T")
 
 
-async def blocking(rt: Runtime, fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)``: inline when the database is SQLite, else in a worker thread."""
+async def blocking(rt: Runtime, fn: Callable[..., T], *args: Any, short: bool = False) -> T:
+    """``fn(*args)``: inline when ``short`` and the database is SQLite, else in a worker thread."""
     engine = rt.db.read_engine
     # Inline only with an idle pooled connection at hand: waiting for one (every connection
     # busy in worker threads) must not stall the event loop. (``db.is_sqlite`` would parse
     # the URL on every call.)
-    if engine.dialect.name == "sqlite" and _idle_connections(engine.pool) > 0:
+    if short and engine.dialect.name == "sqlite" and _idle_connections(engine.pool) > 0:
         return fn(*args)
     return await run_in_threadpool(fn, *args)
 

@@ -188,7 +188,7 @@ async def show_response(request: Request, ident: str, view: ClusterView) -> Resp
     """``GET /v1/{clusters,bays}/{ident}`` (also served by :mod:`flotilla.api.fastlane`)."""
     rt = runtime(request)
     ctx = await context(request)
-    found = await reads.blocking(rt, cluster_reads.find, rt.db, ctx, ident, view)
+    found = await reads.blocking(rt, cluster_reads.find, rt.db, ctx, ident, view, short=True)
     base = base_url(request)
 
     def render(found: cluster_reads.Found) -> bytes:

@@ -124,7 +124,7 @@ async def show_response(request: Request, ident: str, view: View) -> Response:
     rt = runtime(request)
     ctx = await context(request)
     check_query(request, set())
-    found = await reads.blocking(rt, template_reads.find, rt.db, ctx, ident, view)
+    found = await reads.blocking(rt, template_reads.find, rt.db, ctx, ident, view, short=True)
     base = base_url(request)
 
     def render(found: template_reads.Found) -> bytes:
