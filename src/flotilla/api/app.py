@@ -16,6 +16,7 @@ from flotilla.api import cluster_images as cluster_images_api
 from flotilla.api.auth import Authenticator
 from flotilla.api.deps import Runtime
 from flotilla.api.errors import error_response
+from flotilla.api.fastlane import ReadLane
 from flotilla.api.local import router as local_router
 from flotilla.api.local_tokens import router as local_tokens_router
 from flotilla.api.middleware import FRAMEWORK_ERROR_MARK, EdgeMiddleware
@@ -35,8 +36,12 @@ from flotilla.web import routes as web_routes
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
-    """Build the ASGI app. Migrates the schema (idempotent); starts no background work."""
+def create_app(settings: Settings, db: Database | None = None, *, read_lane: bool = True) -> FastAPI:
+    """Build the ASGI app. Migrates the schema (idempotent); starts no background work.
+
+    ``read_lane``: serve the hot reads through :class:`~flotilla.api.fastlane.ReadLane`
+    (the same handlers the routes call, without the router); off only to compare.
+    """
     database = db or Database(settings)
     bootstrap.prepare_database(database)
     runtime = Runtime(
@@ -78,6 +83,8 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     app.include_router(local_tokens_router)
     app.include_router(cluster_images_api.router)
     _install_error_handlers(app)
+    if read_lane:  # added first: inside the edge middleware, which sees every request first
+        app.add_middleware(ReadLane)
     app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_request_body_bytes)
     if settings.debug_sql_count:
         app.add_middleware(SqlCountMiddleware)

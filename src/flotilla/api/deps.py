@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from flotilla import safetext
 from flotilla.api import microversion as mv
 from flotilla.api.auth import Authenticator
+from flotilla.api.render_cache import RenderCache
 from flotilla.certs.keys import SecretBox
 from flotilla.context import RequestContext
 from flotilla.db.engine import Database
@@ -34,6 +35,8 @@ class Runtime:
     box: SecretBox
     #: Called after an operation is queued (the in-process conductor looks at once).
     on_enqueue: list[Callable[[], None]] = field(default_factory=list)
+    #: Rendered list rows (see :mod:`flotilla.api.reads`).
+    renders: RenderCache = field(default_factory=RenderCache)
 
     def wake(self) -> None:
         for callback in self.on_enqueue:
@@ -84,7 +87,10 @@ async def json_body(request: Request) -> Any:
 
 def base_url(request: Request) -> str:
     """``scheme://host[:port]`` as the client addressed us (Magnum's host_url)."""
-    return f"{request.url.scheme}://{request.headers.get('host') or request.url.netloc}"
+    host = request.headers.get("host")
+    if host:  # (the scheme as Request.url has it, without building the whole URL)
+        return f"{request.scope.get('scheme', 'http')}://{host}"
+    return f"{request.url.scheme}://{request.url.netloc}"
 
 
 def check_query(request: Request, allowed: set[str]) -> dict[str, str]:

@@ -40,3 +40,11 @@ def counting() -> Iterator[list[int]]:
         yield box
     finally:
         _box.reset(token)
+
+
+def tally() -> None:
+    """Count one statement run on a raw DBAPI connection (:mod:`flotilla.db.prepared`),
+    which the engine's events do not see."""
+    box = _box.get()
+    if box is not None:
+        box[0] += 1

@@ -2,7 +2,8 @@
 
 The row, its nodegroups (for the node counts and faults) and its template's labels (for
 ``labels_overridden``/``added``/``skipped``) come from one outer join instead of three
-lookups. Lists come as dicts by column name with their node counts, in one statement.
+lookups, as dicts by column name (:class:`~flotilla.db.prepared.Prepared`, no ORM
+session). Lists come as dicts by column name with their node counts, in one statement.
 """
 
 from __future__ import annotations
@@ -10,26 +11,77 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, Select, bindparam, func, select
 
 from flotilla.context import RequestContext
 from flotilla.db import models as m
+from flotilla.db.engine import Database
+from flotilla.db.prepared import Prepared
 from flotilla.errors import Conflict, Forbidden, NotFound
 from flotilla.idents import is_uuid
-from flotilla.services.clusters import visible
 from flotilla.services.commands import ClusterView
-from flotilla.services.pagination import Page, paginate
+from flotilla.services.pagination import Page
+from flotilla.services.prepared_pages import PreparedPages
+
+#: The nodegroup columns a show needs (node counts, faults), by their key in :class:`Shown`.
+GROUP_COLUMNS = ("name", "role", "node_count", "is_default")
 
 
 @dataclass(frozen=True)
 class Shown:
-    cluster: m.Cluster
-    groups: list[m.NodeGroup]
+    """A cluster's columns by name, its nodegroups (``GROUP_COLUMNS``, by id) and its
+    template's labels."""
+
+    cluster: dict[str, Any]
+    groups: list[dict[str, Any]]
     template_labels: dict[str, Any]
 
 
-def get_shown(session: Session, ctx: RequestContext, ident: str, view: ClusterView) -> Shown:
+def _show(by_uuid: bool, everyone: bool) -> Prepared:
+    """``everyone``: an admin's cluster view sees every row; anyone else their project's
+    (``clusters.visible``)."""
+    c, g, t = m.Cluster.__table__, m.NodeGroup.__table__, m.ClusterTemplate.__table__
+    stmt = (
+        select(
+            *c.columns, *(g.c[k].label(f"group_{k}") for k in GROUP_COLUMNS), g.c.id.label("group_id"),
+            t.c.labels.label("template_labels"),
+        )
+        .select_from(c.outerjoin(g, g.c.cluster_id == c.c.uuid).outerjoin(t, t.c.uuid == c.c.cluster_template_id))
+        .where((c.c.uuid if by_uuid else c.c.name) == bindparam("ident"))
+        .order_by(c.c.id, g.c.id)
+    )  # fmt: skip
+    if not everyone:
+        stmt = stmt.where(c.c.project_id == bindparam("project"))
+    return Prepared(stmt)
+
+
+_SHOW = {
+    (by_uuid, everyone): _show(by_uuid, everyone) for by_uuid in (True, False) for everyone in (True, False)
+}
+
+
+@dataclass(frozen=True)
+class Found:
+    """A show's rows as the database returned them (a tuple: a key for a rendered answer
+    when every value is hashable) and what turns them into a :class:`Shown`."""
+
+    rows: tuple[Any, ...]
+    prepared: Prepared
+    engine: Engine
+
+    def shown(self) -> Shown:
+        # Converted once: the cluster's columns from the first row, the groups' from each.
+        first = self.prepared.picker(self.engine, _CLUSTER_KEYS)(self.rows[0])
+        group = self.prepared.picker(self.engine, _GROUP_KEYS)
+        groups = [group(r) for r in self.rows]
+        return Shown(
+            cluster={k: first[k] for k in _CLUSTER_COLUMNS},
+            groups=[{k: g[f"group_{k}"] for k in GROUP_COLUMNS} for g in groups if g["group_id"] is not None],
+            template_labels=first["template_labels"] or {},
+        )
+
+
+def find(db: Database, ctx: RequestContext, ident: str, view: ClusterView) -> Found:
     """The visible cluster named or identified by ``ident``, with its parts.
 
     Raises Forbidden (no read role), NotFound, or Conflict when a name matches several
@@ -38,46 +90,68 @@ def get_shown(session: Session, ctx: RequestContext, ident: str, view: ClusterVi
     if not ctx.can_read:
         raise Forbidden(f"Policy doesn't allow {view}:get to be performed.")
     label = "Cluster" if view == "cluster" else "Bay"
-    col = m.Cluster.uuid if is_uuid(ident) else m.Cluster.name
-    stmt = (
-        select(m.Cluster, m.NodeGroup, m.ClusterTemplate.labels)
-        .outerjoin(m.NodeGroup, m.NodeGroup.cluster_id == m.Cluster.uuid)
-        .outerjoin(m.ClusterTemplate, m.ClusterTemplate.uuid == m.Cluster.cluster_template_id)
-        .where(col == ident, visible(ctx, view))
-        .order_by(m.Cluster.id, m.NodeGroup.id)
-    )
-    rows = session.execute(stmt).all()
+    everyone = ctx.is_admin and view == "cluster"
+    prepared, engine = _SHOW[(is_uuid(ident), everyone)], db.read_engine
+    rows = prepared.fetch(engine, {"ident": ident, "project": ctx.project_id})
     if not rows:
         raise NotFound(f"{label} {ident} could not be found.")
-    cluster = rows[0][0]
-    if any(r[0].id != cluster.id for r in rows):
+    ident_of = prepared.picker(engine, ("id",))
+    if len({ident_of(r)["id"] for r in rows}) > 1:
         raise Conflict(f"Multiple {label}s exist with same name. Please use the {label} uuid instead.")
-    groups = [r[1] for r in rows if r[1] is not None]
-    return Shown(cluster=cluster, groups=groups, template_labels=rows[0][2] or {})
+    return Found(rows=tuple(rows), prepared=prepared, engine=engine)
 
 
-def list_rows(
-    session: Session, ctx: RequestContext, view: ClusterView, *, limit: int | None, marker: str | None,
+def get_shown(db: Database, ctx: RequestContext, ident: str, view: ClusterView) -> Shown:
+    """:func:`find`, read."""
+    return find(db, ctx, ident, view).shown()
+
+
+_CLUSTER_COLUMNS = tuple(m.Cluster.__table__.columns.keys())
+_CLUSTER_KEYS = (*_CLUSTER_COLUMNS, "template_labels")
+_GROUP_KEYS = ("id", "group_id", *(f"group_{k}" for k in GROUP_COLUMNS))
+
+
+def _total(master: bool) -> Any:
+    role = m.NodeGroup.role == "master" if master else m.NodeGroup.role != "master"
+    return (
+        select(func.coalesce(func.sum(m.NodeGroup.node_count), 0))
+        .where(m.NodeGroup.cluster_id == m.Cluster.uuid, role)
+        .correlate(m.Cluster)
+        .scalar_subquery()
+    )
+
+
+def _listed(variant: str) -> Select[Any]:
+    """``all`` (an admin's cluster view) or ``own`` (the caller's project: ``clusters.visible``)."""
+    stmt = select(
+        *m.Cluster.__table__.columns,
+        _total(True).label("masters_total"),
+        _total(False).label("workers_total"),
+    )
+    if variant == "own":
+        stmt = stmt.where(m.Cluster.__table__.c.project_id == bindparam("project"))
+    return stmt
+
+
+_PAGES = PreparedPages(m.Cluster, _listed)
+
+
+def list_page(
+    db: Database, ctx: RequestContext, view: ClusterView, *, limit: int | None, marker: str | None,
     sort_key: str, sort_dir: str, max_limit: int,
-) -> Page[dict[str, Any]]:  # fmt: skip
-    """:func:`flotilla.services.clusters.list_page` as dicts by column name with the node counts
-    (``masters_total``, ``workers_total``) in the same statement."""
+) -> tuple[str, Page[Any]]:  # fmt: skip
+    """:func:`flotilla.services.clusters.list_page` as the variant and raw rows (:func:`row_dict`
+    turns one into a dict by column name) with the node counts (``masters_total``,
+    ``workers_total``) in the same statement."""
     if not ctx.can_read:
         raise Forbidden(f"Policy doesn't allow {view}:get_all to be performed.")
-
-    def total(master: bool) -> Any:
-        role = m.NodeGroup.role == "master" if master else m.NodeGroup.role != "master"
-        return (
-            select(func.coalesce(func.sum(m.NodeGroup.node_count), 0))
-            .where(m.NodeGroup.cluster_id == m.Cluster.uuid, role)
-            .correlate(m.Cluster)
-            .scalar_subquery()
-        )
-
-    stmt = select(
-        *m.Cluster.__table__.columns, total(True).label("masters_total"), total(False).label("workers_total")
-    ).where(visible(ctx, view))
-    return paginate(
-        session, stmt, m.Cluster, limit=limit, marker=marker, sort_key=sort_key, sort_dir=sort_dir,
-        max_limit=max_limit, label="Cluster" if view == "cluster" else "Bay", rows=True,
+    variant = "all" if ctx.is_admin and view == "cluster" else "own"
+    page = _PAGES.page(
+        db.read_engine, variant, {"project": ctx.project_id}, limit=limit, marker=marker, sort_key=sort_key,
+        sort_dir=sort_dir, max_limit=max_limit, label="Cluster" if view == "cluster" else "Bay",
     )  # fmt: skip
+    return variant, page
+
+
+def row_dict(db: Database, variant: str, raw: Any) -> dict[str, Any]:
+    return _PAGES.convert(db.read_engine, variant, raw)

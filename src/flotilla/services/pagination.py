@@ -50,18 +50,9 @@ def paginate(
     The marker is looked up among ``stmt``'s rows, so a row the caller cannot list (another
     project's) is an unknown marker too, not a way to probe for its existence.
     """
-    if sort_dir not in ("asc", "desc"):
-        raise Invalid(f"Invalid sort direction: {sort_dir}. Acceptable values are 'asc' or 'desc'")
+    eff = effective_limit(model, limit=limit, sort_key=sort_key, sort_dir=sort_dir, max_limit=max_limit)
     columns = model.__table__.columns
-    if sort_key not in columns or isinstance(columns[sort_key].type, JSON):
-        raise Invalid(f'The sort_key value "{sort_key}" is an invalid field for sorting')
-    if limit is not None and limit <= 0:
-        raise Invalid("Limit must be positive")
-    eff = min(limit, max_limit) if limit is not None else max_limit
-    col = columns[sort_key]
-    order = [col.asc() if sort_dir == "asc" else col.desc()]
-    if sort_key != "id":
-        order.append(columns["id"].asc() if sort_dir == "asc" else columns["id"].desc())
+    order = ordering(columns, sort_key, sort_dir)
     if marker is not None:
         ref: Any
         if marker_is_id:
@@ -76,15 +67,7 @@ def paginate(
             ref = _first(session, stmt.where(columns["uuid"] == marker), rows)
         if ref is None:
             raise NotFound(f"{label} {marker} could not be found.")
-        ref_val, ref_id = getattr(ref, sort_key), ref.id
-        idc = columns["id"]
-        if sort_key == "id":
-            cond = idc > ref_id if sort_dir == "asc" else idc < ref_id
-        elif sort_dir == "asc":
-            cond = (col > ref_val) | ((col == ref_val) & (idc > ref_id))
-        else:
-            cond = (col < ref_val) | ((col == ref_val) & (idc < ref_id))
-        stmt = stmt.where(cond)
+        stmt = stmt.where(after(columns, sort_key, sort_dir, getattr(ref, sort_key), ref.id))
     page = stmt.order_by(*order).limit(eff)
     items: list[Any]
     if rows:
@@ -94,6 +77,37 @@ def paginate(
     else:
         items = list(session.scalars(page))
     return Page(items=items, limit=eff, sort_key=sort_key, sort_dir=sort_dir)
+
+
+def effective_limit(model: Any, *, limit: int | None, sort_key: str, sort_dir: str, max_limit: int) -> int:
+    """The page size for ``limit``. Raises Invalid for a bad direction, key or limit."""
+    if sort_dir not in ("asc", "desc"):
+        raise Invalid(f"Invalid sort direction: {sort_dir}. Acceptable values are 'asc' or 'desc'")
+    columns = model.__table__.columns
+    if sort_key not in columns or isinstance(columns[sort_key].type, JSON):
+        raise Invalid(f'The sort_key value "{sort_key}" is an invalid field for sorting')
+    if limit is not None and limit <= 0:
+        raise Invalid("Limit must be positive")
+    return min(limit, max_limit) if limit is not None else max_limit
+
+
+def ordering(columns: Any, sort_key: str, sort_dir: str) -> list[Any]:
+    """ORDER BY the sort key, then the id (a stable order for markers)."""
+    col = columns[sort_key]
+    order = [col.asc() if sort_dir == "asc" else col.desc()]
+    if sort_key != "id":
+        order.append(columns["id"].asc() if sort_dir == "asc" else columns["id"].desc())
+    return order
+
+
+def after(columns: Any, sort_key: str, sort_dir: str, ref_val: Any, ref_id: Any) -> Any:
+    """Rows after the marker row (``ref_val`` its sort value, ``ref_id`` its id)."""
+    col, idc = columns[sort_key], columns["id"]
+    if sort_key == "id":
+        return idc > ref_id if sort_dir == "asc" else idc < ref_id
+    if sort_dir == "asc":
+        return (col > ref_val) | ((col == ref_val) & (idc > ref_id))
+    return (col < ref_val) | ((col == ref_val) & (idc < ref_id))
 
 
 def _first(session: Session, stmt: Select[Any], rows: bool) -> Any:

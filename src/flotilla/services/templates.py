@@ -98,26 +98,6 @@ def list_page(
     )  # fmt: skip
 
 
-def list_rows(
-    session: Session,
-    ctx: RequestContext,
-    view: View,
-    *,
-    limit: int | None,
-    marker: str | None,
-    sort_key: str,
-    sort_dir: str,
-    max_limit: int,
-) -> Page[dict[str, Any]]:
-    """:func:`list_page` as dicts by column name (read-only, much cheaper per row than ORM objects)."""
-    _policy(ctx, view, "get_all")
-    stmt = select(*m.ClusterTemplate.__table__.columns).where(visible(ctx, view, listing=True))
-    return paginate(
-        session, stmt, m.ClusterTemplate, limit=limit, marker=marker, sort_key=sort_key, sort_dir=sort_dir,
-        max_limit=max_limit, label=_label(view), rows=True,
-    )  # fmt: skip
-
-
 def _validate(
     session: Session, values: dict[str, Any], view: View, *, creating: bool, label_limits: LabelLimits
 ) -> None:

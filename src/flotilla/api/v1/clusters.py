@@ -6,27 +6,32 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic_core import to_json
 from sqlalchemy.orm import Session
 
-from flotilla.api import commands
+from flotilla.api import commands, reads
 from flotilla.api import patch as jpatch
 from flotilla.api.deps import (
     BodyDep,
     ContextDep,
+    Runtime,
     RuntimeDep,
     VersionDep,
     base_url,
     check_query,
+    context,
     int_param,
+    runtime,
 )
 from flotilla.api.fields import Field, coerce, parse_body
 from flotilla.api.v1.render import iso, links, next_link
 from flotilla.api.writes import write
+from flotilla.context import RequestContext
 from flotilla.db import models as m
 from flotilla.errors import Invalid, NotAcceptable
 from flotilla.lifecycle import FAILED
 from flotilla.services import cluster_reads, clusters, scaling, upgrades
-from flotilla.services.cluster_reads import Shown
+from flotilla.services.cluster_reads import GROUP_COLUMNS, Shown
 from flotilla.services.commands import ClusterView
 from flotilla.services.pagination import Page
 
@@ -90,39 +95,49 @@ BAY_SHOW_KEYS = (
 )  # fmt: skip
 
 
-def full_dict(
-    session: Session, row: m.Cluster, view: ClusterView, base: str, shown: Shown | None = None
-) -> dict[str, Any]:
-    """The show/detail representation (reference §7.1/§7.7); ``shown``: the parts already
-    read (else looked up here)."""
+def full_dict(session: Session, row: m.Cluster, view: ClusterView, base: str) -> dict[str, Any]:
+    """The show/detail representation (reference §7.1/§7.7) of an ORM row; its nodegroups
+    and template are looked up here."""
+    groups = [{k: getattr(g, k) for k in GROUP_COLUMNS} for g in clusters.nodegroups(session, row)]
+    shown = Shown(
+        cluster={k: getattr(row, k) for k in _CLUSTER_COLUMNS}, groups=groups,
+        template_labels=clusters.template_of(session, row).labels or {},
+    )  # fmt: skip
+    return shown_dict(shown, view, base)
+
+
+_CLUSTER_COLUMNS = tuple(m.Cluster.__table__.columns.keys())
+
+
+def shown_dict(shown: Shown, view: ClusterView, base: str) -> dict[str, Any]:
+    """The show/detail representation (reference §7.1/§7.7) of a cluster read as columns."""
     coll = "clusters" if view == "cluster" else "bays"
-    groups = shown.groups if shown is not None else clusters.nodegroups(session, row)
-    masters = sum(g.node_count for g in groups if g.role == "master")
-    workers = sum(g.node_count for g in groups if g.role != "master")
+    row, groups = shown.cluster, shown.groups
+    masters = sum(g["node_count"] for g in groups if g["role"] == "master")
+    workers = sum(g["node_count"] for g in groups if g["role"] != "master")
     out: dict[str, Any] = {
-        "uuid": row.uuid, "name": row.name, "cluster_template_id": row.cluster_template_id, "keypair": row.keypair,
-        "node_count": workers, "master_count": masters, "docker_volume_size": row.docker_volume_size,
-        "labels": row.labels or {}, "master_flavor_id": row.master_flavor_id, "flavor_id": row.flavor_id,
-        "create_timeout": row.create_timeout, "stack_id": row.stack_id, "status": row.status,
-        "status_reason": row.status_reason, "discovery_url": row.discovery_url, "api_address": row.api_address,
-        "coe_version": row.coe_version, "container_version": row.container_version,
-        "node_addresses": row.node_addresses or [], "master_addresses": row.master_addresses or [],
-        "fixed_network": row.fixed_network, "fixed_subnet": row.fixed_subnet,
-        "floating_ip_enabled": row.floating_ip_enabled, "master_lb_enabled": row.master_lb_enabled,
-        "health_status": row.health_status, "health_status_reason": row.health_status_reason or {},
-        "project_id": row.project_id, "user_id": row.user_id, "merge_labels": False,
+        "uuid": row["uuid"], "name": row["name"], "cluster_template_id": row["cluster_template_id"],
+        "keypair": row["keypair"], "node_count": workers, "master_count": masters,
+        "docker_volume_size": row["docker_volume_size"], "labels": row["labels"] or {},
+        "master_flavor_id": row["master_flavor_id"], "flavor_id": row["flavor_id"],
+        "create_timeout": row["create_timeout"], "stack_id": row["stack_id"], "status": row["status"],
+        "status_reason": row["status_reason"], "discovery_url": row["discovery_url"], "api_address": row["api_address"],
+        "coe_version": row["coe_version"], "container_version": row["container_version"],
+        "node_addresses": row["node_addresses"] or [], "master_addresses": row["master_addresses"] or [],
+        "fixed_network": row["fixed_network"], "fixed_subnet": row["fixed_subnet"],
+        "floating_ip_enabled": row["floating_ip_enabled"], "master_lb_enabled": row["master_lb_enabled"],
+        "health_status": row["health_status"], "health_status_reason": row["health_status_reason"] or {},
+        "project_id": row["project_id"], "user_id": row["user_id"], "merge_labels": False,
         "labels_overridden": {}, "labels_added": {}, "labels_skipped": {},
-        "created_at": iso(row.created_at), "updated_at": iso(row.updated_at), "links": links(base, coll, row.uuid),
+        "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"]),
+        "links": links(base, coll, row["uuid"]),
     }  # fmt: skip
-    template_labels = (
-        shown.template_labels if shown is not None else clusters.template_of(session, row).labels
-    )
-    tl = {k: str(v) for k, v in (template_labels or {}).items()}
-    cl = {k: str(v) for k, v in (row.labels or {}).items()}
+    tl = {k: str(v) for k, v in shown.template_labels.items()}
+    cl = {k: str(v) for k, v in (row["labels"] or {}).items()}
     out["labels_overridden"] = {k: tl[k] for k in cl if k in tl and tl[k] != cl[k]}
     out["labels_added"] = {k: cl[k] for k in cl if k not in tl}
     out["labels_skipped"] = {k: tl[k] for k in tl if k not in cl}
-    failed = row.status in {s.value for s in FAILED}
+    failed = row["status"] in _FAILED
     if view == "bay":
         out["baymodel_id"] = out.pop("cluster_template_id")
         out["bay_create_timeout"] = out.pop("create_timeout")
@@ -134,9 +149,12 @@ def full_dict(
     return out
 
 
-def _faults(groups: list[m.NodeGroup], row: m.Cluster) -> dict[str, str]:
-    reason = row.status_reason or "failed"
-    return {g.name: reason for g in groups if g.is_default} or {"cluster": reason}
+_FAILED = frozenset(s.value for s in FAILED)
+
+
+def _faults(groups: list[dict[str, Any]], row: dict[str, Any]) -> dict[str, str]:
+    reason = row["status_reason"] or "failed"
+    return {g["name"]: reason for g in groups if g["is_default"]} or {"cluster": reason}
 
 
 def summary_dict(
@@ -164,50 +182,85 @@ _SUMMARY_COLUMNS = (
 )  # fmt: skip
 
 
+LIST_PARAMS = {"limit", "marker", "sort_key", "sort_dir"}
+
+
+async def show_response(request: Request, ident: str, view: ClusterView) -> Response:
+    """``GET /v1/{clusters,bays}/{ident}`` (also served by :mod:`flotilla.api.fastlane`)."""
+    rt = runtime(request)
+    ctx = await context(request)
+    found = await reads.blocking(rt, cluster_reads.find, rt.db, ctx, ident, view, short=True)
+    base = base_url(request)
+
+    def render(found: cluster_reads.Found) -> bytes:
+        return to_json(shown_dict(found.shown(), view, base))
+
+    return reads.json_response(rt.renders.get(("cluster-show", view, base, found.rows), render, found))
+
+
+async def list_response(request: Request, view: ClusterView, *, detail: bool) -> Response:
+    """``GET /v1/{clusters,bays}[/detail]`` (also served by :mod:`flotilla.api.fastlane`)."""
+    rt = runtime(request)
+    ctx = await context(request)
+    params = check_query(request, LIST_PARAMS)
+    limit = int_param(params, "limit")
+    base, path = base_url(request), request.url.path
+    return reads.json_response(
+        await reads.blocking(rt, _list, rt, ctx, view, detail, params, limit, base, path)
+    )
+
+
+def _list(
+    rt: Runtime, ctx: RequestContext, view: ClusterView, detail: bool, params: dict[str, str], limit: int | None,
+    base: str, path: str,
+) -> bytes | dict[str, Any]:  # fmt: skip
+    coll = "clusters" if view == "cluster" else "bays"
+    marker = params.get("marker")
+    sort_key, sort_dir = params.get("sort_key", "id"), params.get("sort_dir", "asc")
+    if detail:
+        with rt.db.reader() as s:
+            page: Page[Any] = clusters.list_page(
+                s, ctx, view, limit=limit, marker=marker, sort_key=sort_key, sort_dir=sort_dir,
+                max_limit=rt.settings.max_limit,
+            )  # fmt: skip
+            items = [full_dict(s, r, view, base) for r in page.items]
+        out: dict[str, Any] = {coll: items}
+        if page.full:
+            out["next"] = next_link(base, path, page, items[-1]["uuid"])
+        return out
+    # the summary: column rows with the node counts, one statement
+    variant, page = cluster_reads.list_page(
+        rt.db, ctx, view, limit=limit, marker=marker, sort_key=sort_key, sort_dir=sort_dir,
+        max_limit=rt.settings.max_limit,
+    )  # fmt: skip
+
+    def render(raw: Any) -> bytes:
+        r = cluster_reads.row_dict(rt.db, variant, raw)
+        return to_json(summary_dict(r, view, base, (r["masters_total"], r["workers_total"])))
+
+    rows = [rt.renders.get(("cluster", view, base, raw), render, raw) for raw in page.items]
+    next_url = None
+    if page.full:
+        next_url = next_link(base, path, page, cluster_reads.row_dict(rt.db, variant, page.items[-1])["uuid"])
+    return reads.page_json(coll, rows, next_url)
+
+
 def make_router(view: ClusterView) -> APIRouter:
     coll = "clusters" if view == "cluster" else "bays"
     fields = CLUSTER_FIELDS if view == "cluster" else BAY_FIELDS
     router = APIRouter(prefix=f"/v1/{coll}", tags=[coll])
 
-    def _list(request: Request, rt: RuntimeDep, ctx: ContextDep, detail: bool) -> dict[str, Any]:
-        params = check_query(request, {"limit", "marker", "sort_key", "sort_dir"})
-        base = base_url(request)
-        with rt.db.reader() as s:
-            limit, marker = int_param(params, "limit"), params.get("marker")
-            sort_key, sort_dir = params.get("sort_key", "id"), params.get("sort_dir", "asc")
-            page: Page[Any]
-            if detail:
-                page = clusters.list_page(
-                    s, ctx, view, limit=limit, marker=marker, sort_key=sort_key, sort_dir=sort_dir,
-                    max_limit=rt.settings.max_limit,
-                )  # fmt: skip
-                items = [full_dict(s, r, view, base) for r in page.items]
-            else:  # the summary: column rows with the node counts, one statement
-                page = cluster_reads.list_rows(
-                    s, ctx, view, limit=limit, marker=marker, sort_key=sort_key, sort_dir=sort_dir,
-                    max_limit=rt.settings.max_limit,
-                )  # fmt: skip
-                items = [
-                    summary_dict(r, view, base, (r["masters_total"], r["workers_total"])) for r in page.items
-                ]
-        out: dict[str, Any] = {coll: items}
-        if page.full:
-            out["next"] = next_link(base, request.url.path, page, items[-1]["uuid"])
-        return out
+    @router.get("", response_model=dict[str, Any])
+    async def list_clusters(request: Request) -> Response:
+        return await list_response(request, view, detail=False)
 
-    @router.get("")
-    def list_clusters(request: Request, rt: RuntimeDep, ctx: ContextDep) -> dict[str, Any]:
-        return _list(request, rt, ctx, detail=False)
+    @router.get("/detail", response_model=dict[str, Any])
+    async def list_detail(request: Request) -> Response:
+        return await list_response(request, view, detail=True)
 
-    @router.get("/detail")
-    def list_detail(request: Request, rt: RuntimeDep, ctx: ContextDep) -> dict[str, Any]:
-        return _list(request, rt, ctx, detail=True)
-
-    @router.get("/{ident}")
-    def show(ident: str, request: Request, rt: RuntimeDep, ctx: ContextDep) -> dict[str, Any]:
-        with rt.db.reader() as s:
-            shown = cluster_reads.get_shown(s, ctx, ident, view)
-            return full_dict(s, shown.cluster, view, base_url(request), shown)
+    @router.get("/{ident}", response_model=dict[str, Any])
+    async def show(ident: str, request: Request) -> Response:
+        return await show_response(request, ident, view)
 
     @router.post("", status_code=202)
     async def create(

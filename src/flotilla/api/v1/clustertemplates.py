@@ -6,17 +6,29 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic_core import to_json
 from sqlalchemy.orm import Session
 
-from flotilla.api import commands
+from flotilla.api import commands, reads
 from flotilla.api import patch as jpatch
-from flotilla.api.deps import BodyDep, ContextDep, RuntimeDep, base_url, check_query, int_param
+from flotilla.api.deps import (
+    BodyDep,
+    ContextDep,
+    Runtime,
+    RuntimeDep,
+    base_url,
+    check_query,
+    context,
+    int_param,
+    runtime,
+)
 from flotilla.api.fields import Field, check_all, invalid, parse_body
 from flotilla.api.v1.render import iso, links, next_link
 from flotilla.api.writes import write
+from flotilla.context import RequestContext
 from flotilla.db import models as m
 from flotilla.errors import Invalid
-from flotilla.services import templates
+from flotilla.services import template_reads, templates
 from flotilla.services.templates import View
 
 _STR = "str"
@@ -102,40 +114,81 @@ _NOT_SHOWN: dict[View, tuple[str, ...]] = {
 }
 
 
+#: A show's keys in the order the answer has them (lists keep the table's column order).
+_SHOW_KEYS: dict[View, tuple[str, ...]] = {
+    "clustertemplate": _READ,
+    "baymodel": tuple(k for k in _READ if k not in _NOT_SHOWN["baymodel"]),
+}
+
+
+async def show_response(request: Request, ident: str, view: View) -> Response:
+    """``GET /v1/{clustertemplates,baymodels}/{ident}`` (also served by :mod:`flotilla.api.fastlane`)."""
+    rt = runtime(request)
+    ctx = await context(request)
+    check_query(request, set())
+    found = await reads.blocking(rt, template_reads.find, rt.db, ctx, ident, view, short=True)
+    base = base_url(request)
+
+    def render(found: template_reads.Found) -> bytes:
+        row = found.row()
+        return to_json(to_dict({k: row[k] for k in _SHOW_KEYS[view]}, view, base))
+
+    return reads.json_response(rt.renders.get(("template-show", view, base, found.raw), render, found))
+
+
+async def list_response(request: Request, view: View) -> Response:
+    """``GET /v1/{clustertemplates,baymodels}[/detail]`` (also served by :mod:`flotilla.api.fastlane`)."""
+    rt = runtime(request)
+    ctx = await context(request)
+    params = check_query(request, LIST_PARAMS)
+    limit = int_param(params, "limit")
+    base, path = base_url(request), request.url.path
+    return reads.json_response(await reads.blocking(rt, _list, rt, ctx, view, params, limit, base, path))
+
+
+def _list(
+    rt: Runtime,
+    ctx: RequestContext,
+    view: View,
+    params: dict[str, str],
+    limit: int | None,
+    base: str,
+    path: str,
+) -> bytes:
+    coll = "clustertemplates" if view == "clustertemplate" else "baymodels"
+    sort_key, sort_dir = params.get("sort_key", "id"), params.get("sort_dir", "asc")
+    variant, page = template_reads.list_page(
+        rt.db, ctx, view, limit=limit, marker=params.get("marker"), sort_key=sort_key, sort_dir=sort_dir,
+        max_limit=rt.settings.max_limit,
+    )  # fmt: skip
+
+    def render(raw: Any) -> bytes:
+        return to_json(to_dict(template_reads.row_dict(rt.db, variant, raw), view, base))
+
+    rows = [rt.renders.get(("template", view, base, raw), render, raw) for raw in page.items]
+    next_url = None
+    if page.full:
+        last = template_reads.row_dict(rt.db, variant, page.items[-1])["uuid"]
+        next_url = next_link(base, path, page, last)
+    return reads.page_json(coll, rows, next_url)
+
+
 def make_router(view: View) -> APIRouter:
     coll = "clustertemplates" if view == "clustertemplate" else "baymodels"
     fields = TEMPLATE_FIELDS if view == "clustertemplate" else BAYMODEL_FIELDS
     router = APIRouter(prefix=f"/v1/{coll}", tags=[coll])
 
-    def _list(request: Request, rt: RuntimeDep, ctx: ContextDep) -> dict[str, Any]:
-        params = check_query(request, LIST_PARAMS)
-        limit = int_param(params, "limit")
-        sort_key, sort_dir = params.get("sort_key", "id"), params.get("sort_dir", "asc")
-        base = base_url(request)
-        with rt.db.reader() as s:
-            page = templates.list_rows(
-                s, ctx, view, limit=limit, marker=params.get("marker"), sort_key=sort_key, sort_dir=sort_dir,
-                max_limit=rt.settings.max_limit,
-            )  # fmt: skip
-            items = [to_dict(r, view, base) for r in page.items]
-        out: dict[str, Any] = {coll: items}
-        if page.full:
-            out["next"] = next_link(base, request.url.path, page, items[-1]["uuid"])
-        return out
+    @router.get("", response_model=dict[str, Any])
+    async def list_templates(request: Request) -> Response:
+        return await list_response(request, view)
 
-    @router.get("")
-    def list_templates(request: Request, rt: RuntimeDep, ctx: ContextDep) -> dict[str, Any]:
-        return _list(request, rt, ctx)
+    @router.get("/detail", response_model=dict[str, Any])
+    async def list_detail(request: Request) -> Response:
+        return await list_response(request, view)
 
-    @router.get("/detail")
-    def list_detail(request: Request, rt: RuntimeDep, ctx: ContextDep) -> dict[str, Any]:
-        return _list(request, rt, ctx)
-
-    @router.get("/{ident}")
-    def show(ident: str, request: Request, rt: RuntimeDep, ctx: ContextDep) -> dict[str, Any]:
-        check_query(request, set())
-        with rt.db.reader() as s:
-            return to_dict(templates.get(s, ctx, ident, view), view, base_url(request))
+    @router.get("/{ident}", response_model=dict[str, Any])
+    async def show(ident: str, request: Request) -> Response:
+        return await show_response(request, ident, view)
 
     @router.post("", status_code=201)
     async def create(request: Request, rt: RuntimeDep, ctx: ContextDep, body: BodyDep) -> JSONResponse:

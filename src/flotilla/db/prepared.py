@@ -1,0 +1,142 @@
+"""SELECTs compiled once and run on a pooled DBAPI connection: the API's hottest reads.
+
+A template or cluster show is one indexed row. Through the ORM session it cost about
+1 ms of CPU (session, identity map, statement construction, cache-key generation,
+``BEGIN``/``ROLLBACK`` round trips); through :class:`Prepared` about 40 us. The SQL
+text, the parameter order and the column conversions (SQLite's text dates, JSON text,
+0/1 booleans; the ``UtcDateTime`` decorator) are the ones SQLAlchemy would use, taken
+once per dialect from the same Core statement, so a Prepared read returns what
+``session.execute(stmt)`` returns, as plain dicts by column key.
+
+No transaction is opened: one SELECT is one snapshot on its own (SQLite in autocommit
+mode, as :mod:`flotilla.db.engine` configures it; on PostgreSQL the pool's reset ends
+the implicit transaction when the connection is returned). Each execution counts as
+one statement for ``debug_sql_count`` (:func:`flotilla.db.statements.tally`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Dialect, Engine, Select
+
+from flotilla.db import statements
+
+Processor = Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    #: Parameter names in placeholder order (qmark/format styles).
+    order: tuple[str, ...]
+    positional: bool
+    defaults: dict[str, Any]
+    binders: tuple[tuple[str, Processor], ...]
+    keys: tuple[str, ...]
+    converters: tuple[tuple[str, Processor], ...]
+
+    def arguments(self, params: Mapping[str, Any]) -> Any:
+        values = {**self.defaults, **params}
+        for name, process in self.binders:
+            values[name] = process(values[name])
+        if self.positional:
+            return tuple(values[name] for name in self.order)
+        return {name: values[name] for name in self.order}
+
+    def row(self, raw: Any) -> dict[str, Any]:
+        out = dict(zip(self.keys, raw, strict=True))
+        for key, convert in self.converters:
+            out[key] = convert(out[key])
+        return out
+
+    def picker(self, keys: tuple[str, ...]) -> Callable[[Any], dict[str, Any]]:
+        converters = dict(self.converters)
+        at = [(key, self.keys.index(key), converters.get(key)) for key in keys]
+
+        def pick(raw: Any) -> dict[str, Any]:
+            return {key: raw[i] if convert is None else convert(raw[i]) for key, i, convert in at}
+
+        return pick
+
+
+class Prepared:
+    """One SELECT (built once, with ``bindparam`` placeholders) to run many times.
+
+    The selected columns need distinct keys (label joined columns). Thread-safe: the
+    per-dialect compilation is computed once and never changes.
+    """
+
+    def __init__(self, stmt: Select[Any]) -> None:
+        keys = tuple(str(c.key) for c in stmt.selected_columns)
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"selected columns need distinct keys, got {keys}")
+        self.stmt = stmt
+        self._compiled: dict[str, _Compiled] = {}
+        self._pickers: dict[tuple[str, tuple[str, ...]], Callable[[Any], dict[str, Any]]] = {}
+
+    def rows(self, engine: Engine, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Every row, as dicts by column key. ``params``: the bind parameters by name."""
+        compiled = self._for(engine)
+        return [compiled.row(raw) for raw in self.fetch(engine, params)]
+
+    def fetch(self, engine: Engine, params: Mapping[str, Any]) -> list[Any]:
+        """Every row as the DBAPI returned it (unconverted: see :meth:`convert`)."""
+        compiled = self._for(engine)
+        arguments = compiled.arguments(params)
+        conn = engine.raw_connection()
+        try:
+            cursor = conn.cursor()
+            try:
+                statements.tally()
+                cursor.execute(compiled.sql, arguments)
+                fetched = list(cursor.fetchall())
+            finally:
+                cursor.close()
+        finally:
+            conn.close()  # back to the pool, which ends any implicit transaction
+        return fetched
+
+    def convert(self, engine: Engine, raw: Any) -> dict[str, Any]:
+        """One row of :meth:`fetch` as :meth:`rows` gives it."""
+        return self._for(engine).row(raw)
+
+    def picker(self, engine: Engine, keys: tuple[str, ...]) -> Callable[[Any], dict[str, Any]]:
+        """A function turning a row of :meth:`fetch` into a dict of just ``keys`` (converted)."""
+        found = self._pickers.get((engine.dialect.name, keys))
+        if found is None:
+            found = self._pickers[(engine.dialect.name, keys)] = self._for(engine).picker(keys)
+        return found
+
+    def _for(self, engine: Engine) -> _Compiled:
+        return self._compiled.get(engine.dialect.name) or self._compile(engine.dialect)
+
+    def _compile(self, dialect: Dialect) -> _Compiled:
+        compiled = self.stmt.compile(dialect=dialect)
+        binders, defaults = [], {}
+        for bind, name in compiled.bind_names.items():
+            if not bind.required:  # a literal of the statement (a LIMIT, a constant)
+                defaults[name] = bind.effective_value
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if process is not None:
+                binders.append((name, process))
+        converters = []
+        for column in self.stmt.selected_columns:
+            convert = column.type.dialect_impl(dialect).result_processor(dialect, None)
+            if convert is not None:
+                converters.append((str(column.key), convert))
+        out = _Compiled(
+            sql=compiled.string,
+            order=tuple(compiled.positiontup or ())
+            if compiled.positional
+            else tuple(compiled.bind_names.values()),
+            positional=compiled.positional,
+            defaults=defaults,
+            binders=tuple(binders),
+            keys=tuple(str(c.key) for c in self.stmt.selected_columns),
+            converters=tuple(converters),
+        )
+        self._compiled[dialect.name] = out
+        return out

@@ -1,0 +1,109 @@
+"""A template as ``GET /v1/clustertemplates/{ident}`` shows it: one prepared statement.
+
+The same answer as :func:`flotilla.services.templates.get` (policy, visibility, the
+NotFound and Conflict words), read as a dict by column name through
+:class:`~flotilla.db.prepared.Prepared` instead of an ORM session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, Select, and_, bindparam, or_, select
+
+from flotilla.context import RequestContext
+from flotilla.db import models as m
+from flotilla.db.engine import Database
+from flotilla.db.prepared import Prepared
+from flotilla.errors import Conflict, Forbidden, NotFound
+from flotilla.idents import is_uuid
+from flotilla.services.pagination import Page
+from flotilla.services.prepared_pages import PreparedPages
+from flotilla.services.templates import View
+
+_TABLE = m.ClusterTemplate.__table__
+
+
+def _show(by_uuid: bool, everyone: bool) -> Prepared:
+    """``everyone``: an admin's clustertemplate view sees every row; anyone else their
+    project's and the public ones (``templates.visible(..., listing=False)``)."""
+    col = _TABLE.c.uuid if by_uuid else _TABLE.c.name
+    stmt = select(*_TABLE.columns).where(col == bindparam("ident"))
+    if not everyone:
+        stmt = stmt.where(or_(_TABLE.c.project_id == bindparam("project"), _TABLE.c.public.is_(True)))
+    return Prepared(stmt.limit(2))
+
+
+_SHOW = {
+    (by_uuid, everyone): _show(by_uuid, everyone) for by_uuid in (True, False) for everyone in (True, False)
+}
+
+
+@dataclass(frozen=True)
+class Found:
+    """A show's row as the database returned it (a key for a rendered answer when every
+    value is hashable) and what turns it into a dict by column name."""
+
+    raw: Any
+    prepared: Prepared
+    engine: Engine
+
+    def row(self) -> dict[str, Any]:
+        return self.prepared.convert(self.engine, self.raw)
+
+
+def find(db: Database, ctx: RequestContext, ident: str, view: View) -> Found:
+    """The visible template named or identified by ``ident``.
+
+    Raises Forbidden (no read role), NotFound, or Conflict when a name matches several.
+    """
+    if not ctx.can_read:
+        raise Forbidden(f"Policy doesn't allow {view}:get to be performed.")
+    everyone = ctx.is_admin and view == "clustertemplate"
+    prepared, engine = _SHOW[(is_uuid(ident), everyone)], db.read_engine
+    rows = prepared.fetch(engine, {"ident": ident, "project": ctx.project_id})
+    if not rows:
+        raise NotFound(f"ClusterTemplate {ident} could not be found.")
+    if len(rows) > 1:
+        raise Conflict(
+            "Multiple ClusterTemplates exist with same name. Please use the ClusterTemplate uuid instead."
+        )
+    return Found(raw=rows[0], prepared=prepared, engine=engine)
+
+
+def _listed(variant: str) -> Select[Any]:
+    """The rows a variant lists (``templates.visible(..., listing=True)``): ``all`` (an
+    admin's clustertemplate view), ``public`` (an admin's baymodel view: their project's
+    and every public one), ``listed`` (anyone else: their project's and the public ones
+    not hidden)."""
+    stmt = select(*_TABLE.columns)
+    own = _TABLE.c.project_id == bindparam("project")
+    if variant == "public":
+        return stmt.where(or_(own, _TABLE.c.public.is_(True)))
+    if variant == "listed":
+        return stmt.where(or_(own, and_(_TABLE.c.public.is_(True), _TABLE.c.hidden.is_(False))))
+    return stmt
+
+
+_PAGES = PreparedPages(m.ClusterTemplate, _listed)
+
+
+def list_page(
+    db: Database, ctx: RequestContext, view: View, *, limit: int | None, marker: str | None, sort_key: str,
+    sort_dir: str, max_limit: int,
+) -> tuple[str, Page[Any]]:  # fmt: skip
+    """The variant and one page of raw rows (:func:`row_dict` turns one into a dict by column
+    name), paged as :func:`flotilla.services.pagination.paginate` pages."""
+    if not ctx.can_read:
+        raise Forbidden(f"Policy doesn't allow {view}:get_all to be performed.")
+    variant = "listed" if not ctx.is_admin else "all" if view == "clustertemplate" else "public"
+    page = _PAGES.page(
+        db.read_engine, variant, {"project": ctx.project_id}, limit=limit, marker=marker, sort_key=sort_key,
+        sort_dir=sort_dir, max_limit=max_limit, label="ClusterTemplate",
+    )  # fmt: skip
+    return variant, page
+
+
+def row_dict(db: Database, variant: str, raw: Any) -> dict[str, Any]:
+    return _PAGES.convert(db.read_engine, variant, raw)
