@@ -195,19 +195,21 @@ def test_phases_restart_in_the_order_trust_needs(monkeypatch: pytest.MonkeyPatch
     assert cmds(w) == [("restart", rotation.NODE_SERVICES)]
 
     # Phase 2: new certificates; the API server handed over before etcd and the kubelets
-    # show certificates it must check; clients restart after that.
+    # show certificates it must check (and then waited for until they do).
     nodes.log.clear()
     rotation.reissue(ctx)  # type: ignore[arg-type]
     handoff = next(i for i, (n, c, _) in enumerate(nodes.log) if c == "handoff-begin")
     late = [i for i, (_, c, a) in enumerate(nodes.log) if c == "install" and set(a) & set(rotation.LATE)]
     assert len(late) == 3 and min(late) > handoff
     for name, held in nodes.files.items():
-        restart = max(i for i, (n, c, _) in enumerate(nodes.log) if n == name and c == "restart")
-        assert restart > max(i for i in late if nodes.log[i][0] == name)
-        assert held[f"{PKI}/ca.crt"] == bundle.encode()
+        checked = next(i for i, (n, c, _) in enumerate(nodes.log) if n == name and c == "serves-new")
+        assert checked > max(i for i in late if nodes.log[i][0] == name)
+        assert ("restart", rotation.MASTER_CLIENTS if name == m else rotation.NODE_SERVICES) in cmds(name)
+        assert held[f"{PKI}/ca.crt"] == bundle.encode() and held[rotation.NEW_CA] == ctx.ca.encode()
         for path, data in held.items():
             if path.endswith(".crt") and path != f"{PKI}/ca.crt":
                 assert _issuer(data) == "CN=new", path
+    assert ("serves-new", ("10250", "2379:apiserver-etcd-client")) in cmds(m)
     assert _issuer(nodes.files[m][f"{PKI}/apiserver-handoff.crt"]) == "CN=new"
 
     # Phase 3: the new CA only; the API server handed back; CoreDNS rolled on the new CA.
@@ -219,7 +221,7 @@ def test_phases_restart_in_the_order_trust_needs(monkeypatch: pytest.MonkeyPatch
     for held in nodes.files.values():
         assert held[f"{PKI}/ca.crt"] == ctx.ca.encode()
         assert all(_kubeconfig_ca(held[p]) == ctx.ca for p in rotation.KUBECONFIGS if p in held)
-        assert f"{PKI}/{rotation.PROBE}.crt" not in held
+        assert f"{PKI}/{rotation.PROBE}.crt" not in held and rotation.NEW_CA not in held
     assert ("handoff-end", ()) in cmds(m) and cmds(m).index(("restart", ("etcd",))) < cmds(m).index(
         ("handoff-end", ())
     )

@@ -10,6 +10,9 @@
 #                              of them is back and healthy
 #   rotate.sh accepts STEM     wait until the API server accepts the client certificate
 #                              $PKI/STEM.crt (it reloads --client-ca-file by itself)
+#   rotate.sh serves-new PORT[:STEM]...
+#                              wait until this node shows a certificate of the new CA
+#                              on each PORT (etcd and the kubelet reload theirs)
 #   rotate.sh handoff          restart kube-apiserver without a gap: a second instance
 #                              (same flags, its own serving certificate) shares :6443
 #                              (--permit-port-sharing, SO_REUSEPORT) while the supervisor's
@@ -169,6 +172,25 @@ accepts() {
     took "kube-apiserver accepts $1.crt"
 }
 
+# serves_new PORT[:STEM]...: this node's address shows on each PORT a certificate of the
+# new CA ($PKI/rotation-ca.crt; as client STEM where given): etcd and the kubelet reload
+# their serving certificates by themselves
+serves_new() {
+    . /var/lib/flotilla/bootstrap.env
+    for spec in "$@"; do
+        port=${spec%%:*}; auth=""
+        [ "$port" = "$spec" ] || auth="--cert $PKI/${spec#*:}.crt --key $PKI/${spec#*:}.key"
+        n=0
+        # shellcheck disable=SC2086
+        until [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 --cacert $PKI/rotation-ca.crt $auth \
+                    "https://$NODE_IP:$port/" 2>/dev/null)" != 000 ]; do
+            n=$((n + 1)); [ $n -gt $((TIMEOUT * 10)) ] && fail "port $port" "no certificate of the new CA within ${TIMEOUT} s"
+            sleep 0.1
+        done
+        took "port $port shows a certificate of the new CA"
+    done
+}
+
 # serving CN: /readyz answered "ok" by an instance whose serving certificate has CN
 serving() {
     curl -sv --max-time 2 --cacert $PKI/ca.crt -o $RUN/readyz.body https://127.0.0.1:6443/readyz \
@@ -266,9 +288,10 @@ case $cmd in
     install) install "$@" ;;
     restart) restart "$@" ;;
     accepts) accepts "$1" ;;
+    serves-new) serves_new "$@" ;;
     handoff) handoff ;;
     handoff-begin) handoff_begin ;;
     handoff-end) handoff_end ;;
-    *) echo "usage: rotate.sh install PATH... | restart NAME... | accepts STEM | handoff | handoff-begin | handoff-end" >&2
+    *) echo "usage: rotate.sh install PATH... | restart NAME... | accepts STEM | serves-new PORT[:STEM]... | handoff | handoff-begin | handoff-end" >&2
        exit 2 ;;
 esac

@@ -22,16 +22,16 @@ itself (Kubernetes 1.37, etcd 3.7) decides what restarts when:
 2. **new certificates**: every certificate is issued again from the new CA (API server,
    etcd, kubelets, the API server's etcd and kubelet client certificates, the
    controller-manager, scheduler, kube-proxy and flannel kubeconfigs), trust stays the
-   bundle. The API server is handed over first (it must trust the new CA for etcd and the
-   kubelets before they show new certificates), master after master; then etcd and the
-   kubelets get their new serving certificates (reloaded by themselves) and the clients
-   restart. The service-account signing key is kept (derived keys outlive CA rotations),
-   so pods' tokens stay valid.
+   bundle. The API server is handed over, master after master, while the clients restart;
+   only then (every API server trusts the new CA for etcd and the kubelets) do etcd and
+   the kubelets get their new serving certificates, which they reload by themselves (the
+   phase waits until each shows one). The service-account signing key is kept (derived
+   keys outlive CA rotations), so pods' tokens stay valid.
 3. **trust the new CA only**: the old CA leaves the conductor's store and every trust
    point; the clients restart while etcd restarts and the API server is handed back on
    each master. From here an old client certificate is refused. CoreDNS (whose API client
    read the old CA when it started) is rolled to new pods once the controller-manager
-   published the new ``kube-root-ca.crt``.
+   published the new ``kube-root-ca.crt`` (meanwhile, so requests are retried).
 
 A restart is the node supervisor's: ``rotate.sh`` stops the process and waits until the
 restarted one is healthy. The API server is handed over without a gap: a second
@@ -56,6 +56,7 @@ from flotilla.drivers.coe.parallel import run_parallel
 
 from . import bootstrap, steps
 from .bootstrap import KUBE, PKI, NodePlan
+from .kubeapi import ApiFailed, Errors
 from .rotation_nodes import Files, put, read, run, script, timed
 
 KUBECONFIGS = tuple(
@@ -71,6 +72,8 @@ PROBE_CN = "flotilla:rotation-probe"
 #: Serving certificates the API server checks (etcd's, the kubelets'): written in phase 2 only
 #: after the API server was handed over to an instance that trusts the new CA.
 LATE = tuple(f"{PKI}/{n}" for n in ("etcd.crt", "etcd.key", "kubelet.crt", "kubelet.key"))
+#: The new CA alone (phase 2 checks that etcd and the kubelets show certificates from it).
+NEW_CA = f"{PKI}/rotation-ca.crt"
 COREDNS_TIMEOUT = 90.0
 
 __all__ = ["script"]
@@ -183,17 +186,30 @@ def reissue(ctx: StepContext) -> None:
     late: dict[str, Files] = {}
 
     def write(info: NodeInfo, plan: NodePlan) -> None:
-        files = with_trust(bootstrap.address_files(ctx, plan, masters, server, fl, api_ips), bundle)
+        files = bootstrap.address_files(ctx, plan, masters, server, fl, api_ips)
+        new_ca = files[f"{PKI}/ca.crt"]  # the issuing CA alone, before the bundle replaces it
+        files = with_trust(files, bundle)
         files.pop(bootstrap.MARKER, None)  # the supervisor is past it
+        files[NEW_CA] = new_ca
         late[plan.name] = {p: files.pop(p) for p in LATE if p in files}
         if plan.role == "master":
             files.update(handoff_cert(ctx, files[f"{PKI}/apiserver.crt"]))
         put(ctx, info, files)
 
+    def serve_new(info: NodeInfo, plan: NodePlan) -> None:
+        put(ctx, info, late[plan.name])
+        ports = ["10250", "2379:apiserver-etcd-client"] if plan.role == "master" else ["10250"]
+        run(ctx, info, "serves-new", *ports)
+
     cluster.each(ctx, f"{phase}: certificates written", write)
-    cluster.on_masters(ctx, phase, ("handoff-begin",))
-    cluster.each(ctx, f"{phase}: serving certificates written", lambda i, p: put(ctx, i, late[p.name]))
-    cluster.restart_clients(ctx, phase)
+    # The clients' new certificates and kubeconfigs (still trusting both CAs) need no order.
+    cluster.together(
+        ctx, f"{phase}: restarts",
+        lambda: cluster.on_masters(ctx, phase, ("handoff-begin",)),
+        lambda: cluster.restart_clients(ctx, phase),
+    )  # fmt: skip
+    # Every API server trusts the new CA for etcd and the kubelets now: they reload theirs.
+    cluster.each(ctx, f"{phase}: serving certificates written", serve_new)
 
 
 def trust_new_only(ctx: StepContext) -> None:
@@ -203,37 +219,47 @@ def trust_new_only(ctx: StepContext) -> None:
     cluster = Cluster(ctx)
     new_ca = ctx.trust_bundle()
     _retrust(ctx, cluster, phase, new_ca)
+
+    def clients_then_coredns() -> None:
+        cluster.restart_clients(ctx, phase)
+        with timed(ctx, f"{phase}: CoreDNS rolled"):
+            restart_coredns(ctx, new_ca)
+
     # Everyone shows a certificate of the new CA since phase 2: every restart at once.
     cluster.together(
         ctx, f"{phase}: restarts",
-        lambda: cluster.restart_clients(ctx, phase),
+        clients_then_coredns,
         lambda: cluster.on_masters(ctx, phase, ("restart", "etcd"), ("handoff-end",)),
     )  # fmt: skip
-    with timed(ctx, f"{phase}: CoreDNS rolled"):
-        restart_coredns(ctx, new_ca)
-    for plan in cluster.masters:
-        ctx.provider.exec(cluster.infos[plan.name], ["rm", "-f", f"{PKI}/{PROBE}.crt", f"{PKI}/{PROBE}.key"])
+    leftovers = ["rm", "-f", f"{PKI}/{PROBE}.crt", f"{PKI}/{PROBE}.key", NEW_CA]
+    cluster.each(ctx, f"{phase}: rotation files removed", lambda i, p: ctx.provider.exec(i, leftovers))
 
 
 def restart_coredns(ctx: StepContext, ca: str) -> None:
     """Once the controller-manager published ``ca`` as ``kube-root-ca.crt`` in kube-system,
     ``kubectl rollout restart`` of CoreDNS (a new pod before the old one goes), waited for."""
     deadline = time.monotonic() + COREDNS_TIMEOUT
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    generation: int | None = None
+    detail = "waiting for the controller-manager to publish the new CA"
     with steps.api(ctx) as k:
-        while (
-            k.config_map_data("kube-system", "kube-root-ca.crt").get("ca.crt") or ""
-        ).strip() != ca.strip():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"kube-root-ca.crt not the new CA within {COREDNS_TIMEOUT:.0f} s")
-            ctx.progress("waiting for the controller-manager to publish the new CA")
-            time.sleep(0.2)
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        generation = k.restart_deployment("kube-system", "coredns", stamp)
         while True:
-            done, detail = k.rolled_out("kube-system", "coredns", generation)
-            if done:
-                return
+            # etcd and the API server may be restarting meanwhile: a failed request is retried.
+            try:
+                if generation is None:
+                    published = k.config_map_data("kube-system", "kube-root-ca.crt").get("ca.crt") or ""
+                    if published.strip() == ca.strip():
+                        generation = k.restart_deployment("kube-system", "coredns", stamp)
+                        detail = "rollout started"
+                else:
+                    done, detail = k.rolled_out("kube-system", "coredns", generation)
+                    if done:
+                        return
+            except (ApiFailed, *Errors) as exc:
+                detail = f"{detail} ({str(exc)[:100] or type(exc).__name__})"
             if time.monotonic() > deadline:
-                raise TimeoutError(f"CoreDNS not rolled out within {COREDNS_TIMEOUT:.0f} s: {detail}")
+                raise TimeoutError(
+                    f"CoreDNS not restarted on the new CA within {COREDNS_TIMEOUT:.0f} s: {detail}"
+                )
             ctx.progress(f"restarting CoreDNS: {detail}")
             time.sleep(0.3)
