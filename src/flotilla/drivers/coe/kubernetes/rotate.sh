@@ -26,8 +26,8 @@
 #                              runs, either is a whole handoff.
 #
 # Stopping a process: SIGTERM, then SIGKILL once it has closed its listening sockets and had
-# a moment to finish its requests (the API server and etcd then only wait for watch
-# streams, up to 60 s resp. 7 s, whose clients reconnect anyway), or after $GRACE s.
+# a moment to finish its requests (the API server then only waits, up to 60 s, for watch
+# streams whose clients reconnect anyway; etcd gets that moment at once), or after $GRACE s.
 #
 # Prints "WHAT at SECONDS" lines (the conductor logs them); exits non-zero with the reason
 # and the service's log tail when a service does not come back within $TIMEOUT seconds.
@@ -104,16 +104,21 @@ gone() {  # gone PID...: wait until none of them runs
 }
 
 # stop PID...: SIGTERM; SIGKILL what still runs $DRAIN_TICKS ticks after it closed the
-# listening sockets it had, or after $GRACE s.
+# listening sockets it had, or after $GRACE s. etcd gets $DRAIN_TICKS ticks in any case: it
+# keeps its listening sockets while it waits (7 s) for watch streams and serves nothing new.
 stop() {
-    listeners=" "
-    for p in "$@"; do listening "$p" && listeners="$listeners$p "; done
+    listeners=" "; brief=" "
+    for p in "$@"; do
+        if [ "$(cat "/proc/$p/comm" 2>/dev/null)" = etcd ]; then brief="$brief$p "
+        elif listening "$p"; then listeners="$listeners$p "; fi
+    done
     kill "$@" 2>/dev/null
     n=0
     for p in "$@"; do
         quiet=0
         while running "$p" && [ $n -lt $((GRACE * 20)) ] && [ $quiet -le "$DRAIN_TICKS" ]; do
             case $listeners in *" $p "*) listening "$p" || quiet=$((quiet + 1)) ;; esac
+            case $brief in *" $p "*) quiet=$((quiet + 1)) ;; esac
             n=$((n + 1)); sleep 0.05
         done
         running "$p" && kill -9 "$p" 2>/dev/null

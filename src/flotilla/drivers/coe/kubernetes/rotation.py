@@ -220,16 +220,17 @@ def trust_new_only(ctx: StepContext) -> None:
     new_ca = ctx.trust_bundle()
     _retrust(ctx, cluster, phase, new_ca)
 
-    def clients_then_coredns() -> None:
-        cluster.restart_clients(ctx, phase)
+    def coredns() -> None:
         with timed(ctx, f"{phase}: CoreDNS rolled"):
             restart_coredns(ctx, new_ca)
 
-    # Everyone shows a certificate of the new CA since phase 2: every restart at once.
+    # Everyone shows a certificate of the new CA since phase 2: every restart at once, and
+    # CoreDNS once the restarted controller-manager has published the new CA.
     cluster.together(
         ctx, f"{phase}: restarts",
-        clients_then_coredns,
+        lambda: cluster.restart_clients(ctx, phase),
         lambda: cluster.on_masters(ctx, phase, ("restart", "etcd"), ("handoff-end",)),
+        coredns,
     )  # fmt: skip
     leftovers = ["rm", "-f", f"{PKI}/{PROBE}.crt", f"{PKI}/{PROBE}.key", NEW_CA]
     cluster.each(ctx, f"{phase}: rotation files removed", lambda i, p: ctx.provider.exec(i, leftovers))
