@@ -142,10 +142,14 @@ class Nodes:
                     held.pop(p, None)
                 return ExecResult(0, "", "")
             assert argv[:2] == ["sh", rotation_nodes.SCRIPT], argv
-            if argv[2] == "install":
-                for p in argv[3:]:
-                    held[p] = held.pop(rotation_nodes.staged(p))
-            self.log.append((node.name, argv[2], tuple(argv[3:])))
+            commands: list[list[str]] = [[]]
+            for a in argv[2:]:  # COMMAND ARGS [-- COMMAND ARGS]...
+                commands.append([]) if a == "--" else commands[-1].append(a)
+            for command, *args in commands:
+                if command == "install":
+                    for p in args:
+                        held[p] = held.pop(rotation_nodes.staged(p))
+                self.log.append((node.name, command, tuple(args)))
             return ExecResult(0, "", "")
 
 

@@ -25,6 +25,8 @@
 #                              supervisor cannot hold a service, or no second instance
 #                              runs, either is a whole handoff.
 #
+# Several commands run in one call when separated by "--" (one exec into the node).
+#
 # Stopping a process: SIGTERM, then SIGKILL once it has closed its listening sockets and had
 # a moment to finish its requests (the API server then only waits, up to 60 s, for watch
 # streams whose clients reconnect anyway; etcd gets that moment at once), or after $GRACE s.
@@ -287,16 +289,31 @@ handoff_end() {
     fi
 }
 
-cmd=${1:-}
-shift || true
-case $cmd in
-    install) install "$@" ;;
-    restart) restart "$@" ;;
-    accepts) accepts "$1" ;;
-    serves-new) serves_new "$@" ;;
-    handoff) handoff ;;
-    handoff-begin) handoff_begin ;;
-    handoff-end) handoff_end ;;
-    *) echo "usage: rotate.sh install PATH... | restart NAME... | accepts STEM | serves-new PORT[:STEM]... | handoff | handoff-begin | handoff-end" >&2
-       exit 2 ;;
-esac
+# one COMMAND ARGS...: run one command
+one() {
+    cmd=${1:-}
+    shift || true
+    case $cmd in
+        install) install "$@" ;;
+        restart) restart "$@" ;;
+        accepts) accepts "$1" ;;
+        serves-new) serves_new "$@" ;;
+        handoff) handoff ;;
+        handoff-begin) handoff_begin ;;
+        handoff-end) handoff_end ;;
+        *) echo "usage: rotate.sh COMMAND [-- COMMAND]...; COMMAND: install PATH... | restart NAME... |" \
+                "accepts STEM | serves-new PORT[:STEM]... | handoff | handoff-begin | handoff-end" >&2
+           exit 2 ;;
+    esac
+}
+
+# COMMAND [-- COMMAND]...: one after another (one exec into the node for several)
+args=""
+for a in "$@"; do
+    if [ "$a" = -- ]; then
+        eval "one $args"; args=""
+    else
+        args="$args '$(printf '%s' "$a" | sed "s/'/'\\\\''/g")'"
+    fi
+done
+eval "one $args"

@@ -133,12 +133,12 @@ class Cluster:
         self.each(ctx, f"{phase}: clients restarted", clients)
 
     def on_masters(self, ctx: StepContext, phase: str, *commands: tuple[str, ...]) -> None:
-        """``rotate.sh`` ``commands`` on each master, one master after another."""
+        """``rotate.sh`` ``commands`` on each master (in one call), one master after another."""
+        what = ", ".join(" ".join(c) for c in commands)
         for plan in self.masters:
-            for command in commands:
-                ctx.progress(f"{phase}: {plan.name}: {' '.join(command)}")
-                with timed(ctx, f"{phase}: {' '.join(command)}"):
-                    run(ctx, self.infos[plan.name], *command)
+            ctx.progress(f"{phase}: {plan.name}: {what}")
+            with timed(ctx, f"{phase}: {what}"):
+                run(ctx, self.infos[plan.name], *[a for c in commands for a in ("--", *c)][1:])
 
     def together(self, ctx: StepContext, what: str, *parts: Callable[[], object]) -> None:
         """``parts`` at the same time (each may itself work node by node)."""
