@@ -65,6 +65,9 @@ def timed(
 
 
 STEP_RE = re.compile(r"cluster (\S+): step (.+) done in ([0-9.]+)s")
+#: CA rotation: how long each part of a phase took, and rotate.sh's own marks on the nodes.
+PART_RE = re.compile(r"cluster \S+: rotation part (.+) took ([0-9.]+)s")
+MARK_RE = re.compile(r"cluster \S+: (\S+): rotate\.sh (\S+): (.+)$", re.M)
 
 
 def step_times(log: str) -> dict[str, list[float]]:
@@ -206,6 +209,14 @@ def main() -> int:
         print(f"\nper step (all operations), seconds:\n{'step':<44} {'median':>8} {'max':>8}  n")
         for name, values in steps.items():
             print(f"{name:<44} {statistics.median(values):8.2f} {max(values):8.2f}  {len(values)}")
+    parts = PART_RE.findall(log_text)
+    if parts:
+        print("\nCA rotation parts, in order (all runs), seconds:")
+        for name, secs in parts:
+            print(f"  {name:<60} {float(secs):8.2f}")
+        print("rotate.sh on the nodes (seconds since that call started):")
+        for node, cmd, line in MARK_RE.findall(log_text):
+            print(f"  {node} {cmd}: {line}")
     return 0
 
 

@@ -85,6 +85,13 @@ class KubeApi:
         data = self._check(self._c.get("/api/v1/services"), "listing services")
         return list(data.get("items") or [])
 
+    def config_map_data(self, namespace: str, name: str) -> dict[str, str]:
+        """A ConfigMap's ``data`` (empty when it does not exist)."""
+        r = self._c.get(f"/api/v1/namespaces/{namespace}/configmaps/{name}")
+        if r.status_code == 404:
+            return {}
+        return dict((self._check(r, f"reading configmap {namespace}/{name}") or {}).get("data") or {})
+
     # ---- writes -----------------------------------------------------------------------
 
     def apply(self, obj: Mapping[str, Any]) -> None:

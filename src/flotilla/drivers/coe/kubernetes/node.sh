@@ -5,7 +5,8 @@
 # for /var/lib/flotilla/bootstrap.env (written by the conductor after the node got its
 # address and certificates), then runs every service in /etc/flotilla/services (one
 # shell snippet each: etcd, kube-apiserver, ... on masters; kubelet, kube-proxy,
-# flanneld everywhere), restarting each one a second after it exits. Logs go to
+# flanneld everywhere), restarting each one a second after it exits (at once when a CA
+# rotation stopped it, and not while the rotation holds it: rotate.sh). Logs go to
 # /var/log/flotilla/<service>.log; /run/flotilla/state says how far boot got.
 set -u
 K=/opt/flotilla/kube
@@ -39,13 +40,22 @@ for kv in net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 net.bridge.
     sysctl -qw "$kv" 2>/dev/null || true
 done
 
+# held NAME: a CA rotation (rotate.sh handoff-begin) holds service NAME while the process
+# whose pid is in /run/flotilla/hold.NAME (the API server's handoff instance) runs.
+held() {
+    h=$(cat "/run/flotilla/hold.$1" 2>/dev/null) && [ -n "$h" ] && [ -d "/proc/$h" ] &&
+        ! grep -q '^State:.*Z' "/proc/$h/status" 2>/dev/null
+}
+
 run() {  # run NAME ARGV...: keep ARGV running, log to $LOGS/NAME.log
     name=$1; shift
     (
         while :; do
             "$@" >>"$LOGS/$name.log" 2>&1
-            echo "flotilla-node: $name exited with status $?; restarting in 1 s" >>"$LOGS/$name.log"
-            sleep 1
+            echo "flotilla-node: $name exited with status $?; restarting" >>"$LOGS/$name.log"
+            # At once when a CA rotation stopped it to restart it (rotate.sh), else in a second.
+            if [ -e "/run/flotilla/restart-now.$name" ]; then rm -f "/run/flotilla/restart-now.$name"; else sleep 1; fi
+            while held "$name"; do sleep 0.1; done
         done
     ) &
 }
