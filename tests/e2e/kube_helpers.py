@@ -84,10 +84,13 @@ def _running_pods(k: Kubectl, selector: str, count: int, timeout: float = 120) -
 
 
 def _load_busybox(engine: Engine, provider: LocalProvider, uuid: str, workload_image: str) -> None:
-    """The guide's images come from a registry; here busybox:local goes into each node's containerd."""
+    """The guide's images come from a registry; here busybox:local goes into each node's containerd
+    (masters and workers: a load balancer node runs haproxy, no containerd)."""
     data = subprocess.run(["docker", "-H", engine.host, "save", workload_image], capture_output=True,
                           check=True).stdout  # fmt: skip
     for node in provider.list_nodes(uuid):
+        if node.role not in ("master", "worker"):
+            continue
         r = provider.exec(node, ["ctr", "-n", "k8s.io", "images", "import", "-"], stdin=data)
         assert r.ok, r.stderr
 

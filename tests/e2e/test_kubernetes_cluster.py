@@ -270,7 +270,8 @@ def test_scale_out_and_in(
     left = next(n for n in states if n != master)
     web = _running_pods(k, "app=web", 4)  # evicted and rescheduled on the remaining worker (skew allows it)
     assert {p["spec"]["nodeName"] for p in web} == {left}
-    assert len(provider.list_nodes(bay.uuid)) == 2
+    # the master and the one worker left, and the service's balancer
+    assert sorted(n.role for n in provider.list_nodes(bay.uuid)) == ["lb", "master", "worker"]
 
 
 def test_deleting_the_service_removes_its_balancer(bay: Bay, engine: Engine, provider: LocalProvider) -> None:
