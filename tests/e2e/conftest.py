@@ -5,7 +5,8 @@ with the node image built once (``image-build --kubernetes yes``) and the keypai
 ``testkey``. Each module takes it through ``kube_module_server``, which deletes whatever
 clusters and cluster templates the module left (a failed test) when the module ends, so the
 next module starts on an empty server. Template and cluster names are unique per module.
-(tests/e2e/test_faults.py keeps its own server: it SIGKILLs it.)
+Own servers: tests/e2e/test_faults.py (it SIGKILLs it) and test_kubernetes_rotation.py (its
+poller allows no failed kubectl call during the rotation: no 1-second health checks there).
 """
 
 from __future__ import annotations

