@@ -43,15 +43,23 @@ class NetworkInfo:
 
 @dataclass(frozen=True)
 class NodeSpec:
-    """What a node should be. Providers create it idempotently by ``name``.
+    """What a node should be: the provider-neutral bootstrap spec (DESIGN §2). Providers
+    create it idempotently by ``name``; the local provider renders it as a container
+    (``providers/local/containers.create_body``), a cloud provider would render it as a
+    server of ``flavor`` with cloud-init.
 
-        ``files``: absolute path inside the node -> content, placed before the node's
-        command starts (certificates, configs). ``command``: the node's main process.
-        ``volume_gb``: size limit of the node's data volume (None: unsized), mounted at
-        ``volume_path`` (``/var/lib/docker`` for Docker hosts, ``/var`` for Kubernetes nodes).
-    ``ports``: container ports the provider must
-        make reachable from the host. ``ip``: leave None and let the provider choose (see
-        ``Provider.reserve_address``); a COE driver never derives an address from a node's name.
+    * files: ``files``, absolute path inside the node -> content, in place before the
+      node's service starts (certificates, configs, the bootstrap script).
+    * service: ``command``, the node's main process with ``env`` (the COE's daemon, or a
+      script that starts the COE's services; a cloud provider runs it as a unit).
+    * mounts: the node's data volume, ``volume_gb`` GiB (None: unsized), mounted at
+      ``volume_path`` (``/var/lib/docker`` for Docker hosts, ``/var`` for Kubernetes nodes).
+    * resources: ``cpus`` and ``memory_mb`` (the flavor's; the local provider makes them
+      limits), from the flavor named ``flavor`` (None: no catalog flavor, e.g. a load balancer).
+    * access: ``ssh_public_key`` for ``login_user``.
+
+    ``ip``: leave None and let the provider choose (see ``Provider.reserve_address``); a COE
+    driver never derives an address from a node's name.
     """
 
     cluster_uuid: str
@@ -70,6 +78,7 @@ class NodeSpec:
     login_user: str = "fedora"
     labels: Mapping[str, str] = field(default_factory=dict)
     volume_path: str = "/var/lib/docker"
+    flavor: str | None = None
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ class Status(StrEnum):
 
 
 class Event(StrEnum):
-    UPDATE_REQUESTED = "update_requested"  # services.clusters.update / resize / rotate_ca
+    UPDATE_REQUESTED = "update_requested"  # services.scaling.update / resize, services.clusters.rotate_ca
     DELETE_REQUESTED = "delete_requested"  # services.clusters.delete
     SUCCEEDED = "succeeded"  # services.operations.complete
     FAILED = "failed"  # services.operations.fail (error, timeout, resources vanished)

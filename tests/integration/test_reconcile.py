@@ -236,3 +236,18 @@ def test_swarm_managers_sit_behind_the_providers_load_balancer(
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert provider.leaks(uuid) == []
+
+
+def test_nodes_are_described_by_the_bootstrap_spec_with_their_flavor(
+    api: TestClient, h: dict[str, str], provider: FakeProvider
+) -> None:
+    """The provider gets the nodegroup's flavor by name with its resources (a cloud
+    provider boots that flavor; the local one labels the container and sets limits)."""
+    uuid = create(api, h, "flavor", node_count=1)
+    assert settle(api, h, uuid)["status"] == "CREATE_COMPLETE"
+    specs = [node["spec"] for node in provider.nodes.values() if node["spec"].cluster_uuid == uuid]
+    assert sorted(s.role for s in specs) == ["master", "worker"]
+    for spec in specs:
+        assert spec.flavor == "m1.small", spec
+        assert (spec.cpus, spec.memory_mb) == (1.0, 1024), spec
+        assert spec.command and spec.volume_path == "/var/lib/docker"

@@ -18,6 +18,7 @@ from flotilla.api.fields import Field
 from flotilla.api.v1.clusters import BAY_FIELDS, CLUSTER_FIELDS
 from flotilla.api.v1.clustertemplates import BAYMODEL_FIELDS, TEMPLATE_FIELDS
 from flotilla.api.v1.quotas import QUOTA_FIELDS
+from flotilla.services import certificates
 
 #: Routes served without a token (reference §1).
 PUBLIC = frozenset({"/", "/v1", "/healthcheck"})
@@ -112,7 +113,7 @@ QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
     "sort_dir": {"type": "string", "enum": ["asc", "desc"]},
     "rollback": {"type": "boolean"},
     "all_tenants": {"type": "boolean"},
-    "ca_cert_type": {"type": "string", "enum": ["etcd", "front_proxy", "front-proxy"]},
+    "ca_cert_type": {"type": "string"},  # enum: the COE drivers' values, added in the schema below
     "project_id": {"type": "string"},
     "type": {"type": "string", "enum": ["cluster"]},
     "role": {"type": "string", "enum": ["master", "worker"]},
@@ -237,7 +238,10 @@ def augment(schema: dict[str, Any]) -> dict[str, Any]:
                 }
             params = op.setdefault("parameters", [])
             for name in QUERIES.get((method, path), ()):
-                params.append({"name": name, "in": "query", "required": False, "schema": QUERY_SCHEMAS[name]})
+                query = QUERY_SCHEMAS[name]
+                if name == "ca_cert_type":
+                    query = {**query, "enum": list(certificates.ca_cert_types())}
+                params.append({"name": name, "in": "query", "required": False, "schema": query})
             if not params:
                 del op["parameters"]
             responses = op.setdefault("responses", {})

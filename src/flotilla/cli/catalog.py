@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from flotilla.cli.output import api_command, connect, message, note, show, table
-from flotilla.errors import Invalid
 
 IMAGE_COLUMNS = ("uuid", "name", "os_distro", "source", "build_method")
 KEYPAIR_COLUMNS = ("name", "fingerprint")
@@ -85,7 +84,7 @@ def cmd_image_build(args: argparse.Namespace) -> int:
         engine = Engine.connect(settings.local.docker_host, settings.data_dir)
         note(f"building node image {tag} ({args.method}) on {engine.host} ...")
         if args.method == "hostroot":
-            extras, labels = _kube_extras(args)
+            extras, labels = _coe_extras(args)
             built = images.build_hostroot_image(engine, tag, force=args.force, extras=extras, labels=labels)
         else:
             built = images.build_debootstrap_image(engine, tag, args.mirror, force=args.force)
@@ -94,19 +93,23 @@ def cmd_image_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _kube_extras(args: argparse.Namespace) -> tuple[dict[str, Path], dict[str, str]]:
-    """The Kubernetes binaries for the node image, when they are built on this host."""
-    from flotilla.drivers.coe.kubernetes import artifacts, labels
+def _coe_extras(args: argparse.Namespace) -> tuple[dict[str, Path], dict[str, str]]:
+    """What the COE drivers add to a hostroot node image (entry points
+    ``flotilla.node_image_extras``; ``--NAME auto|yes|no`` each), e.g. the Kubernetes binaries."""
+    from flotilla.drivers.registry import node_image_extras
 
-    if args.kubernetes == "no":
-        return {}, {}
-    build = labels.read_build()
-    if build.version is None or not build.has_binaries:
-        if args.kubernetes == "yes":
-            raise Invalid(f"no Kubernetes binaries in {build.directory}: {artifacts.BUILD_HINT}")
-        return {}, {}
-    note(f"adding Kubernetes {build.version} from {build.directory} at {artifacts.NODE_DIR}")
-    return {artifacts.NODE_DIR: build.directory}, {artifacts.IMAGE_LABEL: build.version}
+    dirs: dict[str, Path] = {}
+    labels: dict[str, str] = {}
+    for name, ep in sorted(node_image_extras().items()):
+        choice = getattr(args, f"coe_extras_{name}", "auto")
+        if choice == "no":
+            continue
+        found = ep.load()(choice == "yes")
+        if found is not None:
+            note(f"adding {found.description}")
+            dirs.update(found.dirs)
+            labels.update(found.labels)
+    return dirs, labels
 
 
 # ----------------------------------------------------------------------------- keypairs
@@ -230,6 +233,8 @@ def _vcpus(text: str) -> float:
 
 
 def register(sub: Any) -> None:
+    from flotilla.drivers.registry import node_image_extras
+
     p = sub.add_parser(
         "image-create",
         help="Register a node image (admin).",
@@ -277,13 +282,15 @@ def register(sub: Any) -> None:
         help="Debian mirror (debootstrap).",
     )
     p.add_argument("--force", action="store_true", help="Rebuild even if the tag exists.")
-    p.add_argument(
-        "--kubernetes",
-        choices=["auto", "yes", "no"],
-        default="auto",
-        help="Put the Kubernetes binaries built on this host (scripts/build-kube.sh) in the image at "
-        "/opt/flotilla/kube (hostroot): auto (default) when they are built.",
-    )
+    for name in sorted(node_image_extras()):  # names only: no driver is imported for --help
+        p.add_argument(
+            f"--{name}",
+            dest=f"coe_extras_{name}",
+            choices=["auto", "yes", "no"],
+            default="auto",
+            help=f"Put what the {name} COE driver built on this host in the image (hostroot; e.g. the "
+            "Kubernetes binaries of scripts/build-kube.sh): auto (default) when it is built.",
+        )
     p.set_defaults(func=cmd_image_build)
 
     p = sub.add_parser(

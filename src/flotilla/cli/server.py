@@ -136,7 +136,7 @@ def cmd_engine_stop(args: argparse.Namespace) -> int:
 
     from flotilla.cli.main import CliError
     from flotilla.drivers.providers.local.engine import Engine
-    from flotilla.drivers.providers.local.provider import leaks
+    from flotilla.drivers.providers.local.sweep import leaks
 
     settings = _settings(args)
     pidfile = Path(settings.data_dir) / "docker" / "dockerd.pid"

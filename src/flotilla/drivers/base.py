@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 from flotilla.domain import (
@@ -258,6 +259,21 @@ class CoeDriver(Protocol):
     name: str
     coes: frozenset[str]
     requires: frozenset[str]
+    #: The template ``network_driver`` values the COE accepts (the guide's table for it);
+    #: the first is the default a template gets when it names none.
+    network_drivers: tuple[str, ...]
+    #: The template ``volume_driver`` values the COE accepts (empty: "No Driver" only).
+    volume_drivers: tuple[str, ...]
+    #: ``/v1/certificates?ca_cert_type=`` values (Magnum's) -> the cluster CA kind serving
+    #: each (``"cluster"`` is the cluster CA; e.g. ``{"etcd": "etcd"}``). Empty: only the
+    #: cluster CA, which also answers for a kind a cluster does not have.
+    ca_cert_types: Mapping[str, str]
+
+    def storage_summary(self, docker_storage_driver: str | None, volume_gb: int | None) -> str | None:
+        """How the nodes keep images and containers, for a finished create's status_reason
+        (``"Docker storage: overlay2 on a 5 GB volume per node"``); None to say nothing.
+        ``docker_storage_driver`` is the one the provider serves (None: unknown)."""
+        ...
 
     def validate_template(self, fields: Mapping[str, object]) -> None:
         """Raise ``errors.Invalid`` for COE-specific fields/labels this driver cannot honour.
@@ -313,6 +329,24 @@ class ServiceLoadBalancing(Protocol):
         """Remove every service load balancer of the cluster (never its API balancer);
         return their names. Idempotent."""
         ...
+
+
+@dataclass(frozen=True)
+class ImageExtras:
+    """What a COE adds to node images built on this host (``flotilla image-build``):
+    host directories copied into the image (node path -> host path) and image labels."""
+
+    description: str
+    dirs: Mapping[str, Path] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+#: A COE's contribution to locally built node images, registered as an entry point in
+#: ``flotilla.node_image_extras`` (its name is the ``image-build --NAME auto|yes|no`` flag;
+#: an entry point, not a driver method, so the CLI lists the flags without importing the
+#: drivers). Called with ``required`` (``yes``): None when there is nothing to add (and not
+#: required); raises ``errors.Invalid`` saying how to build it when required and missing.
+NodeImageExtras = Callable[[bool], ImageExtras | None]
 
 
 @runtime_checkable

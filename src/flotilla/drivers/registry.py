@@ -6,9 +6,10 @@ declared in Flotilla's own pyproject, out-of-tree drivers are separate packages.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterable
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from flotilla.drivers.base import CoeDriver, Provider
@@ -68,15 +69,31 @@ class CoeRegistry:
 def installed_coe_driver(coe: str) -> CoeDriver | None:
     """The installed (not necessarily enabled) driver serving ``coe``, for client-side use
     such as rendering a native-client configuration; None when no installed driver serves it."""
-    for ep in entry_points(group="flotilla.coe_drivers"):
+    return next((d for d in installed_coe_drivers() if coe in d.coes), None)
+
+
+@functools.cache
+def installed_coe_drivers() -> tuple[CoeDriver, ...]:
+    """Every installed COE driver, enabled or not, loaded once per process (entry points
+    change only on reinstall): what a COE accepts in a template and how its clusters are
+    described hold whether or not this service runs its clusters. A driver that fails to
+    load is left out (logged), as in :func:`installed_coe_driver`."""
+    out: list[CoeDriver] = []
+    for ep in sorted(entry_points(group="flotilla.coe_drivers"), key=lambda e: e.name):
         try:
             driver = ep.load()()
-        except Exception:  # a broken out-of-tree driver must not break the CLI for the others
+        except Exception:
             log.warning("COE driver %s failed to load", ep.name, exc_info=True)
             continue
-        if coe in getattr(driver, "coes", ()):
-            return driver if isinstance(driver, CoeDriver) else None
-    return None
+        if isinstance(driver, CoeDriver):
+            out.append(driver)
+    return tuple(out)
+
+
+def node_image_extras() -> dict[str, EntryPoint]:
+    """The ``flotilla.node_image_extras`` entry points by name (not loaded: listing them
+    costs no driver import; ``.load()`` gives a :data:`~flotilla.drivers.base.NodeImageExtras`)."""
+    return {ep.name: ep for ep in entry_points(group="flotilla.node_image_extras")}
 
 
 def load_provider_factories(names: Iterable[str]) -> dict[str, Callable[..., Provider]]:

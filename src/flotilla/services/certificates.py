@@ -19,6 +19,7 @@ from flotilla.context import RequestContext
 from flotilla.db import models as m
 from flotilla.db.models import utcnow
 from flotilla.domain import TlsMaterial
+from flotilla.drivers.registry import installed_coe_drivers
 from flotilla.errors import Forbidden, Invalid, NotFound
 from flotilla.settings import Settings
 
@@ -30,6 +31,28 @@ def secret_box(settings: Settings) -> SecretBox:
 
 #: The CA ``/v1/certificates`` serves and signs CSRs with (Magnum's one cluster CA).
 CLUSTER = "cluster"
+
+
+def ca_cert_types() -> dict[str, str]:
+    """Magnum's ``ca_cert_type`` values -> the CA kind serving each, as the installed COE
+    drivers declare them (``CoeDriver.ca_cert_types``), sorted by value."""
+    found: dict[str, str] = {}
+    for driver in installed_coe_drivers():
+        found.update(driver.ca_cert_types)
+    return dict(sorted(found.items()))
+
+
+def ca_kind(ca_cert_type: str | None) -> str:
+    """The CA kind that serves ``ca_cert_type`` (none given: the cluster CA). A cluster
+    without a CA of that kind is served its cluster CA (see :func:`ca_pem`).
+
+    Raises Invalid for a value no installed COE driver declares."""
+    if not ca_cert_type:
+        return CLUSTER
+    kinds = ca_cert_types()
+    if ca_cert_type not in kinds:
+        raise Invalid(f"Invalid ca_cert_type {ca_cert_type}; expected one of {', '.join(kinds) or 'none'}.")
+    return kinds[ca_cert_type]
 
 
 def _row(session: Session, cluster_uuid: str, kind: str = CLUSTER) -> m.ClusterCa | None:

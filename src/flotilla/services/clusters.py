@@ -1,4 +1,5 @@
-"""Clusters (the guide's bays): create, scale, resize, delete.
+"""Clusters (the guide's bays): create, delete, rotate the CA, set health; reads.
+Scaling (PATCH node_count, resize) is in ``scaling.py``, limits in ``limits.py``.
 
 Every change writes the cluster row, its nodegroups and an operation row in ONE
 transaction before the API answers; the conductor does the work.
@@ -7,8 +8,6 @@ transaction before the API answers; the conductor does the work.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, select, true
@@ -19,59 +18,22 @@ from flotilla.context import RequestContext
 from flotilla.db import models as m
 from flotilla.db.models import utcnow
 from flotilla.drivers.registry import CoeRegistry
-from flotilla.errors import Forbidden, Invalid, InvalidTransition, NotFound
+from flotilla.errors import Forbidden, Invalid, NotFound
 from flotilla.idents import new_uuid, random_name
 from flotilla.lifecycle import Event, Status
 from flotilla.services import catalog, notifications, operations, template_rules, templates
 from flotilla.services.commands import (
     ClusterView,
     CreateCluster,
-    Resize,
     RotateCa,
     SetHealth,
-    UpdateCluster,
-    check_size,
     validate_create_cluster,
-    validate_resize,
     validate_set_health,
 )
+from flotilla.services.limits import Limits as Limits  # re-exported: the API builds it from here
+from flotilla.services.limits import check_quota
 from flotilla.services.lookup import by_ident
 from flotilla.services.pagination import Page, paginate
-from flotilla.settings import Settings
-
-MUTABLE = frozenset({"node_count", "health_status", "health_status_reason"})
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Operator limits the service enforces (from Settings)."""
-
-    max_clusters_per_project: int
-    max_limit: int
-    max_nodes_per_cluster: int = 200
-    labels: template_rules.LabelLimits = field(default_factory=template_rules.LabelLimits)
-    volumes: template_rules.VolumeLimits = field(default_factory=template_rules.VolumeLimits)
-
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, *, volume_capacity_gb: Callable[[str], int | None] | None = None
-    ) -> Limits:
-        """The one place limits are read from settings (API, dashboard and CLI share it).
-
-        ``volume_capacity_gb(provider)``: what a provider can give a node volume now (its
-        free space); without it only the ``max_docker_volume_size`` setting applies.
-        """
-        return cls(
-            max_clusters_per_project=settings.max_clusters_per_project,
-            max_limit=settings.max_limit,
-            max_nodes_per_cluster=settings.max_nodes_per_cluster,
-            labels=template_rules.LabelLimits(
-                max_labels=settings.max_labels,
-                max_key_length=settings.max_label_key_length,
-                max_value_length=settings.max_label_value_length,
-            ),
-            volumes=template_rules.VolumeLimits(settings.max_docker_volume_size, volume_capacity_gb),
-        )
 
 
 def _label(view: ClusterView) -> str:
@@ -161,19 +123,6 @@ def node_prefix(name: str, uuid: str) -> str:
     return f"{base}-{uuid[:8]}"
 
 
-def worker_names(prefix: str, current: list[str], target: int, remove: list[str]) -> list[str]:
-    """The worker names after a scale to ``target``: drop ``remove`` first, then the
-    newest; add new names with increasing indexes (never reusing one in the list)."""
-    keep = [n for n in current if n not in remove]
-    while len(keep) > target:
-        keep.pop()
-    index = 1 + max((int(n.rsplit("-", 1)[1]) for n in current if n.rsplit("-", 1)[1].isdigit()), default=-1)
-    while len(keep) < target:
-        keep.append(f"{prefix}-node-{index}")
-        index += 1
-    return keep
-
-
 def create(
     session: Session,
     ctx: RequestContext,
@@ -240,7 +189,7 @@ def create(
         {**templates.writable_view(template), "master_count": master_count, "node_count": node_count,
          "docker_volume_size": docker_volume_size, "labels": labels}
     )  # fmt: skip
-    _check_quota(session, ctx, limits)
+    check_quota(session, ctx, limits)
 
     uuid = new_uuid()
     now = utcnow()
@@ -282,165 +231,15 @@ def create(
     operations.enqueue(
         session, cluster, "create", timeout_minutes=timeout, user_id=ctx.user_id, project_id=ctx.project_id
     )
-    _notify(session, ctx, cluster, "create")
+    notify(session, ctx, cluster, "create")
     return cluster
 
 
-def _notify(session: Session, ctx: RequestContext, cluster: m.Cluster, action: notifications.Action) -> None:
+def notify(session: Session, ctx: RequestContext, cluster: m.Cluster, action: notifications.Action) -> None:
     notifications.emit(
         session, cluster=cluster, action=action, outcome="pending", ctx_user_id=ctx.user_id,
         ctx_project_id=ctx.project_id,
     )  # fmt: skip
-
-
-def _check_quota(session: Session, ctx: RequestContext, limits: Limits) -> None:
-    row = session.scalars(
-        select(m.Quota).where(m.Quota.project_id == ctx.project_id, m.Quota.resource == "Cluster")
-    ).first()
-    limit = row.hard_limit if row is not None else limits.max_clusters_per_project
-    count = (
-        session.scalar(select(func.count(m.Cluster.id)).where(m.Cluster.project_id == ctx.project_id)) or 0
-    )
-    if count >= limit:
-        raise Forbidden(
-            f"Resource limit exceeded: You have reached the maximum clusters per project, {limit}. "
-            "You may delete a cluster to make room for a new one."
-        )
-
-
-def _start_update(
-    session: Session,
-    ctx: RequestContext,
-    cluster: m.Cluster,
-    allowed: frozenset[Status],
-    reason: str | None = None,
-) -> None:
-    if Status(cluster.status) not in allowed:
-        raise InvalidTransition(
-            f'Updating a cluster when status is "{cluster.status}" is not supported. {_what_to_do(cluster)}'
-        )
-    operations.transition(session, cluster, Event.UPDATE_REQUESTED, reason)
-
-
-def _what_to_do(cluster: m.Cluster) -> str:
-    """The way forward from a status that refuses an update (lifecycle.RESIZABLE is the rule)."""
-    status = Status(cluster.status)
-    reason = (cluster.status_reason or "no reason recorded")[:300]
-    if status in lifecycle.IN_PROGRESS:
-        return "Wait for the current operation to end."
-    if status == Status.UPDATE_FAILED:
-        return (
-            f"The last update failed ({reason}) and the node count was restored. Retry it with a resize, "
-            f"which a cluster in UPDATE_FAILED accepts: POST /v1/clusters/{cluster.uuid}/actions/resize "
-            '{"node_count": N} (`openstack coe cluster resize`, `flotilla cluster-resize`), or delete the cluster.'
-        )
-    if status == Status.CREATE_FAILED:
-        return f"The cluster was never created ({reason}); delete it and create it again."
-    if status == Status.DELETE_FAILED:
-        return f"The last delete failed ({reason}); delete the cluster again."
-    return f"Delete the cluster ({reason})."
-
-
-def resize(
-    session: Session,
-    ctx: RequestContext,
-    cluster: m.Cluster,
-    cmd: Resize,
-    *,
-    coes: CoeRegistry,
-    limits: Limits,
-) -> m.Operation | None:
-    """Change a worker nodegroup's size (the resize action: also a retry from
-    UPDATE_FAILED). Returns the operation, or None for a no-op."""
-    return _scale(session, ctx, cluster, cmd, coes=coes, limits=limits, resize=True)
-
-
-def update(
-    session: Session,
-    ctx: RequestContext,
-    cluster: m.Cluster,
-    cmd: UpdateCluster,
-    *,
-    coes: CoeRegistry,
-    limits: Limits,
-) -> m.Operation | None:
-    """Apply a PATCH: a new node count (an update operation), then hand-set health.
-    Returns the update operation, or None when none was needed."""
-    op = None
-    if cmd.resize is not None:
-        op = _scale(session, ctx, cluster, cmd.resize, coes=coes, limits=limits, resize=False)
-    if cmd.health is not None:
-        update_health(session, ctx, cluster, cmd.health)
-    return op
-
-
-def _scale(
-    session: Session,
-    ctx: RequestContext,
-    cluster: m.Cluster,
-    cmd: Resize,
-    *,
-    coes: CoeRegistry,
-    resize: bool,
-    limits: Limits,
-) -> m.Operation | None:
-    node_count, nodegroup = cmd.node_count, cmd.nodegroup
-    _policy(ctx, "cluster", "resize" if resize else "update")
-    check_size(limits.max_nodes_per_cluster, _count(session, cluster, "master"), node_count)
-    validate_resize(cmd)
-    ng = _find_group(session, cluster, nodegroup) if nodegroup else default_group(session, cluster, "worker")
-    if ng.role == "master":
-        raise Invalid("Resizing a master nodegroup is not supported.")
-    if node_count < ng.min_node_count or (ng.max_node_count is not None and node_count > ng.max_node_count):
-        raise Invalid(
-            f"Resizing {ng.name} outside the allowed range: min_node_count = {ng.min_node_count}, "
-            f"max_node_count = {ng.max_node_count}"
-        )
-    template = session.scalars(
-        select(m.ClusterTemplate).where(m.ClusterTemplate.uuid == cluster.cluster_template_id)
-    ).one()
-    driver = coes.require(template.coe, template.cluster_distro, template.server_type)
-    driver.validate_template({**templates.writable_view(template), "master_count": _count(session, cluster, "master"),
-                              "node_count": node_count, "labels": cluster.labels or {}, "scaling": True})  # fmt: skip
-    current = list(ng.node_names or [])
-    remove = list(cmd.nodes_to_remove)
-    unknown = [n for n in remove if n not in current]
-    if unknown:
-        raise Invalid(
-            f"Cannot remove {', '.join(unknown)}: not a node of {ng.name}. Nodes: {', '.join(current) or 'none'}."
-        )
-    # After a failed operation the nodes may differ from the record: the same count then
-    # reconciles (finishes or removes what the failed attempt left) instead of doing nothing.
-    retry = resize and cluster.status == Status.UPDATE_FAILED.value  # resize is allowed from UPDATE_FAILED
-    if node_count == ng.node_count and not remove and not retry:
-        return None
-    names = worker_names(node_prefix(cluster.name or "cluster", cluster.uuid), current, node_count, remove)
-    added = [n for n in names if n not in current]
-    purpose = f"{cmd.reason} with {', '.join(added)}" if cmd.reason and added else cmd.reason
-    _start_update(session, ctx, cluster, lifecycle.RESIZABLE if resize else lifecycle.UPDATABLE, purpose)
-    previous = ng.node_count
-    ng.node_count = node_count
-    # ng.node_names stays the committed membership; the operation carries the target and
-    # operations.finish commits it on success (a failure leaves the record as it was).
-    operations.transition_group(ng, Event.UPDATE_REQUESTED)
-    _notify(session, ctx, cluster, "update")
-    return operations.enqueue(
-        session, cluster, "update",
-        params={"nodegroup": ng.uuid, "previous_node_count": previous, "previous_names": current,
-                "names": names, "nodes_to_remove": remove, **({"reason": purpose} if purpose else {})},
-        user_id=ctx.user_id, project_id=ctx.project_id,
-    )  # fmt: skip
-
-
-def _count(session: Session, cluster: m.Cluster, role: str) -> int:
-    return sum(ng.node_count for ng in nodegroups(session, cluster) if ng.role == role)
-
-
-def _find_group(session: Session, cluster: m.Cluster, ident: str) -> m.NodeGroup:
-    for ng in nodegroups(session, cluster):
-        if ident in (ng.uuid, ng.name, str(ng.id)):
-            return ng
-    raise NotFound(f"Nodegroup {ident} could not be found.")
 
 
 def update_health(session: Session, ctx: RequestContext, cluster: m.Cluster, cmd: SetHealth) -> None:
@@ -467,7 +266,7 @@ def delete(session: Session, ctx: RequestContext, cluster: m.Cluster, view: Clus
     cancelled = operations.cancel_active(session, cluster.uuid, "superseded by a delete")
     for ng in nodegroups(session, cluster):
         operations.transition_group(ng, Event.DELETE_REQUESTED)
-    _notify(session, ctx, cluster, "delete")
+    notify(session, ctx, cluster, "delete")
     return operations.enqueue(
         session, cluster, "delete", params={"cancelled": cancelled}, timeout_minutes=max(cluster.create_timeout, 10),
         user_id=ctx.user_id, project_id=ctx.project_id,
@@ -485,7 +284,7 @@ def rotate_ca(session: Session, ctx: RequestContext, cluster: m.Cluster, cmd: Ro
     operations.transition(session, cluster, Event.UPDATE_REQUESTED, "CA rotation requested")
     ca = session.scalars(select(m.ClusterCa).where(m.ClusterCa.cluster_id == cluster.uuid)).first()
     target = (ca.generation if ca else 1) + 1
-    _notify(session, ctx, cluster, "update")
+    notify(session, ctx, cluster, "update")
     return operations.enqueue(
         session, cluster, "rotate_ca", params={"ca_generation": target}, timeout_minutes=10,
         user_id=ctx.user_id, project_id=ctx.project_id,

@@ -20,7 +20,7 @@ from flotilla.context import SYSTEM
 from flotilla.db import models as m
 from flotilla.drivers.registry import CoeRegistry
 from flotilla.lifecycle import Event, Status
-from flotilla.services import clusters, notifications, operations
+from flotilla.services import clusters, notifications, operations, scaling
 from flotilla.services.commands import Resize
 
 
@@ -46,7 +46,7 @@ def replace_node(
     master = clusters.default_group(session, cluster, "master")
     if victim not in (master.node_names or []):
         worker = clusters.default_group(session, cluster, "worker")
-        op = clusters.resize(
+        op = scaling.resize(
             session,
             SYSTEM,
             cluster,

@@ -4,33 +4,40 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from flotilla import healing
+from flotilla.drivers.base import CoeDriver
+from flotilla.drivers.registry import installed_coe_drivers
 from flotilla.errors import Invalid
 
-COES: tuple[str, ...] = ("kubernetes", "swarm", "swarm-mode", "mesos", "docker")
+#: COEs Magnum's API accepts in templates that no Flotilla driver serves (a cluster of one
+#: is refused at create, as Magnum refuses a COE without a driver): the guide's network and
+#: volume driver table rows for them. Every other COE's rows come from its driver
+#: (``CoeDriver.network_drivers`` / ``volume_drivers``), so a new COE edits nothing here.
+UNSERVED_COES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {"mesos": (("docker",), ("rexray",))}
 
-#: The guide's network driver table (first entry is the default). Magnum also accepts
-#: calico for kubernetes; the guide's table (and Flotilla's Kubernetes driver) has flannel only.
-NETWORK_DRIVERS: dict[str, tuple[str, ...]] = {
-    "kubernetes": ("flannel",),
-    "swarm": ("docker", "flannel"),
-    "swarm-mode": ("docker", "flannel"),
-    "mesos": ("docker",),
-    "docker": ("docker",),
-}
 
-#: The guide's volume driver table (no default: "No Driver").
-VOLUME_DRIVERS: dict[str, tuple[str, ...]] = {
-    "kubernetes": ("cinder",),
-    "swarm": ("rexray",),
-    "swarm-mode": ("rexray",),
-    "mesos": ("rexray",),
-    "docker": (),
-}
+@dataclass(frozen=True)
+class CoeChoices:
+    """What a template of one COE may name: network drivers (the first is the default) and
+    volume drivers (none: "No Driver" only)."""
+
+    network_drivers: tuple[str, ...]
+    volume_drivers: tuple[str, ...]
+
+
+def coe_choices(drivers: Iterable[CoeDriver] | None = None) -> dict[str, CoeChoices]:
+    """Every COE a template may name, with its choices: the drivers' (default: every
+    installed driver, enabled or not) and the :data:`UNSERVED_COES`, sorted by COE."""
+    out = {coe: CoeChoices(*rows) for coe, rows in UNSERVED_COES.items()}
+    for driver in installed_coe_drivers() if drivers is None else drivers:
+        for coe in driver.coes:
+            out[coe] = CoeChoices(tuple(driver.network_drivers), tuple(driver.volume_drivers))
+    return dict(sorted(out.items()))
+
 
 #: docker_storage_driver -> minimum docker_volume_size (GB), per the guide.
 STORAGE_DRIVER_MIN_GB: dict[str, int] = {"devicemapper": 3, "overlay": 1, "overlay2": 1}
@@ -87,18 +94,20 @@ def check_label_limits(labels: Mapping[str, Any], limits: LabelLimits) -> None:
 
 
 def check_coe(coe: str) -> None:
-    if coe not in COES:
-        raise Invalid(f"Requested COE type {coe} is not supported. Supported COE types: {', '.join(COES)}.")
+    coes = coe_choices()
+    if coe not in coes:
+        raise Invalid(f"Requested COE type {coe} is not supported. Supported COE types: {', '.join(coes)}.")
 
 
 def default_network_driver(coe: str) -> str:
-    return NETWORK_DRIVERS[coe][0]
+    """The COE's default network driver (call after :func:`check_coe`)."""
+    return coe_choices()[coe].network_drivers[0]
 
 
 def check_network_driver(coe: str, driver: str | None) -> None:
     if driver is None:
         return
-    allowed = NETWORK_DRIVERS[coe]
+    allowed = coe_choices()[coe].network_drivers
     if driver not in allowed:
         raise Invalid(
             f"Network driver type {driver} is not supported for COE {coe}. "
@@ -109,7 +118,7 @@ def check_network_driver(coe: str, driver: str | None) -> None:
 def check_volume_driver(coe: str, driver: str | None) -> None:
     if driver is None:
         return
-    allowed = VOLUME_DRIVERS[coe]
+    allowed = coe_choices()[coe].volume_drivers
     if driver not in allowed:
         supported = ", ".join(allowed) if allowed else "none"
         raise Invalid(

@@ -65,8 +65,8 @@ def upgrade(
     driver = coes.require(target.coe, target.cluster_distro, target.server_type)
     if not isinstance(driver, Upgradable):
         raise Invalid(
-            f"Cluster upgrade is not supported for {current.coe} clusters here (only Kubernetes clusters "
-            "have versions to upgrade)."
+            f"Cluster upgrade is not supported for {current.coe} clusters here (its COE driver, {driver.name}, "
+            "has no versions to upgrade between)."
         )
     driver.check_upgrade(
         {**templates.writable_view(current), "labels": dict(cluster.labels or {})},

@@ -9,7 +9,7 @@ from flotilla.api import microversion as mv
 from flotilla.api.deps import runtime
 from flotilla.api.fields import Field, parse_body
 from flotilla.errors import Forbidden
-from flotilla.services import clusters
+from flotilla.services import clusters, scaling
 from flotilla.services.commands import RotateCa
 from flotilla.web import forms
 from flotilla.web.clusters_pages import USER_ERRORS, detail_page
@@ -58,7 +58,7 @@ def scale(request: Request, me: ViewerDep, form: FormDep, ident: str) -> Respons
         )
         with rt.db.session() as s:
             c = clusters.get(s, me.ctx, ident, "cluster", for_update=True)
-            op = clusters.resize(
+            op = scaling.resize(
                 s, me.ctx, c, commands.resize(values, mv.MAX.minor), coes=rt.coes, limits=rt.limits
             )
             uuid = c.uuid

@@ -65,7 +65,8 @@ def template_list(
 
 def _choices(s: Session, me: Viewer, enabled: list[str]) -> dict[str, Any]:
     networks = catalog.list_networks(s)
-    coes = sorted(template_rules.COES, key=lambda c: (c not in enabled, c))
+    by_coe = template_rules.coe_choices()
+    coes = sorted(by_coe, key=lambda c: (c not in enabled, c))
     return {
         "images": [(i.name, f"{i.name} ({i.os_distro or 'no os_distro'})") for i in catalog.list_images(s)],
         "flavors": [(f.name, f"{f.name} ({f.vcpus:g} vCPU, {f.ram_mb} MB)") for f in catalog.list_flavors(s)],
@@ -73,8 +74,8 @@ def _choices(s: Session, me: Viewer, enabled: list[str]) -> dict[str, Any]:
         "networks": [n.name for n in networks],
         "keypairs": [k.name for k in catalog.list_keypairs(s, me.ctx)],
         "coes": [(c, c if c in enabled else f"{c} (no driver enabled here)") for c in coes],
-        "network_drivers": sorted({d for ds in template_rules.NETWORK_DRIVERS.values() for d in ds}),
-        "volume_drivers": sorted({d for ds in template_rules.VOLUME_DRIVERS.values() for d in ds}),
+        "network_drivers": sorted({d for c in by_coe.values() for d in c.network_drivers}),
+        "volume_drivers": sorted({d for c in by_coe.values() for d in c.volume_drivers}),
         "storage_drivers": list(template_rules.STORAGE_DRIVER_MIN_GB),
         "server_types": list(template_rules.SERVER_TYPES),
     }

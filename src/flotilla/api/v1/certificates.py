@@ -15,13 +15,6 @@ from flotilla.services.commands import RotateCa
 
 router = APIRouter(prefix="/v1/certificates", tags=["certificates"])
 
-#: ``ca_cert_type`` (Magnum's query parameter) -> the stored CA's kind. A cluster without a
-#: CA of that kind uses its cluster CA for it, and that one is served.
-_CA_KINDS: dict[str | None, str] = {
-    None: certificates.CLUSTER, "": certificates.CLUSTER, "kubernetes": certificates.CLUSTER,
-    "etcd": "etcd", "front_proxy": "front-proxy", "front-proxy": "front-proxy",
-}  # fmt: skip
-
 
 def _links(base: str, uuid: str) -> list[dict[str, str]]:
     return [
@@ -33,12 +26,10 @@ def _links(base: str, uuid: str) -> list[dict[str, str]]:
 @router.get("/{ident}")
 def show_ca(ident: str, request: Request, rt: RuntimeDep, ctx: ContextDep) -> dict[str, Any]:
     params = check_query(request, {"ca_cert_type"})
-    kind = params.get("ca_cert_type")
-    if kind not in _CA_KINDS:
-        raise Invalid(f"Invalid ca_cert_type {kind}; expected one of etcd, front_proxy, front-proxy.")
+    kind = certificates.ca_kind(params.get("ca_cert_type"))  # Invalid for an unknown one
     with rt.db.reader() as s:
         cluster = clusters.get(s, ctx, ident, "cluster")
-        pem = certificates.ca_pem(s, ctx, cluster, _CA_KINDS[kind])
+        pem = certificates.ca_pem(s, ctx, cluster, kind)
     return {"cluster_uuid": cluster.uuid, "bay_uuid": cluster.uuid, "pem": pem.rstrip("\n"),
             "links": _links(base_url(request), cluster.uuid)}  # fmt: skip
 

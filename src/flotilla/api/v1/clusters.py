@@ -24,7 +24,7 @@ from flotilla.api.v1.render import iso, links, next_link
 from flotilla.db import models as m
 from flotilla.errors import Invalid, NotAcceptable
 from flotilla.lifecycle import FAILED
-from flotilla.services import cluster_reads, clusters, upgrades
+from flotilla.services import cluster_reads, clusters, scaling, upgrades
 from flotilla.services.cluster_reads import Shown
 from flotilla.services.commands import ClusterView
 from flotilla.services.pagination import Page
@@ -241,7 +241,7 @@ def make_router(view: ClusterView) -> APIRouter:
             current = full_dict(s, row, view, base)
             patched = jpatch.apply_ops(current, ops, body)
             changed = sorted(k for k in set(current) | set(patched) if current.get(k) != patched.get(k))
-            allowed = {"node_count"} if view == "bay" else set(clusters.MUTABLE)
+            allowed = {"node_count"} if view == "bay" else set(scaling.MUTABLE)
             bad = [k for k in changed if k not in allowed]
             if bad:
                 raise Invalid(f"cannot change cluster property(ies) {', '.join(bad)}.")
@@ -251,7 +251,7 @@ def make_router(view: ClusterView) -> APIRouter:
                     Field("node_count", "int", minimum=0, nullable=False), patched["node_count"]
                 )
             cmd = commands.update_cluster(patched, changed, view, version.minor, node_count=node_count)
-            clusters.update(s, ctx, row, cmd, coes=rt.coes, limits=rt.limits)
+            scaling.update(s, ctx, row, cmd, coes=rt.coes, limits=rt.limits)
             out = full_dict(s, row, view, base) if view == "bay" and version.minor < 2 else {"uuid": row.uuid}
         rt.wake()
         return JSONResponse(out, status_code=200 if view == "bay" and version.minor < 2 else 202)
@@ -281,7 +281,7 @@ def make_router(view: ClusterView) -> APIRouter:
             cmd = commands.resize(v, version.minor)
             with rt.db.session() as s:
                 row = clusters.get(s, ctx, ident, view, for_update=True)
-                clusters.resize(s, ctx, row, cmd, coes=rt.coes, limits=rt.limits)
+                scaling.resize(s, ctx, row, cmd, coes=rt.coes, limits=rt.limits)
                 uuid = row.uuid
             rt.wake()
             return JSONResponse({"uuid": uuid}, status_code=202)

@@ -16,6 +16,12 @@ class DockerCoe:
     name = "docker"
     coes = frozenset({"docker"})
     requires = frozenset({CAP_CONTAINERS_AS_NODES})
+    network_drivers = ("docker",)
+    volume_drivers: tuple[str, ...] = ()
+    ca_cert_types: Mapping[str, str] = {}
+
+    def storage_summary(self, docker_storage_driver: str | None, volume_gb: int | None) -> str | None:
+        return dockerhost.storage_summary(docker_storage_driver, volume_gb)
 
     def validate_template(self, fields: Mapping[str, object]) -> None:
         if fields.get("scaling"):

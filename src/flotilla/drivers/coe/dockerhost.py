@@ -29,6 +29,14 @@ STORAGE_DRIVERS = {
 }
 
 
+def storage_summary(docker_storage_driver: str | None, volume_gb: int | None) -> str | None:
+    """Docker hosts keep images and containers in Docker's storage driver on the node volume."""
+    if not docker_storage_driver:
+        return None
+    size = f" on a {volume_gb} GB volume per node" if volume_gb else ""
+    return f"Docker storage: {docker_storage_driver}{size}"
+
+
 def network_name(spec: ClusterSpec) -> str:
     return f"flotilla-{spec.uuid[:12]}"
 
@@ -156,7 +164,7 @@ def node_spec(
         cpus=group.flavor.vcpus, memory_mb=group.flavor.ram_mb, command=dockerd_command(spec),
         volume_gb=spec.docker_volume_size, ip=ip, env=proxy_env(spec),
         files=tls_files(ctx, name, [ip, *(extra_ips or [])], net), ssh_public_key=spec.ssh_public_key,
-        login_user=LOGIN_USER, labels=dict(labels or {}),
+        login_user=LOGIN_USER, labels=dict(labels or {}), flavor=group.flavor.name,
     )  # fmt: skip
 
 

@@ -45,6 +45,14 @@ class SwarmModeCoe:
     name = "swarm_mode"
     coes = frozenset({"swarm", "swarm-mode"})
     requires = frozenset({CAP_CONTAINERS_AS_NODES, CAP_EXEC})
+    #: The guide's table (flannel is accepted by the API; the local provider refuses it in
+    #: validate_template, see there).
+    network_drivers = ("docker", "flannel")
+    volume_drivers = ("rexray",)
+    ca_cert_types: Mapping[str, str] = {}
+
+    def storage_summary(self, docker_storage_driver: str | None, volume_gb: int | None) -> str | None:
+        return dockerhost.storage_summary(docker_storage_driver, volume_gb)
 
     def validate_template(self, fields: Mapping[str, object]) -> None:
         if fields.get("network_driver") not in (None, "docker"):

@@ -9,6 +9,9 @@ import json
 import tarfile
 from pathlib import Path
 
+from flotilla.drivers.base import ImageExtras
+from flotilla.errors import Invalid
+
 #: Where the node image holds the cache's ``bin/``, ``images/`` and ``VERSIONS``.
 NODE_DIR = "/opt/flotilla/kube"
 #: Image label naming the Kubernetes version the node image carries.
@@ -39,3 +42,22 @@ def image_name(tar: Path) -> str | None:
     except (OSError, tarfile.TarError, ValueError, KeyError):
         return None
     return None
+
+
+def node_image_extras(required: bool) -> ImageExtras | None:
+    """The Kubernetes binaries built on this host, for node images (``flotilla image-build
+    --kubernetes auto|yes|no``; entry point ``flotilla.node_image_extras``): copied to
+    :data:`NODE_DIR`, their version in the :data:`IMAGE_LABEL` label. None when they are not
+    built; raises Invalid then when ``required``."""
+    from flotilla.drivers.coe.kubernetes import labels
+
+    build = labels.read_build()
+    if build.version is None or not build.has_binaries:
+        if required:
+            raise Invalid(f"no Kubernetes binaries in {build.directory}: {BUILD_HINT}")
+        return None
+    return ImageExtras(
+        description=f"Kubernetes {build.version} from {build.directory} at {NODE_DIR}",
+        dirs={NODE_DIR: build.directory},
+        labels={IMAGE_LABEL: build.version},
+    )

@@ -23,7 +23,7 @@ from flotilla.drivers.base import (
 )
 from flotilla.drivers.coe.kubernetes import apilb, client, health, labels, repair, rotation, service_lb, steps
 from flotilla.drivers.coe.kubernetes.kubeapi import KubeApi
-from flotilla.drivers.coe.kubernetes.template import check_upgrade, validate_template
+from flotilla.drivers.coe.kubernetes.template import NETWORK_DRIVERS, check_upgrade, validate_template
 from flotilla.drivers.coe.native import ClientConfigRequest, NativeConfig
 
 #: Import an image archive read from stdin into containerd's namespace for Kubernetes (the
@@ -35,6 +35,17 @@ class KubernetesCoe:
     name = "kubernetes"
     coes = frozenset({"kubernetes"})
     requires = frozenset({CAP_CONTAINERS_AS_NODES, CAP_EXEC})
+    network_drivers = NETWORK_DRIVERS
+    volume_drivers = ("cinder",)
+    #: Magnum's ca_cert_type values; the cluster CA serves ``kubernetes``.
+    ca_cert_types: Mapping[str, str] = {
+        "kubernetes": "cluster", "etcd": "etcd", "front_proxy": "front-proxy", "front-proxy": "front-proxy",
+    }  # fmt: skip
+
+    def storage_summary(self, docker_storage_driver: str | None, volume_gb: int | None) -> str | None:
+        # No Docker on Kubernetes nodes: containerd keeps images and containers on the node's /var.
+        where = f" on a {volume_gb} GB volume per node" if volume_gb else " on each node's /var volume"
+        return f"container storage: containerd's overlayfs snapshotter{where}"
 
     def validate_template(self, fields: Mapping[str, object]) -> None:
         # docker_storage_driver (Magnum's default: devicemapper) does not apply: the nodes'

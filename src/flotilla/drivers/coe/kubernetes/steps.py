@@ -44,6 +44,7 @@ def node_spec(ctx: StepContext, net: NetworkInfo, name: str) -> NodeSpec:
         volume_gb=spec.docker_volume_size,
         env=dockerhost.proxy_env(spec), files=bootstrap.static_files(spec, flannel(spec)),
         ssh_public_key=spec.ssh_public_key, login_user=dockerhost.LOGIN_USER, volume_path="/var",
+        flavor=group.flavor.name,
     )  # fmt: skip
 
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from .engine import Engine, EngineError
-from .provider import LocalProvider, leaks
+from .provider import LocalProvider
+from .sweep import leaks
 
 __all__ = ["Engine", "EngineError", "LocalProvider", "leaks"]

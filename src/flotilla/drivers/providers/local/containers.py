@@ -19,6 +19,8 @@ LABEL_NODE = "flotilla.node"
 LABEL_ROLE = "flotilla.role"
 LABEL_NETWORK = "flotilla.network"
 LABEL_VOLUME = "flotilla.volume"
+#: The catalog flavor the node was made from (its cpus/memory are the container's limits).
+LABEL_FLAVOR = "flotilla.flavor"
 LABEL_LOOP_FILE = "flotilla.loop-file"
 #: On a network: forward routed (non-node) addresses between its nodes (firewall.py).
 LABEL_ROUTED = "flotilla.routed"
@@ -137,6 +139,7 @@ def create_body(
         LABEL_ROLE: spec.role,
         LABEL_NETWORK: spec.network,
         LABEL_VOLUME: volume,
+        **({LABEL_FLAVOR: spec.flavor} if spec.flavor else {}),
     }
     body: dict[str, Any] = {
         "Hostname": spec.name,

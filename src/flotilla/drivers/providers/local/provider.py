@@ -1,22 +1,18 @@
 """The local provider: cluster nodes are privileged containers on one Docker Engine.
 
-Layout of one cluster (see the feasibility note for the measurements behind it):
+Layout of one cluster (see the feasibility note for the measurements behind it); each
+noun has its own module:
 
-* network: a user-defined bridge created ``--internal`` with an explicit /24 from
-  ``subnet_pool`` and an explicit bridge name (``flt<hash>``). The host reaches the
-  nodes through the bridge gateway; nothing a node sends can leave the machine.
-  ``NetworkSpec.dns_nameserver`` is ignored: every node gets a ``resolv.conf`` with
-  ``nameserver 127.0.0.1``, so image pulls for unknown names fail at once instead of
-  hanging on the internal network's DNS for 10-20 s.
-* node: ``docker run -d --privileged --tmpfs /run --tmpfs /tmp --restart unless-stopped``,
-  ``/var/lib/docker`` on a named volume (``<node>-docker``) that is created explicitly
-  and labelled; with ``volume_gb`` the volume is a loop-mounted ext4 in a sparse file
-  ``DATA_DIR/volumes/<cluster>/<node>.img``. ``spec.files`` are written to
-  ``DATA_DIR/nodes/<cluster>/<node>/files/`` and bind-mounted read-only at their paths
-  (paths under ``/usr``, ``/proc``, ``/sys``, ``/dev`` are refused).
+* network (``networks.py``): a ``--internal`` bridge with an explicit /24 from
+  ``subnet_pool``. ``NetworkSpec.dns_nameserver`` is ignored (``nodefiles.resolv_conf``).
+* node (here): ``docker run -d --privileged --tmpfs /run --tmpfs /tmp --restart
+  unless-stopped`` (the body is built in ``containers.py``), data on a labelled volume
+  (``volumes.py``; sized ones are loop-mounted ext4 files), ``spec.files`` bind-mounted
+  read-only from the host (``nodefiles.py``).
 * image kinds (label ``flotilla.node-image.kind``, see ``images.py``): ``hostroot``
   nodes get ``-v /usr:/usr:ro`` and run their command under ``/usr/bin/docker-init``;
   other images run under ``--init``.
+* load balancers (``loadbalancer.py``): haproxy in a node of role ``lb``.
 * SSH: ``spec.ssh_public_key`` is installed as ``/root/.ssh/authorized_keys`` (mode
   0600); ``login_user`` is not created (images have no such user). Nothing starts
   ``sshd``: the node's command is the COE daemon, the hostroot image only has sshd
@@ -24,27 +20,18 @@ Layout of one cluster (see the feasibility note for the measurements behind it):
   keys. Use :meth:`LocalProvider.exec` (``docker exec``) for shell access.
 
 Every container, volume and network carries ``flotilla.cluster=<uuid>``;
-:func:`leaks` lists whatever is left, :meth:`LocalProvider.sweep` removes it.
-Sized volumes use loop devices, so they need the engine to run on this host.
+:func:`sweep.leaks` lists whatever is left, :meth:`LocalProvider.sweep` removes it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import functools
-import hashlib
-import io
 import ipaddress
 import json
 import logging
-import shutil
 import subprocess
-import tarfile
 import threading
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -66,29 +53,19 @@ from flotilla.drivers.base import (
     CAP_LOAD_BALANCER,
     CAP_SIZED_VOLUMES,
 )
-from flotilla.errors import Conflict, FlotillaError, NotFound
+from flotilla.errors import FlotillaError
 
-from . import firewall, host, loadbalancer
+from . import host, loadbalancer, networks, nodefiles, nodes, sweep, volumes
 from .addresses import AddressBook
 from .containers import (
-    LABEL_CLUSTER,
-    LABEL_LOOP_FILE,
-    LABEL_NETWORK,
     LABEL_NODE,
-    LABEL_ROUTED,
     check_name,
-    create_body,
-    file_mode,
     label_filter,
     node_info,
-    owned_by,
-    validate_file_path,
-    volume_name,
 )
 from .engine import Engine
-from .engine_api import ApiError, EngineApi, quoted
+from .engine_api import EngineApi, quoted
 from .guard import HostGuard
-from .images import KIND_HOSTROOT, KIND_LABEL
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +74,6 @@ BASE_CAPABILITIES = frozenset({CAP_CONTAINERS_AS_NODES, CAP_LOAD_BALANCER, CAP_E
 #: Only with an engine on this host: loop devices for sized volumes, node IPs routable here.
 LOCAL_ENGINE_CAPABILITIES = frozenset({CAP_SIZED_VOLUMES, CAP_HOST_REACHABLE})
 
-#: Subnets nodes use internally (inner docker0, docker_gwbridge, overlay pool).
-_RESERVED_SUBNETS = tuple(
-    ipaddress.IPv4Network(n) for n in ("172.17.0.0/16", "172.18.0.0/16", "10.0.0.0/8", "127.0.0.0/8")
-)
 _RESTART_TIMEOUT = 10
 
 T = TypeVar("T")
@@ -121,7 +94,7 @@ class LocalProvider:
         self.engine = engine
         self.subnet_pool = ipaddress.IPv4Network(subnet_pool)
         self.data_dir = engine.data_dir
-        self._net_lock = threading.Lock()
+        self.net_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="flotilla-local")
         self.guard = HostGuard(engine)
         self.guard.tighten_files(self.data_dir)
@@ -144,34 +117,18 @@ class LocalProvider:
 
     # ----------------------------------------------------------------- helpers
 
-    def _parallel(self, *calls: Callable[[], T]) -> list[T]:
+    def submit(self, call: Callable[..., T], *args: Any) -> Future[T]:
+        """Run ``call(*args)`` on the provider's worker threads."""
+        return self._pool.submit(call, *args)
+
+    def parallel(self, *calls: Callable[[], T]) -> list[T]:
+        """Run the calls on the provider's worker threads; their results in order."""
         futures = [self._pool.submit(c) for c in calls]
         return [f.result() for f in futures]
 
-    def _node_dir(self, cluster_uuid: str, name: str) -> Path:
-        return self.data_dir / "nodes" / cluster_uuid / name
-
     def node_file(self, cluster_uuid: str, name: str, path: str) -> Path:
         """Where a file the node was created with lives on this host (it is bind-mounted)."""
-        return self._node_dir(cluster_uuid, name) / "files" / path.lstrip("/")
-
-    def _loop_file(self, cluster_uuid: str, name: str) -> Path:
-        return self.data_dir / "volumes" / cluster_uuid / f"{name}.img"
-
-    def _inspect_one(self, kind: str, name: str) -> dict[str, Any] | None:
-        """``docker inspect`` of one container, network, volume or image; None when missing."""
-        return self.api.inspect(kind, name)
-
-    def _resolv_conf(self) -> Path:
-        path = self.data_dir / "nodes" / "resolv.conf"
-        content = "nameserver 127.0.0.1\n"
-        if not path.exists() or path.read_text() != content:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".resolv.conf.{threading.get_ident()}")
-            tmp.write_text(content)
-            tmp.chmod(0o644)
-            tmp.replace(path)
-        return path
+        return nodefiles.node_file(self.data_dir, cluster_uuid, name, path)
 
     # ----------------------------------------------------------------- Provider
 
@@ -190,113 +147,20 @@ class LocalProvider:
 
     # networks ----------------------------------------------------------------
 
-    @staticmethod
-    def _network_info(net: Mapping[str, Any], owned: bool) -> NetworkInfo:
-        configs = (net.get("IPAM") or {}).get("Config") or []
-        subnet = gateway = ""
-        for cfg in configs:
-            if ":" not in str(cfg.get("Subnet", "")):
-                subnet = str(cfg.get("Subnet", ""))
-                gateway = str(cfg.get("Gateway", ""))
-                break
-        if subnet and not gateway:
-            gateway = str(next(ipaddress.IPv4Network(subnet).hosts()))
-        return NetworkInfo(name=str(net["Name"]), subnet=subnet, gateway=gateway, owned=owned)
-
-    def _used_subnets(self) -> list[ipaddress.IPv4Network]:
-        def docker_nets() -> list[ipaddress.IPv4Network]:
-            nets: list[ipaddress.IPv4Network] = []
-            for net in self.api.get("/networks") or []:
-                for cfg in (net.get("IPAM") or {}).get("Config") or []:
-                    with contextlib.suppress(ValueError):
-                        nets.append(ipaddress.IPv4Network(str(cfg.get("Subnet", "")), strict=False))
-            return nets
-
-        a, b = self._parallel(docker_nets, host.routes)
-        return [*a, *b]
-
-    def _candidate_subnets(self, used: Iterable[ipaddress.IPv4Network]) -> list[ipaddress.IPv4Network]:
-        taken = [*used, *_RESERVED_SUBNETS]
-        new_prefix = max(24, self.subnet_pool.prefixlen)
-        return [
-            cand
-            for cand in self.subnet_pool.subnets(new_prefix=new_prefix)
-            if not any(cand.overlaps(t) for t in taken)
-        ]
-
     def ensure_network(self, spec: NetworkSpec) -> NetworkInfo:
-        """Create (or return) the cluster's ``--internal`` bridge network.
+        """Create (or return) the cluster's ``--internal`` bridge network (``networks.py``).
 
         With ``spec.fixed_network`` that existing network is returned (``owned=False``);
         ``NotFound`` if it does not exist. ``Conflict`` if ``spec.name`` exists but
         belongs to another cluster; ``Unavailable``-like ``FlotillaError`` when the pool
         has no free /24.
         """
-        check_name("cluster uuid", spec.cluster_uuid)
-        if spec.fixed_network:
-            net = self._inspect_one("network", spec.fixed_network)
-            if net is None:
-                raise NotFound(f"fixed network {spec.fixed_network!r} does not exist in the Docker Engine")
-            return self._network_info(net, owned=False)
-        check_name("network name", spec.name)
-        with self._net_lock:
-            net = self._inspect_one("network", spec.name)
-            if net is not None:
-                if not owned_by(net, spec.cluster_uuid):
-                    raise Conflict(
-                        f"network {spec.name!r} exists and does not belong to cluster {spec.cluster_uuid}"
-                    )
-                self.guard.guard_network(net)
-                return self._network_info(net, owned=True)
-            bridge = "flt" + hashlib.sha256(f"{spec.cluster_uuid}/{spec.name}".encode()).hexdigest()[:11]
-            started = time.monotonic()
-            for subnet in self._candidate_subnets(self._used_subnets()):
-                gateway = str(next(subnet.hosts()))
-                body = {
-                    "Name": spec.name, "Driver": "bridge", "Internal": True, "CheckDuplicate": True,
-                    "IPAM": {"Driver": "default", "Config": [{"Subnet": str(subnet), "Gateway": gateway}]},
-                    "Options": {"com.docker.network.bridge.name": bridge},
-                    "Labels": {LABEL_CLUSTER: spec.cluster_uuid, LABEL_NETWORK: spec.name,
-                               **({LABEL_ROUTED: "true"} if spec.routed else {})},
-                }  # fmt: skip
-                try:
-                    self.api.request("POST", "/networks/create", body=body)
-                except ApiError as exc:
-                    if "overlap" in exc.message.lower():
-                        continue  # taken meanwhile (another process or engine)
-                    if "already exists" in exc.message:
-                        net = self._inspect_one("network", spec.name)
-                        if net is not None and owned_by(net, spec.cluster_uuid):
-                            self.guard.guard_network(net)
-                            return self._network_info(net, owned=True)
-                    raise
-                self.guard.guard_network({**body, "Name": spec.name})
-                log.info(
-                    "cluster %s: network %s %s (bridge %s) created in %.2f s",
-                    spec.cluster_uuid,
-                    spec.name,
-                    subnet,
-                    bridge,
-                    time.monotonic() - started,
-                )
-                return NetworkInfo(name=spec.name, subnet=str(subnet), gateway=gateway, owned=True)
-        raise FlotillaError(f"no free /24 left in the subnet pool {self.subnet_pool} for network {spec.name}")
+        return networks.ensure(self, spec)
 
     def delete_network(self, cluster_uuid: str, name: str) -> None:
         """Remove the cluster's network. Missing networks and networks not labelled with
         this cluster (e.g. a fixed network) are left alone and count as success."""
-        net = self._inspect_one("network", name)
-        if net is not None and not owned_by(net, cluster_uuid):
-            log.debug("cluster %s: network %s is not ours; keeping it", cluster_uuid, name)
-            return
-        if net is not None:
-            self.api.remove("network", name)
-        self.guard.forget_network(cluster_uuid, name)
-        self.addresses.forget_network(name)
-        if net is None:
-            return
-        log.info("cluster %s: network %s removed", cluster_uuid, name)
-        self._remove_empty_cluster_dirs(cluster_uuid)
+        networks.delete(self, cluster_uuid, name)
 
     # nodes -------------------------------------------------------------------
 
@@ -307,83 +171,6 @@ class LocalProvider:
         check_name("node name", name)
         return self.addresses.reserve(network, name, role)
 
-    def _image_kind(self, node: str, image_ref: str) -> str | None:
-        image = self._inspect_one("image", image_ref)
-        if image is None:
-            raise NotFound(
-                f"node {node}: image {image_ref!r} does not exist in the Docker Engine at "
-                f"{self.engine.host}; build it first (flotilla image-build)"
-            )
-        labels = (image.get("Config") or {}).get("Labels") or {}
-        kind = labels.get(KIND_LABEL)
-        return str(kind) if kind else None
-
-    def _ensure_volume(self, spec: NodeSpec) -> str:
-        """Create the node's labelled /var/lib/docker volume (sized when ``volume_gb``)."""
-        vol = volume_name(spec.name)
-        labels = {LABEL_CLUSTER: spec.cluster_uuid, LABEL_NODE: spec.name}
-        if not spec.volume_gb:
-            # Idempotent: Docker returns an existing volume of that name unchanged.
-            self.api.request("POST", "/volumes/create", body={"Name": vol, "Labels": labels})
-            return vol
-        existing = self._inspect_one("volume", vol)
-        if existing is not None and not owned_by(existing, spec.cluster_uuid):
-            raise Conflict(f"node {spec.name}: volume {vol} exists and belongs to another cluster")
-        path = self._loop_file(spec.cluster_uuid, spec.name)
-        device = host.ensure_loop(path, spec.volume_gb)
-        if existing is not None:
-            if ((existing.get("Options") or {}).get("device")) == device:
-                return vol
-            log.info("node %s: volume %s points to a stale loop device; recreating it", spec.name, vol)
-            self.api.remove("volume", vol)
-        body = {
-            "Name": vol, "Driver": "local", "DriverOpts": {"type": "ext4", "device": device, "o": "discard"},
-            "Labels": {**labels, LABEL_LOOP_FILE: str(path)},
-        }  # fmt: skip
-        self.api.request("POST", "/volumes/create", body=body)
-        return vol
-
-    def _write_files(self, spec: NodeSpec, hostroot: bool) -> list[tuple[Path, str]]:
-        """Write spec.files (and the SSH key) under the node dir; return (host path, node path)."""
-        files: dict[str, bytes] = dict(spec.files)
-        if spec.ssh_public_key:
-            key = spec.ssh_public_key.strip().encode() + b"\n"
-            files.setdefault("/root/.ssh/authorized_keys", key)
-            if spec.login_user and spec.login_user != "root":
-                files.setdefault(f"/home/{spec.login_user}/.ssh/authorized_keys", key)
-        base = self._node_dir(spec.cluster_uuid, spec.name) / "files"
-        host.private_dirs(base, levels=4)  # files, <node>, <cluster>, nodes
-        mounts: list[tuple[Path, str]] = []
-        for path, data in sorted(files.items()):
-            rel = validate_file_path(spec.name, path, hostroot).relative_to("/")
-            on_host = base / rel
-            on_host.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            # Rewrite in place (same inode) so a running node's bind mount sees the new content.
-            with on_host.open("wb") as f:
-                f.write(data)
-            on_host.chmod(file_mode(path))
-            mounts.append((on_host, path))
-        return mounts
-
-    def _container_for(self, spec: NodeSpec) -> dict[str, Any] | None:
-        c = self._inspect_one("container", spec.name)
-        if c is not None and not owned_by(c, spec.cluster_uuid):
-            raise Conflict(
-                f"node {spec.name}: a container with that name exists and is not part of this cluster"
-            )
-        return c
-
-    def _loop_volume_stale(self, spec: NodeSpec) -> bool:
-        """True when the node's sized volume points to a loop device that no longer backs its file."""
-        if not spec.volume_gb:
-            return False
-        vol = self._inspect_one("volume", volume_name(spec.name))
-        if vol is None:
-            return True
-        device = (vol.get("Options") or {}).get("device")
-        path = str(self._loop_file(spec.cluster_uuid, spec.name))
-        return not any(dev == device and back == path for dev, back in host.list_loops())
-
     def ensure_node(self, spec: NodeSpec) -> NodeInfo:
         """Create (or return, or start) the node container; its command is running on return.
 
@@ -393,104 +180,7 @@ class LocalProvider:
         Raises ``NotFound`` for a missing image, ``Conflict`` when the name is taken by
         another cluster, ``Invalid`` for bad names/file paths, ``EngineError`` otherwise.
         """
-        check_name("cluster uuid", spec.cluster_uuid)
-        check_name("node name", spec.name)
-        started = time.monotonic()
-        # The image lookup is wasted when the node exists, but costs less than a round trip.
-        kind_f = self._pool.submit(self._image_kind, spec.name, spec.image_ref)
-        existing = self._container_for(spec)
-        if existing is not None:
-            if (existing.get("State") or {}).get("Status") == "running":
-                return node_info(existing)
-            if self._loop_volume_stale(spec):
-                self.api.remove("container", spec.name)
-            else:
-                if (existing.get("State") or {}).get("Status") == "restarting":
-                    self._stop(spec.name)  # leave the crash loop first
-                self.api.request("POST", f"/containers/{quoted(spec.name)}/start")
-                node = self._inspect_one("container", spec.name)
-                if node is None:
-                    raise NotFound(f"node {spec.name}: container disappeared while starting")
-                log.info(
-                    "node %s: started existing container in %.2f s", spec.name, time.monotonic() - started
-                )
-                return self._checked_running(spec.name, node)
-
-        kind = kind_f.result()
-        if spec.ip is not None:  # the caller's choice: no automatic pick may take it meanwhile
-            self.addresses.claim(spec.network, spec.name, spec.ip)
-            try:
-                return self._create_node(spec, kind, started)
-            finally:
-                self.addresses.release(spec.name)
-        for attempt in range(1, 4):
-            chosen = dataclasses.replace(spec, ip=self.addresses.reserve(spec.network, spec.name, spec.role))
-            try:
-                return self._create_node(chosen, kind, started)
-            except FlotillaError as exc:
-                # Another process (or a caller's explicit address) took it between our pick
-                # and the start: pick again, the address is in use now.
-                if "Address already in use" not in str(exc) or attempt == 3:
-                    raise
-                log.info("node %s: address %s was taken meanwhile; picking another", spec.name, chosen.ip)
-                self.api.remove("container", spec.name)
-            finally:
-                self.addresses.release(spec.name)  # the container holds it now (or the next try picks again)
-        raise AssertionError("unreachable")
-
-    def _create_node(self, spec: NodeSpec, kind: str | None, started: float) -> NodeInfo:
-        hostroot = kind == KIND_HOSTROOT
-        volume_f = self._pool.submit(self._ensure_volume, spec)
-        mounts_f = self._pool.submit(self._write_files, spec, hostroot)
-        resolv = self._resolv_conf()
-        mounts = mounts_f.result()
-        volume = volume_f.result()
-        body = create_body(spec, hostroot, volume, mounts, resolv, self.guard.device_cgroup())
-        try:
-            created = self.api.request("POST", "/containers/create", params={"name": spec.name}, body=body)
-        except ApiError as exc:
-            if "is already in use" in exc.message:  # created concurrently by another worker
-                node = self._container_for(spec)
-                if node is not None:
-                    return node_info(node)
-            raise FlotillaError(f"node {spec.name}: creating the container failed: {exc.message}") from exc
-        try:
-            self.api.request("POST", f"/containers/{created['Id']}/start", timeout=300)
-        except ApiError as exc:
-            raise FlotillaError(f"node {spec.name}: starting the container failed: {exc.message}") from exc
-        node = self._inspect_one("container", spec.name)
-        if node is None:
-            raise NotFound(f"node {spec.name}: container disappeared right after docker run")
-        info = self._checked_running(spec.name, node)
-        log.info(
-            "cluster %s: node %s (%s, %s) up at %s in %.2f s",
-            spec.cluster_uuid,
-            spec.name,
-            spec.role,
-            kind or "rootfs",
-            info.address,
-            time.monotonic() - started,
-        )
-        return info
-
-    def _checked_running(self, name: str, node: Mapping[str, Any]) -> NodeInfo:
-        info = node_info(node)
-        if info.state != "running":
-            state = node.get("State") or {}
-            logs = self.engine.run(["logs", "--tail", "20", name], check=False)
-            # Stop the restart loop; ensure_node on the stopped node starts it again.
-            with contextlib.suppress(FlotillaError):
-                self._stop(name)
-            raise FlotillaError(
-                f"node {name}: command exited at once (status {state.get('Status')}, exit code "
-                f"{state.get('ExitCode')}): {(logs.stdout + logs.stderr).strip()[-2000:]}"
-            )
-        return info
-
-    def _stop(self, name: str, seconds: int = 1) -> None:
-        self.api.request(
-            "POST", f"/containers/{quoted(name)}/stop", params={"t": seconds}, timeout=seconds + 60
-        )
+        return nodes.ensure(self, spec)
 
     def delete_node(self, cluster_uuid: str, name: str) -> None:
         """Remove the node, its volume, loop device, backing file and files dir.
@@ -498,55 +188,7 @@ class LocalProvider:
         Missing pieces are ignored. Objects with this name that carry another cluster's
         label are left alone (``Conflict``).
         """
-        check_name("cluster uuid", cluster_uuid)
-        check_name("node name", name)
-        started = time.monotonic()
-        vol = volume_name(name)
-        container, volume = self._parallel(
-            lambda: self._inspect_one("container", name),
-            lambda: self._inspect_one("volume", vol),
-        )
-        if container is not None:
-            if not owned_by(container, cluster_uuid):
-                raise Conflict(f"node {name}: the container belongs to another cluster; not deleting it")
-            self._rm_containers([name])
-        if volume is not None and owned_by(volume, cluster_uuid):
-            self._rm_volumes([vol])
-        loop_file = self._loop_file(cluster_uuid, name)
-        for dev, back in host.list_loops():
-            if back == str(loop_file):
-                host.detach_loop(dev)
-        loop_file.unlink(missing_ok=True)
-        shutil.rmtree(self._node_dir(cluster_uuid, name), ignore_errors=True)
-        self._remove_empty_cluster_dirs(cluster_uuid)
-        self.addresses.release(name)
-        log.info("cluster %s: node %s deleted in %.2f s", cluster_uuid, name, time.monotonic() - started)
-
-    def _rm(self, kind: str, names: Sequence[str]) -> None:
-        """Remove objects of one kind; missing ones count as removed. Raises one
-        ``FlotillaError`` naming every failure after trying them all."""
-        errors: list[str] = []
-        for name in names:
-            try:
-                self.api.remove(kind, name)
-            except FlotillaError as exc:
-                errors.append(str(exc))
-        if errors:
-            raise FlotillaError("; ".join(errors))
-
-    def _rm_containers(self, names: Sequence[str]) -> None:
-        self._rm("container", names)
-
-    def _rm_volumes(self, names: Sequence[str]) -> None:
-        self._rm("volume", names)
-
-    def _rm_networks(self, names: Sequence[str]) -> None:
-        self._rm("network", names)
-
-    def _remove_empty_cluster_dirs(self, cluster_uuid: str) -> None:
-        for d in (self.data_dir / "nodes" / cluster_uuid, self.data_dir / "volumes" / cluster_uuid):
-            with contextlib.suppress(OSError):
-                d.rmdir()
+        nodes.delete(self, cluster_uuid, name)
 
     def list_nodes(self, cluster_uuid: str | None = None) -> list[NodeInfo]:
         """Every node container of one cluster (or all), with state and address.
@@ -595,33 +237,7 @@ class LocalProvider:
         place on the host; others are unpacked inside the node with ``tar`` over
         ``docker exec`` (the image must have ``tar``; hostroot and rootfs images do).
         """
-        if not files:
-            return
-        base = self._node_dir(node.cluster_uuid, node.name) / "files"
-        rest: dict[str, bytes] = {}
-        for path, data in files.items():
-            rel = validate_file_path(node.name, path, hostroot=False).relative_to("/")
-            on_host = base / rel
-            if on_host.is_file():
-                with on_host.open("wb") as f:
-                    f.write(data)
-            else:
-                rest[path] = data
-        if not rest:
-            return
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tar:
-            for path, data in sorted(rest.items()):
-                info = tarfile.TarInfo(path.lstrip("/"))
-                info.size = len(data)
-                info.mode = file_mode(path)
-                info.mtime = int(time.time())
-                tar.addfile(info, io.BytesIO(data))
-        result = self.exec(node, ["tar", "-x", "-f", "-", "-C", "/", "--no-same-owner"], stdin=buf.getvalue())
-        if not result.ok:
-            raise FlotillaError(
-                f"node {node.name}: writing {len(rest)} file(s) failed: {result.stderr.strip()}"
-            )
+        nodefiles.put_files(self, node, files)
 
     def restart_node(self, node: NodeInfo) -> None:
         """``docker restart`` (SIGTERM, SIGKILL after 10 s); the command runs again on return."""
@@ -631,12 +247,12 @@ class LocalProvider:
         )  # fmt: skip
 
     def image_exists(self, image_ref: str) -> bool:
-        return self._inspect_one("image", image_ref) is not None
+        return self.api.inspect("image", image_ref) is not None
 
     @staticmethod
     def free_volume_gb(data_dir: Path) -> int:
         """Free GiB where sized node volumes live (``DATA_DIR/volumes``); needs no engine."""
-        return host.free_gib(Path(data_dir) / "volumes")
+        return volumes.free_gb(data_dir)
 
     def max_volume_gb(self) -> int | None:
         """The free space for volume images (they are sparse files: each may grow to its
@@ -657,92 +273,8 @@ class LocalProvider:
         Best effort: everything removable is removed, then a ``FlotillaError`` lists what
         could not be.
         """
-        check_name("cluster uuid", cluster_uuid)
-        flt = label_filter(cluster_uuid)
-        containers, volumes, networks = (
-            self.api.names(kind, flt) for kind in ("container", "volume", "network")
-        )
-        removed: list[str] = []
-        failed: list[str] = []
-
-        def attempt(label: str, action: Callable[[], object]) -> None:
-            try:
-                action()
-            except (FlotillaError, OSError, subprocess.SubprocessError) as exc:
-                failed.append(f"{label}: {exc}")
-            else:
-                removed.append(label)
-
-        def batch(kind: str, names: Sequence[str], rm: Callable[[Sequence[str]], None]) -> None:
-            if not names:
-                return
-            try:
-                rm(names)  # one call for all; per item only to pinpoint a failure
-            except FlotillaError:
-                for name in names:
-                    attempt(f"{kind}:{name}", functools.partial(rm, [name]))
-            else:
-                removed.extend(f"{kind}:{name}" for name in names)
-
-        batch("container", containers, self._rm_containers)
-        self._parallel(
-            functools.partial(batch, "volume", volumes, self._rm_volumes),
-            functools.partial(batch, "network", networks, self._rm_networks),
-        )
-        if self.guard.firewall:
-            rules = firewall.rules(cluster_uuid=cluster_uuid)
-            if rules:
-                attempt(f"iptables:{len(rules)} rule(s)", lambda: firewall.remove(cluster_uuid=cluster_uuid))
-        vol_dir = self.data_dir / "volumes" / cluster_uuid
-        for dev, back in host.loops_under(vol_dir):
-            attempt(f"loop:{dev} ({back})", functools.partial(host.detach_loop, dev))
-        for d in (vol_dir, self.data_dir / "nodes" / cluster_uuid):
-            if d.exists():
-                attempt(f"dir:{d}", functools.partial(shutil.rmtree, d))
-        if removed:
-            log.info("cluster %s: swept %d object(s): %s", cluster_uuid, len(removed), ", ".join(removed))
-        if failed:
-            raise FlotillaError(f"cluster {cluster_uuid}: sweep could not remove: " + "; ".join(failed))
-        return removed
+        return sweep.sweep(self, cluster_uuid)
 
     def close(self) -> None:
         """Release the provider's worker threads (the engine is left running)."""
         self._pool.shutdown(wait=False)
-
-
-def leaks(engine: Engine, cluster_uuid: str | None = None) -> list[str]:
-    """Everything Flotilla left behind for one cluster (or all clusters).
-
-    Containers, networks and volumes labelled ``flotilla.cluster[=uuid]``, loop devices
-    whose backing file lives under ``DATA_DIR/volumes[/uuid]``, and non-empty per-cluster
-    dirs under ``DATA_DIR/nodes`` and ``DATA_DIR/volumes``. Entries look like
-    ``"container:c1-master-0"``; an empty list means clean.
-    """
-    flt = label_filter(cluster_uuid)
-    found = [
-        f"{kind}:{name}"
-        for kind in ("container", "network", "volume")
-        for name in engine.api.names(kind, flt)
-    ]
-    found += [
-        f"iptables:{rule}"
-        for rule in firewall.rules(
-            engine_id=None if cluster_uuid else engine.engine_id, cluster_uuid=cluster_uuid
-        )
-    ]
-    vol_root = engine.data_dir / "volumes"
-    found += [
-        f"loop:{dev} ({back})"
-        for dev, back in host.loops_under(vol_root / cluster_uuid if cluster_uuid else vol_root)
-    ]
-    for sub in ("nodes", "volumes"):
-        root = engine.data_dir / sub
-        dirs = (
-            [root / cluster_uuid]
-            if cluster_uuid
-            else (sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else [])
-        )
-        for d in dirs:
-            if d.is_dir() and any(d.iterdir()):
-                found.append(f"dir:{d}")
-    return found
