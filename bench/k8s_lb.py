@@ -32,8 +32,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "e2e"))
 from flotilla_server import Server
+from kube_helpers import Kubectl, _running_pods, kubeconfig
 from kube_lb_flow import APP, deploy, service
-from test_kubernetes_cluster import Kubectl, _running_pods, kubeconfig
 
 from flotilla.certs.authority import generate_csr
 from flotilla.domain import TlsMaterial

@@ -73,6 +73,15 @@ class Server:
             )
         return r
 
+    def fl_start(self, *args: str) -> Pending:
+        """Start the ``flotilla`` CLI against this server without waiting for it (several
+        ``cluster-create --wait`` in flight at once); :meth:`Pending.result` collects it."""
+        proc = subprocess.Popen(
+            [FLOTILLA, "--data-dir", str(self.data_dir), *args],
+            env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        return Pending(args, proc)
+
     def api(self, method: str, path: str, **kw: Any) -> httpx.Response:
         headers = {"X-Auth-Token": self.token, "OpenStack-API-Version": "container-infra latest"}
         return httpx.request(method, self.endpoint + path, headers=headers, timeout=30, **kw)
@@ -107,6 +116,39 @@ class Server:
             key, _, value = line[len("export ") :].partition("=")
             env[key] = value
         return env
+
+
+@dataclass
+class Pending:
+    """A ``flotilla`` CLI command started by :meth:`Server.fl_start`."""
+
+    args: tuple[str, ...]
+    proc: subprocess.Popen[str]
+    collected: bool = False
+
+    def result(self, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        """Wait for the command (``timeout`` from now); like :meth:`Server.fl` when ``check``."""
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+            self.collected = True
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise AssertionError(f"flotilla {' '.join(self.args)} did not end within {timeout:g} s") from None
+        r = subprocess.CompletedProcess(list(self.args), self.proc.returncode, out, err)
+        if check and r.returncode != 0:
+            raise AssertionError(
+                f"flotilla {' '.join(self.args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
+            )
+        return r
+
+    def stop(self) -> None:
+        """Kill it by pid if it still runs (a test that failed before collecting it)."""
+        if self.collected:
+            return
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.communicate(timeout=10)
+        self.collected = True
 
 
 def docker(

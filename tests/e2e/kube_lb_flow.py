@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 import httpx
-from test_kubernetes_cluster import Kubectl, _deployment
+from kube_helpers import Kubectl, _deployment
 
 APP = "nginx"
 

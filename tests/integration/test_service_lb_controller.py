@@ -5,7 +5,7 @@ clean-up when a delete starts during a pass.
 Real database (SQLite and PostgreSQL), a cluster created on the in-memory ``fake``
 provider; the COE driver is the real swarm driver with a recording
 ``ServiceLoadBalancing`` hook added (the Kubernetes hook itself needs an API server:
-tests/unit/test_kube_service_lb.py and tests/e2e/test_kubernetes_lbsvc.py cover it).
+tests/unit/test_kube_service_lb.py and tests/e2e/test_kubernetes_cluster.py cover it).
 """
 
 from __future__ import annotations

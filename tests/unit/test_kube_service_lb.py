@@ -2,7 +2,7 @@
 load balancers) against the fake provider (in memory, a real Provider implementation).
 
 The Kubernetes API is an in-memory stand-in here (the real API server is exercised by
-tests/e2e/test_kubernetes_lbsvc.py); it keeps Services and records status patches and
+tests/e2e/test_kubernetes_cluster.py); it keeps Services and records status patches and
 events as the API server would."""
 
 from __future__ import annotations
