@@ -41,6 +41,9 @@ class Ctx:
         )
         return TlsMaterial(self.ca, cert, key)
 
+    def client_tls(self) -> TlsMaterial:
+        return self.client_cert("flotilla-conductor", "system:masters")
+
     def client_cert(self, cn: str, organization: str | None = None) -> TlsMaterial:
         cert, key = authority.issue_client_cert(self.ca, self.key, common_name=cn, organization=organization)
         return TlsMaterial(self.ca, cert, key)

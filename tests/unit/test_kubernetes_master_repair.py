@@ -12,9 +12,9 @@ import json
 from collections.abc import Sequence
 
 import pytest
+from test_kubernetes_bootstrap import Ctx as CertCtx
 
-from flotilla.certs import authority
-from flotilla.domain import ExecResult, Flavor, NetworkSpec, NodeInfo, NodeSpec, TlsMaterial
+from flotilla.domain import ExecResult, Flavor, NetworkSpec, NodeInfo, NodeSpec
 from flotilla.drivers.base import ClusterSpec, NodeGroupSpec
 from flotilla.drivers.coe import dockerhost
 from flotilla.drivers.coe.kubernetes import bootstrap, etcd, repair
@@ -24,33 +24,16 @@ PREFIX = "ha-0123abcd"
 OLD, M1, M2, NEW = (f"{PREFIX}-master-{i}" for i in (0, 1, 2, 3))
 
 
-class Ctx:
+class Ctx(CertCtx):
     """A StepContext over the fake provider and a real CA."""
 
     def __init__(self, spec: ClusterSpec, provider: FakeProvider) -> None:
-        self.spec = spec
+        super().__init__(spec)
         self.provider = provider
-        self.ca, self.key = authority.create_ca("test")
         self.shown: list[str] = []
 
     def progress(self, detail: str) -> None:
         self.shown.append(detail)
-
-    def server_tls(self, cn: str, dns_names: Sequence[str], ips: Sequence[str]) -> TlsMaterial:
-        cert, key = authority.issue_server_cert(
-            self.ca, self.key, common_name=cn, dns_names=dns_names, ips=ips
-        )
-        return TlsMaterial(self.ca, cert, key)
-
-    def client_tls(self) -> TlsMaterial:
-        return self.client_cert("flotilla-conductor", "system:masters")
-
-    def client_cert(self, cn: str, organization: str | None = None) -> TlsMaterial:
-        cert, key = authority.issue_client_cert(self.ca, self.key, common_name=cn, organization=organization)
-        return TlsMaterial(self.ca, cert, key)
-
-    def derived_key(self, purpose: str) -> str:
-        return authority.derive_key(self.key, purpose)
 
     def save_outputs(self, **kw: object) -> None:
         pass
