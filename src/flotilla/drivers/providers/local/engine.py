@@ -324,18 +324,44 @@ class Engine:
             return False
         return True
 
-    def revive(self) -> bool:
+    def _answers_fresh(self, timeout: float) -> bool:
+        """True when the engine answers ``/_ping`` on a new connection within ``timeout``."""
+        try:
+            probe = EngineApi(self.host, self._env, self._env.get("DOCKER_API_VERSION"))
+        except FlotillaError:
+            return False
+        try:
+            probe.request("GET", "/_ping", timeout=timeout)
+        except FlotillaError:
+            return False
+        finally:
+            probe.close()
+        return True
+
+    def _retire_api(self) -> None:
+        """Make the next ``api`` call build a new client. The old one is not closed here:
+        other threads may be in the middle of a request on it (closing it under them fails
+        their request with "Bad file descriptor"); its connections go when it does."""
+        with self._api_lock:
+            self._api = None
+
+    def revive(self, quick: float = 3.0, patience: float = 30.0) -> bool:
         """Make the engine answer again, if it stopped: an owned daemon that died is started
         again on the same data dir (its containers come back by their restart policies);
         for any engine the API client is rebuilt (a fresh connection). Returns True when
         the engine had stopped answering. Raises ``Unavailable`` when it cannot be revived.
+
+        A busy engine is not a stopped one: when the ``quick`` ping fails, a fresh
+        connection gets ``patience`` seconds before anything is restarted or reconnected.
         """
-        if self.answers():
+        if self.answers(quick):
             return False
-        with self._api_lock:
-            if self._api is not None:
-                self._api.close()
-                self._api = None
+        if self._answers_fresh(patience):
+            # Slow, or the shared client's connection went bad: a new client for later calls.
+            log.info("the Docker Engine at %s answered slowly; it is running", self.host)
+            self._retire_api()
+            return False
+        self._retire_api()
         if not self.owned:
             log.warning("the Docker Engine at %s stopped answering; reconnecting", self.host)
             self.ping()
