@@ -264,16 +264,16 @@ def test_reaper_fails_a_create_past_its_deadline(
         op = operations.claim(s, "dead-host:2/w0", 60, skip_locked=not rt.db.is_sqlite)
         assert op is not None and op.cluster_id == uuid
     looked = threading.Semaphore(0)
-    claim = operations.claim
+    claimable = operations.claimable
 
-    def counted_claim(*args: Any, **kwargs: Any) -> m.Operation | None:
+    def counted_look(*args: Any, **kwargs: Any) -> bool:
         try:
-            return claim(*args, **kwargs)
+            return claimable(*args, **kwargs)
         finally:
             looked.release()
 
-    monkeypatch.setattr(operations, "claim", counted_claim)
-    # Workers look once, find the op leased, and sleep; only the reaper (every 0.2 s) acts.
+    monkeypatch.setattr(operations, "claimable", counted_look)
+    # Workers look once (a read), find the op leased, and sleep; only the reaper (every 0.2 s) acts.
     conductor = conductors(poll_interval=600)
     for _ in range(conductor.settings.conductor.workers):
         assert looked.acquire(timeout=30)

@@ -89,8 +89,13 @@ class Conductor:
         while not self._stop.is_set():
             op = None
             try:
-                with self.db.session() as s:
-                    op = operations.claim(s, owner, cfg.lease_seconds, skip_locked=not self.db.is_sqlite)
+                # A read first: taking the writer's turn (SQLite) for a claim that finds
+                # nothing would make the API's writes wait behind an idle poll.
+                with self.db.reader() as r:
+                    found = operations.claimable(r)
+                if found:
+                    with self.db.session() as s:
+                        op = operations.claim(s, owner, cfg.lease_seconds, skip_locked=not self.db.is_sqlite)
             except Exception:
                 log.exception("claiming an operation failed")
             if op is None:

@@ -35,6 +35,7 @@ from flotilla.services.work_queue import active_for as active_for
 from flotilla.services.work_queue import cancel_active as cancel_active
 from flotilla.services.work_queue import checkpoint as checkpoint
 from flotilla.services.work_queue import claim as claim
+from flotilla.services.work_queue import claimable as claimable
 from flotilla.services.work_queue import enqueue as enqueue
 from flotilla.services.work_queue import holder as holder
 from flotilla.services.work_queue import reclaim_dead as reclaim_dead

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import and_, bindparam, exists, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from flotilla.db import models as m
@@ -68,6 +68,27 @@ def active_for(session: Session, cluster_uuid: str) -> m.Operation | None:
         .where(m.Operation.cluster_id == cluster_uuid, m.Operation.state.in_(ACTIVE))
         .order_by(m.Operation.id.desc())
     ).first()
+
+
+#: Is any operation pending, or running on an expired lease? Built once: a conductor's
+#: workers ask this several times a second while idle.
+_CLAIMABLE = (
+    select(m.Operation.id)
+    .where(
+        m.Operation.state.in_(ACTIVE),
+        or_(m.Operation.lease_until.is_(None), m.Operation.lease_until < bindparam("now")),
+    )
+    .limit(1)
+)
+
+
+def claimable(session: Session) -> bool:
+    """True when :func:`claim` might find something: an operation that is pending or
+    whose lease expired (whether another of its cluster's operations holds a lease is
+    left to ``claim``). One indexed read; an idle conductor's workers poll with this on
+    a read session instead of taking the writer's turn for a ``claim`` that finds nothing.
+    """
+    return session.execute(_CLAIMABLE, {"now": utcnow()}).first() is not None
 
 
 def claim(session: Session, owner: str, lease_seconds: float, *, skip_locked: bool) -> m.Operation | None:
