@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from starlette.concurrency import run_in_threadpool
 
 from flotilla import safetext
 from flotilla.api import microversion as mv
@@ -49,13 +48,10 @@ def runtime(request: Request) -> Runtime:
 
 
 async def context(request: Request) -> RequestContext:
-    rt = runtime(request)
-    headers = {k.lower(): v for k, v in request.headers.items()}
-    cached = rt.auth.cached(headers)
-    if cached is not None:  # no database: no worker thread either
-        return cached
-    ctx: RequestContext = await run_in_threadpool(rt.auth.authenticate, headers)
-    return ctx
+    """The caller (raises Unauthorized). A cached token costs no I/O and no thread hop; a
+    token's lookup is shared by every request that needs it meanwhile (single flight,
+    see :mod:`flotilla.api.token_cache`)."""
+    return await runtime(request).auth.identify(request.headers)  # (case-insensitive)
 
 
 def version(request: Request) -> mv.Version:
