@@ -56,7 +56,7 @@ MAX_ENTRIES = 10_000
 #: Share of ``ttl`` after which a request using an entry refreshes it in the background.
 REFRESH_AFTER = 0.5
 #: Threads running lookups that are not run inline (distinct tokens at once).
-LOOKUP_THREADS = 4
+LOOKUP_THREADS = 8
 
 #: The identity behind a token and the token's expiry (None: never), or None when the
 #: token is unknown, revoked or expired. Blocking; raises on a database failure.

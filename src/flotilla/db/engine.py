@@ -22,7 +22,7 @@ WRITER_WAIT = 30.0
 #: SQLite's busy timeout (ms): how long a writer waits for a writer outside Flotilla's locks.
 BUSY_TIMEOUT_MS = 30_000
 #: SQLite reader connections kept open. Every reader that can run at once gets one: reads
-#: in worker threads (AnyIO's 40 by default), the token lookups' threads, an inline read
+#: in worker threads (AnyIO's 40 by default), the token lookups' 8 threads, an inline read
 #: on the event loop, a few more. SQLAlchemy's default (5, plus 10 opened and closed again
 #: on demand) made every burst of 50 connections reopen connections (a connect and four
 #: PRAGMAs each) and queue for the 15. Connections are opened only when needed; each
