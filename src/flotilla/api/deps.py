@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
+from anyio import CapacityLimiter
 from fastapi import Depends, Request
 
 from flotilla import safetext
@@ -20,6 +21,14 @@ from flotilla.drivers.registry import CoeRegistry
 from flotilla.errors import Invalid
 from flotilla.services.clusters import Limits
 from flotilla.settings import Settings
+
+#: Worker threads for the reads that do not run on the event loop (lists; PostgreSQL
+#: shows), per process. Python runs one thread at a time: more threads do not read more,
+#: they only share the interpreter (and the event loop's turns) among more requests, so
+#: every one of them finishes late. Eight keep a PostgreSQL round trip of some overlapped
+#: with work; measured in process at 50 connections, lists of 100 on SQLite had their
+#: slowest answer about 40 % sooner with 8 threads than with AnyIO's default 40.
+READ_THREADS = 8
 
 
 @dataclass
@@ -36,6 +45,8 @@ class Runtime:
     on_enqueue: list[Callable[[], None]] = field(default_factory=list)
     #: Rendered list rows (see :mod:`flotilla.api.reads`).
     renders: RenderCache = field(default_factory=RenderCache)
+    #: The threads :func:`flotilla.api.reads.blocking` runs reads in (queued in arrival order).
+    read_threads: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(READ_THREADS))
 
     def wake(self) -> None:
         for callback in self.on_enqueue:
