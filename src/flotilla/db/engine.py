@@ -83,7 +83,10 @@ def make_engine(
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # Kept open: the reads' and token lookups' threads (8 each, see flotilla.api) and a few
+    # writers; SQLAlchemy opens and closes up to 10 more for a moment (at most 30 per
+    # process, as before; PostgreSQL allows 100 by default).
+    return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=10)
 
 
 class Database:
