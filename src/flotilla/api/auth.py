@@ -26,12 +26,6 @@ class Authenticator:
     def __init__(self, settings: Settings, db: Database) -> None:
         self.strategy = settings.auth_strategy
         self.db = db
-        #: Validated ``token``-strategy tokens, looked up once per token at a time (see
-        #: :mod:`flotilla.api.token_cache`): inline on the event loop when the lookup is a
-        #: local SQLite read with an idle connection at hand, else in a worker thread.
-        self.cache = TokenCache(
-            settings.token_cache_seconds, lambda token: tokens.lookup(db, token), inline=db.reader_idle
-        )
         self._keystone: KeystoneValidator | None = None
         if self.strategy == "keystone":
             from flotilla.api.keystone import KeystoneValidator
@@ -42,9 +36,16 @@ class Authenticator:
                 ctx = keystone.identify(token)
                 return (ctx, None) if ctx is not None else None
 
-            # Keystone's validator caches on its own: this is only the single flight (ttl 0).
+            #: Keystone's validator caches on its own: here only the single flight (ttl 0).
             self.cache = TokenCache(0, identify)
-        elif self.strategy == "noauth":
+        else:
+            #: Validated ``token``-strategy tokens, looked up once per token at a time (see
+            #: :mod:`flotilla.api.token_cache`): inline on the event loop when the lookup is a
+            #: local SQLite read with an idle connection at hand, else in a worker thread.
+            self.cache = TokenCache(
+                settings.token_cache_seconds, lambda token: tokens.lookup(db, token), inline=db.reader_idle
+            )
+        if self.strategy == "noauth":
             log.warning(
                 "auth_strategy=noauth: EVERY REQUEST IS TRUSTED AS ADMIN (or as the X-User-Id/X-Project-Id/"
                 "X-Roles headers it sends). Use this for development only, never on a shared machine."
