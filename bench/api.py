@@ -166,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         env = serving.clean_env(
             FLOTILLA_LOG_LEVEL="WARNING", FLOTILLA_DEBUG_SQL_COUNT="1", FLOTILLA_MAX_CLUSTERS_PER_PROJECT="100000"
         )  # fmt: skip
+        if os.environ.get("FLOTILLA_KUBE_CACHE"):  # a stand-in while the real binaries are built
+            env["FLOTILLA_KUBE_CACHE"] = os.environ["FLOTILLA_KUBE_CACHE"]
         launched = serving.launch(data_dir, env, timeout=120, extra_args=extra)
         try:
             print("server command:", shlex.join([serving.FLOTILLA, "--data-dir", tmp, "serve", *extra]))

@@ -56,6 +56,7 @@ def create_app(settings: Settings, db: Database | None = None, *, read_lane: boo
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        runtime.auth.close()
         if db is None:
             database.dispose()
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from flotilla.api.token_cache import TokenCache
@@ -24,29 +26,52 @@ class Authenticator:
     def __init__(self, settings: Settings, db: Database) -> None:
         self.strategy = settings.auth_strategy
         self.db = db
-        #: Validated ``token``-strategy tokens (see :mod:`flotilla.api.token_cache`).
-        self.cache = TokenCache(settings.token_cache_seconds)
         self._keystone: KeystoneValidator | None = None
         if self.strategy == "keystone":
             from flotilla.api.keystone import KeystoneValidator
 
-            self._keystone = KeystoneValidator(settings.keystone)
-        elif self.strategy == "noauth":
+            keystone = self._keystone = KeystoneValidator(settings.keystone)
+
+            def identify(token: str) -> tuple[RequestContext, datetime | None] | None:
+                ctx = keystone.identify(token)
+                return (ctx, None) if ctx is not None else None
+
+            #: Keystone's validator caches on its own: here only the single flight (ttl 0).
+            self.cache = TokenCache(0, identify)
+        else:
+            #: Validated ``token``-strategy tokens, looked up once per token at a time (see
+            #: :mod:`flotilla.api.token_cache`): inline on the event loop when the lookup is a
+            #: local SQLite read with an idle connection at hand, else in a worker thread.
+            self.cache = TokenCache(
+                settings.token_cache_seconds, lambda token: tokens.lookup(db, token), inline=db.reader_idle
+            )
+        if self.strategy == "noauth":
             log.warning(
                 "auth_strategy=noauth: EVERY REQUEST IS TRUSTED AS ADMIN (or as the X-User-Id/X-Project-Id/"
                 "X-Roles headers it sends). Use this for development only, never on a shared machine."
             )
 
-    def cached(self, headers: dict[str, str]) -> RequestContext | None:
+    def cached(self, headers: Mapping[str, str]) -> RequestContext | None:
         """The caller from the token cache alone (no I/O; safe on the event loop), or None:
-        then call :meth:`authenticate`."""
+        then call :meth:`identify` or :meth:`authenticate`."""
         if self.strategy != "token":
             return None
         token = headers.get("x-auth-token")
         return self.cache.get(token) if token else None
 
-    def authenticate(self, headers: dict[str, str]) -> RequestContext:
-        """Blocking (database or Keystone call): run it in a worker thread."""
+    async def identify(self, headers: Mapping[str, str]) -> RequestContext:
+        """The caller of a request (``headers``: any case-insensitive or lower-cased
+        mapping). Raises Unauthorized; on the event loop (a lookup blocks it only when
+        that is cheaper than a thread hop, see :class:`TokenCache`)."""
+        if self.strategy == "noauth":
+            return self.authenticate(headers)
+        token = headers.get("x-auth-token")
+        if not token:
+            raise Unauthorized(_REQUIRED)
+        return _known(await self.cache.resolve(token))
+
+    def authenticate(self, headers: Mapping[str, str]) -> RequestContext:
+        """:meth:`identify` for a worker thread (blocking: a database or Keystone call)."""
         if self.strategy == "noauth":
             roles = frozenset(
                 r.strip().lower() for r in headers.get("x-roles", "admin").split(",") if r.strip()
@@ -58,19 +83,19 @@ class Authenticator:
             )
         token = headers.get("x-auth-token")
         if not token:
-            raise Unauthorized("Authentication required: send an X-Auth-Token header.")
-        if self._keystone is not None:
-            ctx = self._keystone.identify(token)
-        else:
-            ctx = self.cache.get(token)
-            if ctx is None:
-                with self.db.reader() as session:
-                    found = tokens.resolve_until(session, token)
-                if found is not None:
-                    ctx = found[0]
-                    self.cache.put(token, ctx, found[1])
-        if ctx is None:
-            raise Unauthorized(
-                "The request you have made requires authentication: the token is invalid or expired."
-            )
-        return ctx
+            raise Unauthorized(_REQUIRED)
+        return _known(self.cache.resolve_blocking(token))
+
+    def close(self) -> None:
+        self.cache.close()
+
+
+_REQUIRED = "Authentication required: send an X-Auth-Token header."
+
+
+def _known(ctx: RequestContext | None) -> RequestContext:
+    if ctx is None:
+        raise Unauthorized(
+            "The request you have made requires authentication: the token is invalid or expired."
+        )
+    return ctx

@@ -6,7 +6,10 @@
   at hand, and never a list: a list of 1,000 rows holds the CPU for milliseconds, and
   inline it would hold every other request behind it, where from a worker thread the
   loop still gets its turns (the interpreter switches threads every 5 ms). PostgreSQL
-  reads (a network round trip) always go to a worker thread.
+  reads (a network round trip) always go to a worker thread. Those threads are few
+  (:data:`~flotilla.api.deps.READ_THREADS`): Python runs one at a time anyway, and with
+  AnyIO's 40 every list at 50 connections shared the interpreter with 39 others and the
+  event loop, so each took as long as the slowest (issue 13's tail).
 * :func:`json_response` renders with pydantic-core's serializer: the bytes FastAPI's
   own ``dict[str, Any]`` response model produced for these routes before (compact, UTF-8,
   the same escapes), without the model validation pass.
@@ -19,9 +22,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from anyio import to_thread
 from pydantic_core import to_json
-from sqlalchemy.pool import Pool
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from flotilla.api.deps import Runtime
@@ -30,19 +32,14 @@ T = TypeVar("T")
 
 
 async def blocking(rt: Runtime, fn: Callable[..., T], *args: Any, short: bool = False) -> T:
-    """``fn(*args)``: inline when ``short`` and the database is SQLite, else in a worker thread."""
-    engine = rt.db.read_engine
+    """``fn(*args)``: inline when ``short`` and the database is SQLite, else in one of
+    the reads' worker threads (:data:`~flotilla.api.deps.READ_THREADS`, waiting in
+    arrival order for one)."""
     # Inline only with an idle pooled connection at hand: waiting for one (every connection
-    # busy in worker threads) must not stall the event loop. (``db.is_sqlite`` would parse
-    # the URL on every call.)
-    if short and engine.dialect.name == "sqlite" and _idle_connections(engine.pool) > 0:
+    # busy in worker threads) must not stall the event loop.
+    if short and rt.db.reader_idle():
         return fn(*args)
-    return await run_in_threadpool(fn, *args)
-
-
-def _idle_connections(pool: Pool) -> int:
-    checkedin = getattr(pool, "checkedin", None)  # QueuePool's (SQLite files use one)
-    return int(checkedin()) if checkedin is not None else 0
+    return await to_thread.run_sync(fn, *args, limiter=rt.read_threads)
 
 
 def json_response(content: Any, status_code: int = 200) -> Response:

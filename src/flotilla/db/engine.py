@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -21,6 +21,13 @@ from flotilla.settings import Settings
 WRITER_WAIT = 30.0
 #: SQLite's busy timeout (ms): how long a writer waits for a writer outside Flotilla's locks.
 BUSY_TIMEOUT_MS = 30_000
+#: SQLite reader connections kept open. Every reader that can run at once gets one: reads
+#: in worker threads (AnyIO's 40 by default), the token lookups' 8 threads, an inline read
+#: on the event loop, a few more. SQLAlchemy's default (5, plus 10 opened and closed again
+#: on demand) made every burst of 50 connections reopen connections (a connect and four
+#: PRAGMAs each) and queue for the 15. Connections are opened only when needed; each
+#: holds its own page cache (at most SQLite's default 2 MiB).
+SQLITE_READERS = 64
 
 
 class Busy(Exception):
@@ -28,12 +35,18 @@ class Busy(Exception):
 
 
 def make_engine(
-    settings: Settings, *, immediate: bool = True, busy_timeout_ms: int = BUSY_TIMEOUT_MS
+    settings: Settings,
+    *,
+    immediate: bool = True,
+    busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+    pool: tuple[int, int] = (5, 10),
 ) -> Engine:
     """Create the engine for ``settings.db_url``; creates the SQLite directory if needed.
 
     ``immediate``: on SQLite, start transactions with ``BEGIN IMMEDIATE`` (writers);
     readers use a second engine with deferred BEGIN so WAL lets them run beside a writer.
+    ``pool``: for an SQLite file, the connections kept open and how many more may be
+    opened for a moment (SQLAlchemy's ``pool_size`` and ``max_overflow``).
     The data dir is made 0700 and the SQLite file 0600 (see :mod:`flotilla.datadir`).
 
     SQLite runs in WAL mode with ``synchronous=NORMAL``: a commit appends to the WAL without
@@ -44,8 +57,11 @@ def make_engine(
     if url.startswith("sqlite"):
         private_dir(settings.data_dir)
         secure_sqlite(url)
+        sized: dict[str, Any] = {}
+        if make_url(url).database not in (None, "", ":memory:") and "mode=memory" not in url:
+            sized = {"pool_size": pool[0], "max_overflow": pool[1]}  # (a QueuePool)
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000}
+            url, connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000}, **sized
         )
 
         @event.listens_for(engine, "connect")
@@ -67,7 +83,10 @@ def make_engine(
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # Kept open: the reads' and token lookups' threads (8 each, see flotilla.api) and a few
+    # writers; SQLAlchemy opens and closes up to 10 more for a moment (at most 30 per
+    # process, as before; PostgreSQL allows 100 by default).
+    return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=10)
 
 
 class Database:
@@ -77,8 +96,13 @@ class Database:
         self.settings = settings
         self.engine = make_engine(settings)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
-        self.read_engine = make_engine(settings, immediate=False) if self.is_sqlite else self.engine
+        self.read_engine = (
+            make_engine(settings, immediate=False, pool=(SQLITE_READERS, 8))
+            if self.is_sqlite
+            else self.engine
+        )
         self._read_factory = sessionmaker(self.read_engine, expire_on_commit=False)
+        self._local_reads = self.is_sqlite
         #: Serializes this process's SQLite writers in arrival order (see :meth:`session`).
         self._writer = FairLock() if self.is_sqlite else None
         #: ... and the processes sharing the SQLite file (``--api-workers``, the conductor).
@@ -98,6 +122,13 @@ class Database:
     @property
     def is_sqlite(self) -> bool:
         return self.settings.db_url.startswith("sqlite")
+
+    def reader_idle(self) -> bool:
+        """An SQLite reader connection is idle in the pool: a short read (one indexed row)
+        may run right here, on the event loop, without waiting for a connection. Always
+        False on PostgreSQL (a network round trip)."""
+        checkedin = getattr(self.read_engine.pool, "checkedin", None)  # QueuePool's
+        return self._local_reads and checkedin is not None and int(checkedin()) > 0
 
     @contextmanager
     def session(self) -> Iterator[Session]:
