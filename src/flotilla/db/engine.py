@@ -148,6 +148,52 @@ class Database:
             self._writer.release()
 
     @contextmanager
+    def dbapi_now(self) -> Iterator[Any]:
+        """:meth:`session_now` without the ORM: a pooled DBAPI connection in one write
+        transaction (``BEGIN IMMEDIATE`` taken, committed on success, rolled back on error).
+        Raises :class:`Busy` before anything ran when it cannot start at once, and always
+        on PostgreSQL (then :meth:`dbapi_write` in a worker thread).
+
+        For the hottest writes (a template create): a session, its transaction objects
+        and the Core execution context cost more than the two statements themselves.
+        Statements run here are counted with :func:`flotilla.db.statements.tally`.
+        """
+        if self._writer is None or not self._writer.acquire(blocking=False):
+            raise Busy
+        try:
+            if self._process_lock is not None and not self._process_lock.acquire(blocking=False):
+                raise Busy
+            try:
+                conn = self.now_engine.raw_connection()
+                try:
+                    try:
+                        _execute(conn, "BEGIN IMMEDIATE")  # busy timeout 0: never waits
+                    except self.now_engine.dialect.loaded_dbapi.OperationalError as exc:
+                        if "locked" in str(exc) or "busy" in str(exc):
+                            raise Busy from None
+                        raise
+                    yield from _transaction(conn)
+                finally:
+                    conn.close()  # back to the pool
+            finally:
+                if self._process_lock is not None:
+                    self._process_lock.release()
+        finally:
+            self._writer.release()
+
+    @contextmanager
+    def dbapi_write(self) -> Iterator[Any]:
+        """:meth:`dbapi_now`, waiting its turn as :meth:`session` does (call it from a worker thread)."""
+        with self._one_writer():
+            conn = self.engine.raw_connection()
+            try:
+                if self.is_sqlite:  # (PostgreSQL's driver begins at the first statement)
+                    _execute(conn, "BEGIN IMMEDIATE")
+                yield from _transaction(conn)
+            finally:
+                conn.close()
+
+    @contextmanager
     def _one_writer(self) -> Iterator[None]:
         if self._writer is None:
             yield
@@ -178,3 +224,21 @@ class Database:
         self.now_engine.dispose()
         if self._process_lock is not None:
             self._process_lock.close()
+
+
+def _transaction(conn: Any) -> Iterator[Any]:
+    """Yield ``conn``, then commit; roll back if the caller's block raised."""
+    try:
+        yield conn
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
+
+
+def _execute(conn: Any, sql: str) -> None:
+    cursor = conn.cursor()
+    try:
+        cursor.execute(sql)
+    finally:
+        cursor.close()
