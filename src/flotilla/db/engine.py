@@ -88,6 +88,8 @@ class Database:
             self._process_lock = ProcessLock(Path(f"{path}-writer.lock"))
         #: Writers that never wait (busy timeout 0), for :meth:`session_now`.
         self.now_engine = make_engine(settings, busy_timeout_ms=0) if self.is_sqlite else self.engine
+        #: :meth:`dbapi_now`'s connection (a pool connection kept checked out).
+        self._kept: Any = None
         self._now_factory = sessionmaker(self.now_engine, expire_on_commit=False)
         for factory in (self._factory, self._read_factory, self._now_factory):
             event.listen(factory, "before_flush", refuse_unstorable)
@@ -157,6 +159,10 @@ class Database:
         For the hottest writes (a template create): a session, its transaction objects
         and the Core execution context cost more than the two statements themselves.
         Statements run here are counted with :func:`flotilla.db.statements.tally`.
+
+        The connection is kept checked out between calls (one per process, used only
+        under the writer lock): the pool's checkout and reset on return cost as much as
+        the INSERT. It is dropped (closed) after any error other than "busy".
         """
         if self._writer is None or not self._writer.acquire(blocking=False):
             raise Busy
@@ -164,22 +170,33 @@ class Database:
             if self._process_lock is not None and not self._process_lock.acquire(blocking=False):
                 raise Busy
             try:
-                conn = self.now_engine.raw_connection()
-                try:
-                    try:
-                        _execute(conn, "BEGIN IMMEDIATE")  # busy timeout 0: never waits
-                    except self.now_engine.dialect.loaded_dbapi.OperationalError as exc:
-                        if "locked" in str(exc) or "busy" in str(exc):
-                            raise Busy from None
-                        raise
-                    yield from _transaction(conn)
-                finally:
-                    conn.close()  # back to the pool
+                yield from self._kept_transaction()
             finally:
                 if self._process_lock is not None:
                     self._process_lock.release()
         finally:
             self._writer.release()
+
+    def _kept_transaction(self) -> Iterator[Any]:
+        """The body of :meth:`dbapi_now`, holding the writer locks."""
+        if self._kept is None:
+            self._kept = self.now_engine.raw_connection()
+        conn = self._kept.dbapi_connection
+        operational = self.now_engine.dialect.loaded_dbapi.OperationalError
+        try:
+            try:
+                _execute(conn, "BEGIN IMMEDIATE")  # busy timeout 0: never waits
+            except operational as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    raise Busy from None
+                raise
+            yield from _transaction(conn)
+        except Busy:
+            raise
+        except BaseException:
+            kept, self._kept = self._kept, None
+            kept.invalidate()  # closed, not back to the pool: its state is unknown
+            raise
 
     @contextmanager
     def dbapi_write(self) -> Iterator[Any]:
@@ -219,6 +236,9 @@ class Database:
             yield session
 
     def dispose(self) -> None:
+        if self._kept is not None:
+            self._kept.close()  # back to the pool, which the next line closes
+            self._kept = None
         self.engine.dispose()
         self.read_engine.dispose()
         self.now_engine.dispose()
