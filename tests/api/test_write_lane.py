@@ -224,3 +224,26 @@ def test_a_write_waits_its_turn_when_another_writer_holds_sqlite(pair: Pair) -> 
     finally:
         release.set()
         holder.join()
+
+
+def test_a_failed_write_on_the_kept_connection_rolls_back_and_the_next_one_commits(pair: Pair) -> None:
+    db = pair[3].state.runtime.db
+    if not db.is_sqlite:
+        pytest.skip("dbapi_now serves SQLite only")
+
+    def count() -> int:
+        with db.reader() as s:
+            return len(s.execute(select(m.ClusterTemplate.id)).all())
+
+    before = count()
+    sql = "UPDATE cluster_templates SET name = 'changed'"
+    with pytest.raises(RuntimeError), db.dbapi_now() as conn:
+        conn.cursor().execute(sql)
+        raise RuntimeError("the work failed")
+    with db.reader() as s:
+        assert "changed" not in {r[0] for r in s.execute(select(m.ClusterTemplate.name))}
+    with pytest.raises(db.engine.dialect.loaded_dbapi.IntegrityError), db.dbapi_now() as conn:
+        conn.cursor().execute("INSERT INTO cluster_templates (uuid) VALUES (?)", (TAKEN,))
+    with db.dbapi_now() as conn:
+        conn.cursor().execute("DELETE FROM cluster_templates WHERE uuid = ?", (TAKEN,))
+    assert count() == before - 1

@@ -162,7 +162,8 @@ class Database:
 
         The connection is kept checked out between calls (one per process, used only
         under the writer lock): the pool's checkout and reset on return cost as much as
-        the INSERT. It is dropped (closed) after any error other than "busy".
+        the INSERT. It is dropped (closed) when the database fails it (BEGIN other than
+        "busy", COMMIT or ROLLBACK raising); an error of the caller's work only rolls back.
         """
         if self._writer is None or not self._writer.acquire(blocking=False):
             raise Busy
@@ -182,21 +183,33 @@ class Database:
         if self._kept is None:
             self._kept = self.now_engine.raw_connection()
         conn = self._kept.dbapi_connection
-        operational = self.now_engine.dialect.loaded_dbapi.OperationalError
         try:
-            try:
-                _execute(conn, "BEGIN IMMEDIATE")  # busy timeout 0: never waits
-            except operational as exc:
-                if "locked" in str(exc) or "busy" in str(exc):
-                    raise Busy from None
-                raise
-            yield from _transaction(conn)
-        except Busy:
+            _execute(conn, "BEGIN IMMEDIATE")  # busy timeout 0: never waits
+        except self.now_engine.dialect.loaded_dbapi.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise Busy from None
+            self._drop_kept()
             raise
+        try:
+            yield conn
         except BaseException:
-            kept, self._kept = self._kept, None
-            kept.invalidate()  # closed, not back to the pool: its state is unknown
+            try:
+                conn.rollback()
+            except BaseException:
+                self._drop_kept()
+                raise
             raise
+        try:
+            conn.commit()
+        except BaseException:
+            self._drop_kept()
+            raise
+
+    def _drop_kept(self) -> None:
+        """Close :meth:`dbapi_now`'s connection (not back to the pool: its state is unknown)."""
+        kept, self._kept = self._kept, None
+        if kept is not None:
+            kept.invalidate()
 
     @contextmanager
     def dbapi_write(self) -> Iterator[Any]:
