@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -27,7 +29,7 @@ from flotilla.api.app import create_app
 from flotilla.api.writes import write_dbapi
 from flotilla.context import RequestContext
 from flotilla.db import models as m
-from flotilla.db.engine import Busy
+from flotilla.db.engine import CHECKPOINT_EVERY, Busy
 from flotilla.services import template_inserts, templates
 from flotilla.services import tokens as token_service
 from flotilla.services.commands import CreateTemplate, TemplateFields
@@ -247,3 +249,28 @@ def test_a_failed_write_on_the_kept_connection_rolls_back_and_the_next_one_commi
     with db.dbapi_now() as conn:
         conn.cursor().execute("DELETE FROM cluster_templates WHERE uuid = ?", (TAKEN,))
     assert count() == before - 1
+
+
+def test_the_event_loop_writer_checkpoints_the_wal_in_a_thread(pair: Pair, settings: Settings) -> None:
+    """The kept connection does not checkpoint in its commits (that would stall the event
+    loop); every ``CHECKPOINT_EVERY`` commits a thread writes the WAL back to the file."""
+    laned, _, toks, app = pair
+    db = app.state.runtime.db
+    if not db.is_sqlite:
+        pytest.skip("SQLite's WAL only")
+    path = db.engine.url.database
+    assert path
+    with db.dbapi_now() as conn:
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    with db.reader() as s:  # start from a WAL written back, nothing pending
+        s.connection().exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = os.path.getsize(path)
+    member = {"X-Auth-Token": toks["m1"]}
+    for i in range(CHECKPOINT_EVERY + 1):
+        body = {"coe": "swarm", "image_id": "img", "name": f"{i}-" + "n" * 200, "labels": {"x": "y" * 2000}}
+        assert laned.post("/v1/clustertemplates", json=body, headers=member).status_code == 201
+    for _ in range(200):  # the thread's checkpoint grows the database file
+        if os.path.getsize(path) > size:
+            break
+        time.sleep(0.05)
+    assert os.path.getsize(path) > size

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +23,12 @@ from flotilla.settings import Settings
 WRITER_WAIT = 30.0
 #: SQLite's busy timeout (ms): how long a writer waits for a writer outside Flotilla's locks.
 BUSY_TIMEOUT_MS = 30_000
+#: Commits on :meth:`Database.dbapi_now`'s connection between two WAL checkpoints, which
+#: run in a thread of their own (a template create adds a few pages to the WAL; SQLite's
+#: own automatic checkpoint comes at 1,000 pages).
+CHECKPOINT_EVERY = 100
+
+log = logging.getLogger(__name__)
 
 
 class Busy(Exception):
@@ -88,8 +96,11 @@ class Database:
             self._process_lock = ProcessLock(Path(f"{path}-writer.lock"))
         #: Writers that never wait (busy timeout 0), for :meth:`session_now`.
         self.now_engine = make_engine(settings, busy_timeout_ms=0) if self.is_sqlite else self.engine
-        #: :meth:`dbapi_now`'s connection (a pool connection kept checked out).
+        #: :meth:`dbapi_now`'s connection (a pool connection kept checked out), its commits
+        #: since the last checkpoint, and that checkpoint's turn (one at a time).
         self._kept: Any = None
+        self._kept_commits = 0
+        self._checkpointing = threading.Lock()
         self._now_factory = sessionmaker(self.now_engine, expire_on_commit=False)
         for factory in (self._factory, self._read_factory, self._now_factory):
             event.listen(factory, "before_flush", refuse_unstorable)
@@ -182,6 +193,10 @@ class Database:
         """The body of :meth:`dbapi_now`, holding the writer locks."""
         if self._kept is None:
             self._kept = self.now_engine.raw_connection()
+            # Its checkpoints run in a thread (_checkpoint_aside), not in a commit on the
+            # event loop: writing the WAL back and syncing the file stalled every request
+            # for tens of ms on a busy disk.
+            _execute(self._kept.dbapi_connection, "PRAGMA wal_autocheckpoint=0")
         conn = self._kept.dbapi_connection
         try:
             _execute(conn, "BEGIN IMMEDIATE")  # busy timeout 0: never waits
@@ -204,6 +219,30 @@ class Database:
         except BaseException:
             self._drop_kept()
             raise
+        self._kept_commits += 1
+        if self._kept_commits >= CHECKPOINT_EVERY:
+            self._kept_commits = 0
+            self._checkpoint_aside()
+
+    def _checkpoint_aside(self) -> None:
+        """A passive WAL checkpoint in a thread of its own (it waits for no reader or
+        writer, and SQLite releases the GIL while it writes); skipped if one is running."""
+        if not self._checkpointing.acquire(blocking=False):
+            return
+
+        def run() -> None:
+            try:
+                conn = self.read_engine.raw_connection()
+                try:
+                    _execute(conn, "PRAGMA wal_checkpoint(PASSIVE)")
+                finally:
+                    conn.close()
+            except Exception:  # the next one, or any other connection's automatic one, catches up
+                log.warning("WAL checkpoint failed", exc_info=True)
+            finally:
+                self._checkpointing.release()
+
+        threading.Thread(target=run, name="flotilla-wal-checkpoint", daemon=True).start()
 
     def _drop_kept(self) -> None:
         """Close :meth:`dbapi_now`'s connection (not back to the pool: its state is unknown)."""
