@@ -24,23 +24,28 @@ from flotilla.api.openapi import describe as describe_openapi
 from flotilla.api.sqlcount import SqlCountMiddleware
 from flotilla.api.v1 import certificates as certificates_api
 from flotilla.api.v1 import clusters, clustertemplates, mservices, nodegroups, quotas, root, stats
+from flotilla.api.writelane import WriteLane
 from flotilla.conductor.providers import ProviderPool
 from flotilla.db.engine import Database
 from flotilla.drivers.registry import CoeRegistry
 from flotilla.errors import FlotillaError
 from flotilla.services import bootstrap, certificates
 from flotilla.services.clusters import Limits
+from flotilla.services.limits import remembered
 from flotilla.settings import Settings
 from flotilla.web import routes as web_routes
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, db: Database | None = None, *, read_lane: bool = True) -> FastAPI:
+def create_app(
+    settings: Settings, db: Database | None = None, *, read_lane: bool = True, write_lane: bool = True
+) -> FastAPI:
     """Build the ASGI app. Migrates the schema (idempotent); starts no background work.
 
     ``read_lane``: serve the hot reads through :class:`~flotilla.api.fastlane.ReadLane`
-    (the same handlers the routes call, without the router); off only to compare.
+    (the same handlers the routes call, without the router); ``write_lane``: the template
+    creates through :class:`~flotilla.api.writelane.WriteLane`. Off only to compare.
     """
     database = db or Database(settings)
     bootstrap.prepare_database(database)
@@ -49,7 +54,9 @@ def create_app(settings: Settings, db: Database | None = None, *, read_lane: boo
         db=database,
         auth=Authenticator(settings, database),
         coes=CoeRegistry.from_names(settings.enabled_coe_drivers),
-        limits=Limits.from_settings(settings, volume_capacity_gb=ProviderPool(settings).max_volume_gb),
+        limits=Limits.from_settings(
+            settings, volume_capacity_gb=remembered(ProviderPool(settings).max_volume_gb)
+        ),
         box=certificates.secret_box(settings),
     )
 
@@ -84,7 +91,9 @@ def create_app(settings: Settings, db: Database | None = None, *, read_lane: boo
     app.include_router(local_tokens_router)
     app.include_router(cluster_images_api.router)
     _install_error_handlers(app)
-    if read_lane:  # added first: inside the edge middleware, which sees every request first
+    if write_lane:  # innermost: a GET meets the read lane first
+        app.add_middleware(WriteLane)
+    if read_lane:  # inside the edge middleware, which sees every request first
         app.add_middleware(ReadLane)
     app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_request_body_bytes)
     if settings.debug_sql_count:

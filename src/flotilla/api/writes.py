@@ -14,7 +14,7 @@ the event loop.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -36,3 +36,20 @@ async def write(db: Database, work: Callable[[Session], T]) -> T:
 def _in_session(db: Database, work: Callable[[Session], T]) -> T:
     with db.session() as session:
         return work(session)
+
+
+async def write_dbapi(db: Database, work: Callable[[Any], T]) -> T:
+    """:func:`write` on a DBAPI connection (:meth:`Database.dbapi_now`, else
+    :meth:`Database.dbapi_write` in a worker thread): ``work(connection)`` in one write
+    transaction, committed when it returns."""
+    try:
+        with db.dbapi_now() as conn:
+            return work(conn)
+    except Busy:
+        pass  # raised before work ran: nothing happened yet
+    return await run_in_threadpool(_on_connection, db, work)
+
+
+def _on_connection(db: Database, work: Callable[[Any], T]) -> T:
+    with db.dbapi_write() as conn:
+        return work(conn)

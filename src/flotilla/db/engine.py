@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +30,13 @@ BUSY_TIMEOUT_MS = 30_000
 #: PRAGMAs each) and queue for the 15. Connections are opened only when needed; each
 #: holds its own page cache (at most SQLite's default 2 MiB).
 SQLITE_READERS = 64
+
+#: Commits on :meth:`Database.dbapi_now`'s connection between two WAL checkpoints, which
+#: run in a thread of their own (a template create adds a few pages to the WAL; SQLite's
+#: own automatic checkpoint comes at 1,000 pages).
+CHECKPOINT_EVERY = 100
+
+log = logging.getLogger(__name__)
 
 
 class Busy(Exception):
@@ -112,6 +121,11 @@ class Database:
             self._process_lock = ProcessLock(Path(f"{path}-writer.lock"))
         #: Writers that never wait (busy timeout 0), for :meth:`session_now`.
         self.now_engine = make_engine(settings, busy_timeout_ms=0) if self.is_sqlite else self.engine
+        #: :meth:`dbapi_now`'s connection (a pool connection kept checked out), its commits
+        #: since the last checkpoint, and that checkpoint's turn (one at a time).
+        self._kept: Any = None
+        self._kept_commits = 0
+        self._checkpointing = threading.Lock()
         self._now_factory = sessionmaker(self.now_engine, expire_on_commit=False)
         for factory in (self._factory, self._read_factory, self._now_factory):
             event.listen(factory, "before_flush", refuse_unstorable)
@@ -179,6 +193,108 @@ class Database:
             self._writer.release()
 
     @contextmanager
+    def dbapi_now(self) -> Iterator[Any]:
+        """:meth:`session_now` without the ORM: a pooled DBAPI connection in one write
+        transaction (``BEGIN IMMEDIATE`` taken, committed on success, rolled back on error).
+        Raises :class:`Busy` before anything ran when it cannot start at once, and always
+        on PostgreSQL (then :meth:`dbapi_write` in a worker thread).
+
+        For the hottest writes (a template create): a session, its transaction objects
+        and the Core execution context cost more than the two statements themselves.
+        Statements run here are counted with :func:`flotilla.db.statements.tally`.
+
+        The connection is kept checked out between calls (one per process, used only
+        under the writer lock): the pool's checkout and reset on return cost as much as
+        the INSERT. It is dropped (closed) when the database fails it (BEGIN other than
+        "busy", COMMIT or ROLLBACK raising); an error of the caller's work only rolls back.
+        """
+        if self._writer is None or not self._writer.acquire(blocking=False):
+            raise Busy
+        try:
+            if self._process_lock is not None and not self._process_lock.acquire(blocking=False):
+                raise Busy
+            try:
+                yield from self._kept_transaction()
+            finally:
+                if self._process_lock is not None:
+                    self._process_lock.release()
+        finally:
+            self._writer.release()
+
+    def _kept_transaction(self) -> Iterator[Any]:
+        """The body of :meth:`dbapi_now`, holding the writer locks."""
+        if self._kept is None:
+            self._kept = self.now_engine.raw_connection()
+            # Its checkpoints run in a thread (_checkpoint_aside), not in a commit on the
+            # event loop: writing the WAL back and syncing the file stalled every request
+            # for tens of ms on a busy disk.
+            _execute(self._kept.dbapi_connection, "PRAGMA wal_autocheckpoint=0")
+        conn = self._kept.dbapi_connection
+        try:
+            _execute(conn, "BEGIN IMMEDIATE")  # busy timeout 0: never waits
+        except self.now_engine.dialect.loaded_dbapi.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise Busy from None
+            self._drop_kept()
+            raise
+        try:
+            yield conn
+        except BaseException:
+            try:
+                conn.rollback()
+            except BaseException:
+                self._drop_kept()
+                raise
+            raise
+        try:
+            conn.commit()
+        except BaseException:
+            self._drop_kept()
+            raise
+        self._kept_commits += 1
+        if self._kept_commits >= CHECKPOINT_EVERY:
+            self._kept_commits = 0
+            self._checkpoint_aside()
+
+    def _checkpoint_aside(self) -> None:
+        """A passive WAL checkpoint in a thread of its own (it waits for no reader or
+        writer, and SQLite releases the GIL while it writes); skipped if one is running."""
+        if not self._checkpointing.acquire(blocking=False):
+            return
+
+        def run() -> None:
+            try:
+                conn = self.read_engine.raw_connection()
+                try:
+                    _execute(conn, "PRAGMA wal_checkpoint(PASSIVE)")
+                finally:
+                    conn.close()
+            except Exception:  # the next one, or any other connection's automatic one, catches up
+                log.warning("WAL checkpoint failed", exc_info=True)
+            finally:
+                self._checkpointing.release()
+
+        threading.Thread(target=run, name="flotilla-wal-checkpoint", daemon=True).start()
+
+    def _drop_kept(self) -> None:
+        """Close :meth:`dbapi_now`'s connection (not back to the pool: its state is unknown)."""
+        kept, self._kept = self._kept, None
+        if kept is not None:
+            kept.invalidate()
+
+    @contextmanager
+    def dbapi_write(self) -> Iterator[Any]:
+        """:meth:`dbapi_now`, waiting its turn as :meth:`session` does (call it from a worker thread)."""
+        with self._one_writer():
+            conn = self.engine.raw_connection()
+            try:
+                if self.is_sqlite:  # (PostgreSQL's driver begins at the first statement)
+                    _execute(conn, "BEGIN IMMEDIATE")
+                yield from _transaction(conn)
+            finally:
+                conn.close()
+
+    @contextmanager
     def _one_writer(self) -> Iterator[None]:
         if self._writer is None:
             yield
@@ -204,8 +320,29 @@ class Database:
             yield session
 
     def dispose(self) -> None:
+        if self._kept is not None:
+            self._kept.close()  # back to the pool, which the next line closes
+            self._kept = None
         self.engine.dispose()
         self.read_engine.dispose()
         self.now_engine.dispose()
         if self._process_lock is not None:
             self._process_lock.close()
+
+
+def _transaction(conn: Any) -> Iterator[Any]:
+    """Yield ``conn``, then commit; roll back if the caller's block raised."""
+    try:
+        yield conn
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
+
+
+def _execute(conn: Any, sql: str) -> None:
+    cursor = conn.cursor()
+    try:
+        cursor.execute(sql)
+    finally:
+        cursor.close()

@@ -8,6 +8,7 @@ stored row can never make later lists, shows or notifications fail to serialize.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import inspect
@@ -30,7 +31,13 @@ def refuse_unstorable(session: Session, flush_context: Any, instances: Any) -> N
 def refuse_unstorable_values(values: Mapping[str, Any]) -> None:
     """The same check for a row written without the ORM's flush (a Core insert)."""
     for key, value in values.items():
+        if value is None or type(value) in _PLAIN:  # nothing to look at (most columns)
+            continue
         _check(key, value)
+
+
+#: Value types that hold no text.
+_PLAIN = frozenset({bool, int, float, datetime})
 
 
 def _check(key: str, value: Any) -> None:

@@ -20,7 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Dialect, Engine, Select
+from sqlalchemy import Dialect, Engine, Executable, Select
+from sqlalchemy.sql.compiler import Compiled
 
 from flotilla.db import statements
 
@@ -115,13 +116,7 @@ class Prepared:
 
     def _compile(self, dialect: Dialect) -> _Compiled:
         compiled = self.stmt.compile(dialect=dialect)
-        binders, defaults = [], {}
-        for bind, name in compiled.bind_names.items():
-            if not bind.required:  # a literal of the statement (a LIMIT, a constant)
-                defaults[name] = bind.effective_value
-            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            if process is not None:
-                binders.append((name, process))
+        binders, defaults = _binders(compiled, dialect)
         converters = []
         for column in self.stmt.selected_columns:
             convert = column.type.dialect_impl(dialect).result_processor(dialect, None)
@@ -134,9 +129,68 @@ class Prepared:
             else tuple(compiled.bind_names.values()),
             positional=compiled.positional,
             defaults=defaults,
-            binders=tuple(binders),
+            binders=binders,
             keys=tuple(str(c.key) for c in self.stmt.selected_columns),
             converters=tuple(converters),
         )
+        self._compiled[dialect.name] = out
+        return out
+
+
+def _binders(
+    compiled: Compiled, dialect: Dialect
+) -> tuple[tuple[tuple[str, Processor], ...], dict[str, Any]]:
+    """The bind parameters' conversions by name, and the statement's own literals (a LIMIT)."""
+    binders, defaults = [], {}
+    for bind, name in compiled.bind_names.items():  # type: ignore[attr-defined]
+        if not bind.required:  # a literal of the statement (a LIMIT, a constant)
+            defaults[name] = bind.effective_value
+        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            binders.append((name, process))
+    return tuple(binders), defaults
+
+
+def _order(compiled: Compiled) -> tuple[tuple[str, ...], bool]:
+    positional = bool(compiled.positional)  # type: ignore[attr-defined]
+    if positional:
+        return tuple(compiled.positiontup or ()), True  # type: ignore[attr-defined]
+    return tuple(compiled.bind_names.values()), False  # type: ignore[attr-defined]
+
+
+class PreparedWrite:
+    """Any statement (an INSERT over given columns, a textual SELECT) compiled once per
+    dialect, run on a DBAPI connection the caller holds, inside the caller's transaction
+    (:meth:`flotilla.db.engine.Database.dbapi_now`). The SQL and the value conversions
+    (JSON text, dates, booleans) are SQLAlchemy's, as for :class:`Prepared`; result rows
+    come back as the DBAPI returns them (use it for plain columns).
+    """
+
+    def __init__(self, stmt: Executable, column_keys: tuple[str, ...] | None = None) -> None:
+        self.stmt = stmt
+        self.column_keys = column_keys
+        self._compiled: dict[str, _Compiled] = {}
+
+    def execute(self, conn: Any, dialect: Dialect, params: Mapping[str, Any]) -> list[Any]:
+        """Run once with ``params`` (by name); the rows, if the statement returns any.
+        Errors are the DBAPI's own (e.g. its ``IntegrityError``)."""
+        compiled = self._compiled.get(dialect.name) or self._compile(dialect)
+        cursor = conn.cursor()
+        try:
+            statements.tally()
+            cursor.execute(compiled.sql, compiled.arguments(params))
+            return list(cursor.fetchall()) if cursor.description is not None else []
+        finally:
+            cursor.close()
+
+    def _compile(self, dialect: Dialect) -> _Compiled:
+        keys = list(self.column_keys) if self.column_keys is not None else None
+        compiled = self.stmt.compile(dialect=dialect, column_keys=keys)  # type: ignore[attr-defined]
+        binders, defaults = _binders(compiled, dialect)
+        order, positional = _order(compiled)
+        out = _Compiled(
+            sql=compiled.string, order=order, positional=positional, defaults=defaults, binders=binders,
+            keys=(), converters=(),
+        )  # fmt: skip
         self._compiled[dialect.name] = out
         return out

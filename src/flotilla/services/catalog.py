@@ -13,13 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import TextClause, or_, select, text
+from sqlalchemy import Dialect, TextClause, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from flotilla import domain
 from flotilla.context import RequestContext
 from flotilla.db import models as m
+from flotilla.db.prepared import PreparedWrite
 from flotilla.errors import Conflict, Forbidden, Invalid, NotFound
 from flotilla.idents import is_uuid, keypair_name_problem, new_uuid
 
@@ -187,6 +188,28 @@ def distro_if_all_found(
 
     The statement is plain SQL kept per shape (uuid or name for each reference, how many
     flavors): building it from ORM expressions cost more than running it (issue 13)."""
+    stmt, params = _distro_query(image, flavors, external_network)
+    return _distro(session.connection().execute(stmt.text, params).one())  # Core: no ORM compile step
+
+
+def distro_if_all_found_dbapi(
+    conn: Any, dialect: Dialect, *, image: str, flavors: Sequence[str], external_network: str | None
+) -> str | None:
+    """:func:`distro_if_all_found` on a DBAPI connection in the caller's transaction
+    (:meth:`flotilla.db.engine.Database.dbapi_now`): the same statement and answer."""
+    stmt, params = _distro_query(image, flavors, external_network)
+    return _distro(stmt.prepared.execute(conn, dialect, params)[0])
+
+
+@dataclass(frozen=True)
+class _DistroStatement:
+    text: TextClause
+    prepared: PreparedWrite
+
+
+def _distro_query(
+    image: str, flavors: Sequence[str], external_network: str | None
+) -> tuple[_DistroStatement, dict[str, Any]]:
     shape = (
         is_uuid(image),
         tuple(is_uuid(f) for f in flavors),
@@ -194,18 +217,22 @@ def distro_if_all_found(
     )
     stmt = _DISTRO_SQL.get(shape)
     if stmt is None:
-        stmt = _DISTRO_SQL.setdefault(shape, _distro_statement(*shape))
+        text_ = _distro_statement(*shape)
+        stmt = _DISTRO_SQL.setdefault(shape, _DistroStatement(text_, PreparedWrite(text_)))
     params: dict[str, Any] = {"image": image, "external": True}
     params.update({f"flavor{i}": f for i, f in enumerate(flavors)})
     if external_network:
         params["network"] = external_network
-    row = session.connection().execute(stmt, params).one()  # Core: no ORM compile step
+    return stmt, params
+
+
+def _distro(row: Sequence[Any]) -> str | None:
     if any(v is None for v in row):
         return None
     return str(row[0])
 
 
-_DISTRO_SQL: dict[tuple[bool, tuple[bool, ...], bool | None], TextClause] = {}
+_DISTRO_SQL: dict[tuple[bool, tuple[bool, ...], bool | None], _DistroStatement] = {}
 
 
 def _distro_statement(

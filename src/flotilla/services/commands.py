@@ -213,15 +213,19 @@ class TemplateFields:
     @classmethod
     def of(cls, values: Mapping[str, Any]) -> TemplateFields:
         """From already type-checked values; keys that are not writable fields are ignored."""
-        names = {f.name for f in fields(cls)}
+        names = _TEMPLATE_FIELDS
         return cls(**{k: v for k, v in values.items() if k in names})
 
     def values(self) -> dict[str, Any]:
         """Every field by name (``None`` for unset ones); labels as a plain dict."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out = {name: getattr(self, name) for name in _TEMPLATE_FIELDS}
         if out["labels"] is not None:
             out["labels"] = dict(out["labels"])
         return out
+
+
+#: TemplateFields' field names in declaration order (``dataclasses.fields`` costs per call).
+_TEMPLATE_FIELDS: dict[str, None] = dict.fromkeys(f.name for f in fields(TemplateFields))
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -13,6 +14,32 @@ from flotilla.db import models as m
 from flotilla.errors import Forbidden
 from flotilla.services import template_rules
 from flotilla.settings import Settings
+
+#: Seconds the API remembers what a provider can give a node volume (see :func:`remembered`).
+CAPACITY_SECONDS = 1.0
+
+
+def remembered(
+    capacity_gb: Callable[[str], int | None],
+    seconds: float = CAPACITY_SECONDS,
+    clock: Callable[[], float] = time.monotonic,
+) -> Callable[[str], int | None]:
+    """``capacity_gb``, each provider's answer kept for ``seconds``: asking the local
+    provider is a ``statvfs`` and a few path checks, a tenth of a template create's CPU
+    when asked on every one. Free space a second old is as good a bound (the disk can fill
+    between any check and the cluster's volumes anyway)."""
+    kept: dict[str, tuple[float, int | None]] = {}
+
+    def ask(provider: str) -> int | None:
+        now = clock()
+        found = kept.get(provider)
+        if found is not None and now - found[0] < seconds:
+            return found[1]
+        value = capacity_gb(provider)
+        kept[provider] = (now, value)
+        return value
+
+    return ask
 
 
 @dataclass(frozen=True)

@@ -31,12 +31,30 @@ class CoeChoices:
 
 def coe_choices(drivers: Iterable[CoeDriver] | None = None) -> dict[str, CoeChoices]:
     """Every COE a template may name, with its choices: the drivers' (default: every
-    installed driver, enabled or not) and the :data:`UNSERVED_COES`, sorted by COE."""
+    installed driver, enabled or not) and the :data:`UNSERVED_COES`, sorted by COE.
+
+    Do not change the answer: for the installed drivers it is kept (a template write
+    asks four times)."""
+    if drivers is None:
+        installed = installed_coe_drivers()
+        if _INSTALLED and _INSTALLED[0][0] == installed:
+            return _INSTALLED[0][1]
+        out = _choices(installed)
+        _INSTALLED[:] = [(installed, out)]
+        return out
+    return _choices(drivers)
+
+
+def _choices(drivers: Iterable[CoeDriver]) -> dict[str, CoeChoices]:
     out = {coe: CoeChoices(*rows) for coe, rows in UNSERVED_COES.items()}
-    for driver in installed_coe_drivers() if drivers is None else drivers:
+    for driver in drivers:
         for coe in driver.coes:
             out[coe] = CoeChoices(tuple(driver.network_drivers), tuple(driver.volume_drivers))
     return dict(sorted(out.items()))
+
+
+#: :func:`coe_choices` of the installed drivers, with the drivers it was made from (one slot).
+_INSTALLED: list[tuple[tuple[CoeDriver, ...], dict[str, CoeChoices]]] = []
 
 
 #: docker_storage_driver -> minimum docker_volume_size (GB), per the guide.

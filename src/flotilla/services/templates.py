@@ -6,8 +6,9 @@ the generated-name suffix and the few rules that differ (reference §6.5).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, cast
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
 
 from sqlalchemy import ColumnElement, Table, and_, insert, or_, select, true
 from sqlalchemy.exc import IntegrityError
@@ -98,8 +99,37 @@ def list_page(
     )  # fmt: skip
 
 
+class Refs(Protocol):
+    """How a template write looks up the catalog entries it names (image, flavors, networks)."""
+
+    def distro_if_all_found(
+        self, *, image: str, flavors: Sequence[str], external_network: str | None
+    ) -> str | None:
+        """:func:`flotilla.services.catalog.distro_if_all_found`."""
+
+    def session(self) -> Session:
+        """A session for the one-by-one lookups (something is missing, a fixed network)."""
+
+
+@dataclass(frozen=True)
+class SessionRefs:
+    """:class:`Refs` in an ORM session."""
+
+    s: Session
+
+    def distro_if_all_found(
+        self, *, image: str, flavors: Sequence[str], external_network: str | None
+    ) -> str | None:
+        return catalog.distro_if_all_found(
+            self.s, image=image, flavors=flavors, external_network=external_network
+        )
+
+    def session(self) -> Session:
+        return self.s
+
+
 def _validate(
-    session: Session, values: dict[str, Any], view: View, *, creating: bool, label_limits: LabelLimits
+    refs: Refs, values: dict[str, Any], view: View, *, creating: bool, label_limits: LabelLimits
 ) -> None:
     """Semantic checks in Magnum's order (reference §6.3), with clear messages."""
     coe = values["coe"]
@@ -113,21 +143,21 @@ def _validate(
     if dns:
         template_rules.check_dns(dns, single=view == "baymodel")
     flavors = [values[k] for k in ("flavor_id", "master_flavor_id") if values.get(k)]
-    found = catalog.distro_if_all_found(
-        session, image=values["image_id"], flavors=flavors, external_network=values.get("external_network_id")
+    found = refs.distro_if_all_found(
+        image=values["image_id"], flavors=flavors, external_network=values.get("external_network_id")
     )
     # Something is missing: look again one by one, in Magnum's order, to say what.
-    distro = found if found is not None else catalog.find_image(session, values["image_id"]).os_distro
+    distro = found if found is not None else catalog.find_image(refs.session(), values["image_id"]).os_distro
     if not distro:
         raise Invalid(f"Image {values['image_id']} doesn't contain os_distro field.")
     values["cluster_distro"] = distro
     if found is None:
         for flavor in flavors:
-            catalog.find_flavor(session, flavor)
+            catalog.find_flavor(refs.session(), flavor)
         if values.get("external_network_id"):
-            catalog.find_external_network(session, values["external_network_id"])
+            catalog.find_external_network(refs.session(), values["external_network_id"])
     if values.get("fixed_network"):
-        catalog.find_fixed_network(session, values["fixed_network"])
+        catalog.find_fixed_network(refs.session(), values["fixed_network"])
     template_rules.check_labels(values.get("labels"), label_limits)
 
 
@@ -170,6 +200,43 @@ def create(
     ``coes`` and ``provider`` (the default provider's name) let the template be checked
     against what will serve it; without them only the generic rules apply.
     """
+    full = new_row(
+        SessionRefs(session),
+        ctx,
+        cmd,
+        label_limits=label_limits,
+        volumes=volumes,
+        coes=coes,
+        provider=provider,
+    )
+    try:
+        result = session.connection().execute(_INSERT, full)
+    except IntegrityError:  # the uuid is unique: a client-supplied one that is taken (no lookup first)
+        raise Conflict(duplicate_message(full)) from None
+    pk = result.inserted_primary_key
+    row = m.ClusterTemplate(id=pk[0] if pk else None, **full)
+    make_transient_to_detached(row)  # as if loaded: in the session, nothing left to flush
+    session.add(row)
+    return row
+
+
+def duplicate_message(full: Mapping[str, Any]) -> str:
+    """What a create answers when the new row's uuid is taken."""
+    return f"A {_label('clustertemplate')} with UUID {full['uuid']} already exists."
+
+
+def new_row(
+    refs: Refs,
+    ctx: RequestContext,
+    cmd: CreateTemplate,
+    *,
+    label_limits: LabelLimits = DEFAULT_LABEL_LIMITS,
+    volumes: template_rules.VolumeLimits | None = None,
+    coes: CoeRegistry | None = None,
+    provider: str | None = None,
+) -> dict[str, Any]:
+    """Every column of the template :func:`create` inserts but ``id`` (the uuid and the
+    name generated if not given), validated; raises as :func:`create` does."""
     view = cmd.view
     _policy(ctx, view, "create")
     vals = {k: v for k, v in cmd.fields.values().items() if v is not None}  # unset: the column default
@@ -180,36 +247,28 @@ def create(
     template_rules.check_coe(vals["coe"])
     if not vals.get("network_driver"):
         vals["network_driver"] = template_rules.default_network_driver(vals["coe"])
-    _validate(session, vals, view, creating=True, label_limits=label_limits)
+    _validate(refs, vals, view, creating=True, label_limits=label_limits)
     if volumes is not None and provider is not None:
         volumes.check(vals.get("docker_volume_size"), provider)
     _serve(vals, coes, provider)
     _check_publish(ctx, view, vals, {})
     if not vals.get("name"):
         vals["name"] = random_name("template" if view == "clustertemplate" else "model")
-    uuid = cmd.uuid or new_uuid()
-    duplicate = f"A {_label(view)} with UUID {uuid} already exists."
     # Every column, so the one prepared INSERT serves every create (the ORM's unit of work
     # cost more than the statement itself); the store guard checks what the flush would have.
-    full = {key: vals.get(key) for key in _INSERT_COLUMNS}
+    full = {key: vals.get(key) for key in INSERT_COLUMNS}
     full.update(
-        uuid=uuid, project_id=ctx.project_id, user_id=ctx.user_id, created_at=utcnow(), updated_at=None
-    )
+        uuid=cmd.uuid or new_uuid(), project_id=ctx.project_id, user_id=ctx.user_id, created_at=utcnow(),
+        updated_at=None,
+    )  # fmt: skip
     refuse_unstorable_values(full)
-    try:
-        result = session.connection().execute(_INSERT, full)
-    except IntegrityError:  # the uuid is unique: a client-supplied one that is taken (no lookup first)
-        raise Conflict(duplicate) from None
-    pk = result.inserted_primary_key
-    row = m.ClusterTemplate(id=pk[0] if pk else None, **full)
-    make_transient_to_detached(row)  # as if loaded: in the session, nothing left to flush
-    session.add(row)
-    return row
+    return full
 
 
 _TABLE = cast(Table, m.ClusterTemplate.__table__)
 _INSERT = insert(_TABLE)
-_INSERT_COLUMNS = tuple(c.key for c in _TABLE.columns if c.key != "id")
+#: The columns :func:`new_row` gives values for (every one but ``id``), in table order.
+INSERT_COLUMNS = tuple(c.key for c in _TABLE.columns if c.key != "id")
 
 
 def writable_view(row: m.ClusterTemplate) -> dict[str, Any]:
@@ -254,7 +313,7 @@ def update(
         if vals.get(key) is None:
             vals[key] = default
     if changed - IN_USE_MUTABLE:
-        _validate(session, vals, view, creating=False, label_limits=label_limits)
+        _validate(SessionRefs(session), vals, view, creating=False, label_limits=label_limits)
         _serve(vals, coes, provider)
         if vals.get("docker_storage_driver") != before.get("docker_storage_driver"):
             changed.add("docker_storage_driver")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
 from pydantic_core import to_json
 from sqlalchemy.orm import Session
 
@@ -20,15 +19,16 @@ from flotilla.api.deps import (
     check_query,
     context,
     int_param,
+    json_body,
     runtime,
 )
 from flotilla.api.fields import Field, check_all, invalid, parse_body
 from flotilla.api.v1.render import iso, links, next_link
-from flotilla.api.writes import write
+from flotilla.api.writes import write, write_dbapi
 from flotilla.context import RequestContext
 from flotilla.db import models as m
 from flotilla.errors import Invalid
-from flotilla.services import template_reads, templates
+from flotilla.services import template_inserts, template_reads, templates
 from flotilla.services.templates import View
 
 _STR = "str"
@@ -173,6 +173,54 @@ def _list(
     return reads.page_json(coll, rows, next_url)
 
 
+async def create_response(request: Request, view: View) -> Response:
+    """``POST /v1/{clustertemplates,baymodels}`` (also served by :mod:`flotilla.api.writelane`).
+
+    Authentication, then the body, as the route's dependencies ran before. The write runs
+    on a DBAPI connection (:mod:`flotilla.services.template_inserts`); the few creates that
+    need the ORM lookups run ``templates.create`` in a session instead.
+    """
+    rt = runtime(request)
+    ctx = await context(request)
+    body = await json_body(request)
+    coll = "clustertemplates" if view == "clustertemplate" else "baymodels"
+    values = parse_body(
+        body,
+        TEMPLATE_FIELDS if view == "clustertemplate" else BAYMODEL_FIELDS,
+        argument="cluster_template" if view == "clustertemplate" else "baymodel",
+    )
+    cmd = commands.create_template(values, view)
+    base = base_url(request)
+    limits, volumes, coes, provider = (
+        rt.limits.labels,
+        rt.limits.volumes,
+        rt.coes,
+        rt.settings.default_provider,
+    )
+    dialect = rt.db.engine.dialect
+
+    def insert(conn: Any) -> dict[str, Any]:
+        return template_inserts.insert_template(
+            conn, dialect, ctx, cmd, label_limits=limits, volumes=volumes, coes=coes, provider=provider
+        )
+
+    def work(s: Session) -> m.ClusterTemplate:
+        return templates.create(
+            s, ctx, cmd, label_limits=limits, volumes=volumes, coes=coes, provider=provider
+        )
+
+    try:
+        full = await write_dbapi(rt.db, insert)
+        out = to_dict({k: full[k] for k in _SHOW_KEYS[view]}, view, base)
+    except template_inserts.NeedsSession:
+        out = to_dict(await write(rt.db, work), view, base)
+    # pydantic-core's JSON: the bytes JSONResponse gives these values (compact, UTF-8).
+    return Response(
+        to_json(out), status_code=201, headers={"Location": f"{base}/v1/{coll}/{out['uuid']}"},
+        media_type="application/json",
+    )  # fmt: skip
+
+
 def make_router(view: View) -> APIRouter:
     coll = "clustertemplates" if view == "clustertemplate" else "baymodels"
     fields = TEMPLATE_FIELDS if view == "clustertemplate" else BAYMODEL_FIELDS
@@ -191,21 +239,8 @@ def make_router(view: View) -> APIRouter:
         return await show_response(request, ident, view)
 
     @router.post("", status_code=201)
-    async def create(request: Request, rt: RuntimeDep, ctx: ContextDep, body: BodyDep) -> JSONResponse:
-        values = parse_body(
-            body, fields, argument="cluster_template" if view == "clustertemplate" else "baymodel"
-        )
-        cmd = commands.create_template(values, view)
-        base = base_url(request)
-
-        def work(s: Session) -> m.ClusterTemplate:
-            return templates.create(
-                s, ctx, cmd, label_limits=rt.limits.labels, volumes=rt.limits.volumes,
-                coes=rt.coes, provider=rt.settings.default_provider,
-            )  # fmt: skip
-
-        out = to_dict(await write(rt.db, work), view, base)
-        return JSONResponse(out, status_code=201, headers={"Location": f"{base}/v1/{coll}/{out['uuid']}"})
+    async def create(request: Request) -> Response:
+        return await create_response(request, view)
 
     @router.patch("/{ident}")
     async def update(
