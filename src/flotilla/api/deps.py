@@ -29,6 +29,12 @@ from flotilla.settings import Settings
 #: with work; measured in process at 50 connections, lists of 100 on SQLite had their
 #: slowest answer about 40 % sooner with 8 threads than with AnyIO's default 40.
 READ_THREADS = 8
+#: On SQLite, one: its driver gives up the interpreter around every row it steps, so two
+#: threads reading lists at once hand the interpreter back and forth per row and each list
+#: cost about three times its CPU (a list of 100: 3.4 ms alone, 10-11 ms per list at 10
+#: connections with 8 threads, bench/api.py); one thread reads them back to back at their
+#: own cost, the event loop still gets its turns.
+SQLITE_READ_THREADS = 1
 
 
 @dataclass
@@ -47,6 +53,10 @@ class Runtime:
     renders: RenderCache = field(default_factory=RenderCache)
     #: The threads :func:`flotilla.api.reads.blocking` runs reads in (queued in arrival order).
     read_threads: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(READ_THREADS))
+
+    def __post_init__(self) -> None:
+        if self.db.is_sqlite:
+            self.read_threads.total_tokens = SQLITE_READ_THREADS
 
     def wake(self) -> None:
         for callback in self.on_enqueue:
