@@ -8,7 +8,10 @@ start, the time every node waits for).
   /readyz whose post-start hooks still run): the kubelet may start (it registers through
   the Node authorizer, and would otherwise retry with a growing delay);
 * ``api-ready``: /readyz is ok: the RBAC roles exist (kube-proxy, flanneld, and on a master
-  the controller-manager, which exits without them, and the scheduler).
+  the controller-manager, which exits without them, and the scheduler). On a 3-master
+  cluster this comes ~25 s after ``api-serving``: the rbac/bootstrap-roles post-start hook is
+  the last check to pass (anonymous /readyz answers 403 until the public-info role binding
+  exists, then 500), its few hundred sequential requests each an etcd round on starved cores.
 
 The files live on the node's tmpfs (a restarted node waits again); ``$GATE_DIR``
 overrides the directory (tests).
