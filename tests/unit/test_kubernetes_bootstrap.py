@@ -287,7 +287,9 @@ def test_api_gate_records_serving_then_ready(tmp_path: Path) -> None:
     assert f"{SERVER}/readyz".encode() in gate
     # Record the call count at which each file appeared, from inside the fake curl's run.
     script.write_bytes(
-        gate.replace(b"    sleep 0.1\n", b'    ls "$GATE_DIR" > "$T/seen.$(cat "$T/calls")"\n    sleep 0.1\n')
+        gate.replace(
+            b'    sleep "$pause"\n', b'    ls "$GATE_DIR" > "$T/seen.$(cat "$T/calls")"\n    sleep "$pause"\n'
+        )
     )
     subprocess.run(["sh", str(script)], env=env, check=True, timeout=30)
     seen = {p.name: p.read_text().split() for p in tmp_path.glob("seen.*")}

@@ -285,7 +285,7 @@ def flanneld_service(node: NodePlan, server: str) -> bytes:
     """flanneld, once its Node has a pod CIDR (flanneld exits without one) and the API server
     lets it read it (its RBAC comes with the add-ons; polled once the API server is ready)."""
     get = _curl(server, f"/api/v1/nodes/{node.name}", "flannel")
-    wait = f"until {get} 2>/dev/null | grep -q '\"podCIDR\"'; do sleep 0.1; done\n"
+    wait = f"until {get} 2>/dev/null | grep -q '\"podCIDR\"'; do sleep 0.25; done\n"
     return _wait_for_api(_gate_server(node, server)) + wait.encode() + _sh([
         "env", f"NODE_NAME={node.name}", "flanneld", "--kube-subnet-mgr",
         f"--kubeconfig-file={KUBE}/flannel.kubeconfig", f"--public-ip={node.address}", "--iface=eth0",

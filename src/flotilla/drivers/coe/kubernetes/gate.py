@@ -8,7 +8,10 @@ start, the time every node waits for).
   /readyz whose post-start hooks still run): the kubelet may start (it registers through
   the Node authorizer, and would otherwise retry with a growing delay);
 * ``api-ready``: /readyz is ok: the RBAC roles exist (kube-proxy, flanneld, and on a master
-  the controller-manager, which exits without them, and the scheduler).
+  the controller-manager, which exits without them, and the scheduler). On a 3-master
+  cluster this comes ~25 s after ``api-serving``: the rbac/bootstrap-roles post-start hook is
+  the last check to pass (anonymous /readyz answers 403 until the public-info role binding
+  exists, then 500), its few hundred sequential requests each an etcd round on starved cores.
 
 The files live on the node's tmpfs (a restarted node waits again); ``$GATE_DIR``
 overrides the directory (tests).
@@ -30,15 +33,25 @@ def readyz_code(server: str, ca: str) -> str:
     return f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 2 --cacert {ca} {server}/readyz"
 
 
+#: Seconds between the gate's polls while the port refuses connections (cheap: no TLS) and
+#: once the API server answers (a TLS handshake each, on a host whose cores the starting
+#: API servers and etcd saturate), and between a waiting service's looks at its gate file.
+POLL_CONNECT = "0.1"
+POLL_TLS = "0.4"
+POLL_FILE = "0.25"
+
+
 def api_gate(server: str, ca: str) -> bytes:
-    """The gate service: poll ``server``'s /readyz every 0.1 s, write the files, then sleep."""
+    """The gate service: poll ``server``'s /readyz (every 0.1 s until it answers, then every
+    0.4 s), write the files, then sleep."""
     return (
         f'mkdir -p "${{GATE_DIR:-{GATE_DIR}}}"\n'
+        f"pause={POLL_CONNECT}\n"
         "while :; do\n"
         f"    code=$({readyz_code(server, ca)})\n"
-        f'    [ "$code" != 000 ] && : > "{path(API_SERVING)}"\n'
+        f'    [ "$code" != 000 ] && : > "{path(API_SERVING)}" && pause={POLL_TLS}\n'
         '    [ "$code" = 200 ] && break\n'
-        "    sleep 0.1\n"
+        '    sleep "$pause"\n'
         "done\n"
         f': > "{path(API_READY)}"\n'
         "exec sleep infinity\n"
@@ -52,7 +65,7 @@ def wait_for(name: str, server: str, ca: str) -> bytes:
     test = "= 200" if name == API_READY else "!= 000"
     return (
         f'n=0; until [ -f "{path(name)}" ]; do\n'
-        f'    n=$((n + 1)); [ $((n % 20)) = 0 ] && [ "$({readyz_code(server, ca)})" {test} ] && break\n'
-        "    sleep 0.1\n"
+        f'    n=$((n + 1)); [ $((n % 8)) = 0 ] && [ "$({readyz_code(server, ca)})" {test} ] && break\n'
+        f"    sleep {POLL_FILE}\n"
         "done\n"
     ).encode()
