@@ -170,22 +170,28 @@ class Database:
         stretched every queued write). Always :class:`Busy` on PostgreSQL, whose writes
         may wait on row locks and the network.
         """
+        with self._turn_now(), self._now_factory() as session:
+            tx = session.begin()
+            try:
+                session.connection()  # BEGIN IMMEDIATE, or SQLITE_BUSY at once
+            except OperationalError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    raise Busy from None
+                raise
+            with tx:
+                yield session
+
+    @contextmanager
+    def _turn_now(self) -> Iterator[None]:
+        """The writers' turn (in this process, then across processes) if free right now;
+        else :class:`Busy` with nothing held. Always Busy without a writer lock (PostgreSQL)."""
         if self._writer is None or not self._writer.acquire(blocking=False):
             raise Busy
         try:
             if self._process_lock is not None and not self._process_lock.acquire(blocking=False):
                 raise Busy
             try:
-                with self._now_factory() as session:
-                    tx = session.begin()
-                    try:
-                        session.connection()  # BEGIN IMMEDIATE, or SQLITE_BUSY at once
-                    except OperationalError as exc:
-                        if "locked" in str(exc) or "busy" in str(exc):
-                            raise Busy from None
-                        raise
-                    with tx:
-                        yield session
+                yield
             finally:
                 if self._process_lock is not None:
                     self._process_lock.release()
@@ -208,18 +214,8 @@ class Database:
         the INSERT. It is dropped (closed) when the database fails it (BEGIN other than
         "busy", COMMIT or ROLLBACK raising); an error of the caller's work only rolls back.
         """
-        if self._writer is None or not self._writer.acquire(blocking=False):
-            raise Busy
-        try:
-            if self._process_lock is not None and not self._process_lock.acquire(blocking=False):
-                raise Busy
-            try:
-                yield from self._kept_transaction()
-            finally:
-                if self._process_lock is not None:
-                    self._process_lock.release()
-        finally:
-            self._writer.release()
+        with self._turn_now():
+            yield from self._kept_transaction()
 
     def _kept_transaction(self) -> Iterator[Any]:
         """The body of :meth:`dbapi_now`, holding the writer locks."""
