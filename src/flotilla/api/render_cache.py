@@ -1,18 +1,27 @@
-"""The rendered JSON of list rows, kept so an unchanged row is not converted, shaped and
-encoded again on every list (most of a long list's cost)."""
+"""The rendered JSON of list rows, kept so an unchanged row is not read, converted, shaped
+and encoded again on every list (most of a long list's cost)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from flotilla.services.pagination import Page
+from flotilla.services.prepared_pages import PagePlan
+
 #: Rendered rows kept per process (then it starts over): about 1-2 KB each with its key.
 MAX_RENDERED = 8192
 
 
 class RenderCache:
-    """Rendered JSON per list row, keyed by everything the rendering depends on: the kind
-    and view, the base URL (links) and the row's raw values as the database returned them.
+    """Rendered JSON per row, keyed by everything the rendering depends on.
+
+    A show's answer is keyed by the row's raw values as the database returned them. A list
+    row is keyed by its kind, view and base URL (``scope``) and its key columns: the uuid
+    and the ``row_version`` the database itself changes on every insert and update
+    (migration 0007's triggers, whoever writes), plus any computed value the row shows
+    (a cluster's node counts). So a list first reads only those narrow columns, and reads
+    its rows in full only when one of them is not rendered here yet.
 
     Nothing can go stale: a row changed in any way, by any process, is a different key
     (its old entry is simply never asked for again). Raw values that cannot be a key
@@ -22,6 +31,9 @@ class RenderCache:
     def __init__(self, max_entries: int = MAX_RENDERED) -> None:
         self.max_entries = max_entries
         self._entries: dict[Hashable, bytes] = {}
+        #: The list scopes rendered here since the last clear: for any other, a list reads
+        #: its rows in full at once (one statement, not the narrow one and then that).
+        self._warm: set[Hashable] = set()
 
     def get(self, key: Hashable, render: Callable[[Any], bytes], raw: Any) -> bytes:
         """The cached JSON under ``key``, else ``render(raw)`` (then cached)."""
@@ -33,5 +45,35 @@ class RenderCache:
             found = render(raw)
             if len(self._entries) >= self.max_entries:
                 self._entries.clear()
+                self._warm.clear()
             self._entries[key] = found
         return found
+
+    def page(
+        self, scope: Hashable, plan: PagePlan, render: Callable[[Any], bytes]
+    ) -> tuple[list[bytes], Page[Any], str | None]:
+        """A page's rendered rows, the page (its items the raw rows read, narrow or full)
+        and the uuid of its last row.
+
+        Reads the page's key columns (:meth:`PagePlan.keys`); if every row is rendered
+        here under its key, that is the answer. Otherwise (or for a scope not rendered
+        here yet) the page is read in full (:meth:`PagePlan.rows`) and answered from that
+        read alone, so a row changed between the two reads is shown as the second read
+        found it. ``render``: a full row to its JSON.
+        """
+        entries = self._entries
+        if scope in self._warm:
+            narrow = plan.keys()
+            rows = []
+            for raw in narrow.items:
+                found = entries.get((scope, tuple(raw)))
+                if found is None:
+                    break
+                rows.append(found)
+            else:
+                return rows, narrow, narrow.items[-1][0] if narrow.items else None
+        full = plan.rows()
+        key_of = plan.key_of
+        rows = [self.get((scope, key_of(raw)), render, raw) for raw in full.items]
+        self._warm.add(scope)
+        return rows, full, key_of(full.items[-1])[0] if full.items else None

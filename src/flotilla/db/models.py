@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Dialect,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -47,6 +49,19 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+def row_version_column() -> Mapped[int]:
+    """A value the database changes on every insert and update of the row (triggers of
+    migration 0007; whoever writes, by any path): with the uuid, the key a rendered list row
+    is kept under (:mod:`flotilla.api.render_cache`). Not an API field, not sortable
+    (``info["internal"]``); never written by the application."""
+    return mapped_column(BigInteger, server_default=text("0"), info={"internal": True})
+
+
+def internal(column: Any) -> bool:
+    """A bookkeeping column that is no field of the resource (``row_version``)."""
+    return bool(column.info.get("internal"))
 
 
 class Timestamps:
@@ -115,6 +130,7 @@ class ClusterTemplate(Base, Timestamps):
     tags: Mapped[str | None] = mapped_column(String(255))
     #: Explicit COE driver (Magnum 2025+); null means "the enabled driver for coe".
     driver: Mapped[str | None] = mapped_column(String(255))
+    row_version: Mapped[int] = row_version_column()
 
 
 class Cluster(Base, Timestamps):
@@ -151,6 +167,7 @@ class Cluster(Base, Timestamps):
     provider: Mapped[str] = mapped_column(String(64), default="local")
     #: Which view created it ("bay" or "cluster"): bays hide cluster-only keys.
     created_via: Mapped[str] = mapped_column(String(16), default="cluster")
+    row_version: Mapped[int] = row_version_column()
 
 
 class NodeGroup(Base, Timestamps):

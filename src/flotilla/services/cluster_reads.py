@@ -20,8 +20,7 @@ from flotilla.db.prepared import Prepared
 from flotilla.errors import Conflict, Forbidden, NotFound
 from flotilla.idents import is_uuid
 from flotilla.services.commands import ClusterView
-from flotilla.services.pagination import Page
-from flotilla.services.prepared_pages import PreparedPages
+from flotilla.services.prepared_pages import PagePlan, PreparedPages
 
 #: The nodegroup columns a show needs (node counts, faults), by their key in :class:`Shown`.
 GROUP_COLUMNS = ("name", "role", "node_count", "is_default")
@@ -106,7 +105,7 @@ def get_shown(db: Database, ctx: RequestContext, ident: str, view: ClusterView) 
     return find(db, ctx, ident, view).shown()
 
 
-_CLUSTER_COLUMNS = tuple(m.Cluster.__table__.columns.keys())
+_CLUSTER_COLUMNS = tuple(c.key for c in m.Cluster.__table__.columns if not m.internal(c))
 _CLUSTER_KEYS = (*_CLUSTER_COLUMNS, "template_labels")
 _GROUP_KEYS = ("id", "group_id", *(f"group_{k}" for k in GROUP_COLUMNS))
 
@@ -133,24 +132,28 @@ def _listed(variant: str) -> Select[Any]:
     return stmt
 
 
-_PAGES = PreparedPages(m.Cluster, _listed)
+#: A row's key columns: its uuid, the version the database changes on every write of the
+#: row, and the node counts (nodegroups are other rows: their values are the key).
+_PAGES = PreparedPages(
+    m.Cluster, _listed, key_columns=("uuid", "row_version", "masters_total", "workers_total")
+)
 
 
-def list_page(
+def list_plan(
     db: Database, ctx: RequestContext, view: ClusterView, *, limit: int | None, marker: str | None,
     sort_key: str, sort_dir: str, max_limit: int,
-) -> tuple[str, Page[Any]]:  # fmt: skip
-    """:func:`flotilla.services.clusters.list_page` as the variant and raw rows (:func:`row_dict`
-    turns one into a dict by column name) with the node counts (``masters_total``,
-    ``workers_total``) in the same statement."""
+) -> tuple[str, PagePlan]:  # fmt: skip
+    """:func:`flotilla.services.clusters.list_page` as the variant and a page ready to read
+    as raw rows (:func:`row_dict` turns one into a dict by column name) with the node counts
+    (``masters_total``, ``workers_total``) in the same statement, or as its key columns."""
     if not ctx.can_read:
         raise Forbidden(f"Policy doesn't allow {view}:get_all to be performed.")
     variant = "all" if ctx.is_admin and view == "cluster" else "own"
-    page = _PAGES.page(
+    plan = _PAGES.plan(
         db.read_engine, variant, {"project": ctx.project_id}, limit=limit, marker=marker, sort_key=sort_key,
         sort_dir=sort_dir, max_limit=max_limit, label="Cluster" if view == "cluster" else "Bay",
     )  # fmt: skip
-    return variant, page
+    return variant, plan
 
 
 def row_dict(db: Database, variant: str, raw: Any) -> dict[str, Any]:

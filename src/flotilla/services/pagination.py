@@ -8,6 +8,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import JSON, Select
 from sqlalchemy.orm import Session
 
+from flotilla.db.models import internal
 from flotilla.errors import Invalid, NotFound
 from flotilla.idents import is_uuid
 
@@ -84,7 +85,7 @@ def effective_limit(model: Any, *, limit: int | None, sort_key: str, sort_dir: s
     if sort_dir not in ("asc", "desc"):
         raise Invalid(f"Invalid sort direction: {sort_dir}. Acceptable values are 'asc' or 'desc'")
     columns = model.__table__.columns
-    if sort_key not in columns or isinstance(columns[sort_key].type, JSON):
+    if sort_key not in columns or isinstance(columns[sort_key].type, JSON) or internal(columns[sort_key]):
         raise Invalid(f'The sort_key value "{sort_key}" is an invalid field for sorting')
     if limit is not None and limit <= 0:
         raise Invalid("Limit must be positive")

@@ -18,8 +18,7 @@ from flotilla.db.engine import Database
 from flotilla.db.prepared import Prepared
 from flotilla.errors import Conflict, Forbidden, NotFound
 from flotilla.idents import is_uuid
-from flotilla.services.pagination import Page
-from flotilla.services.prepared_pages import PreparedPages
+from flotilla.services.prepared_pages import PagePlan, PreparedPages
 from flotilla.services.templates import View
 
 _TABLE = m.ClusterTemplate.__table__
@@ -86,23 +85,25 @@ def _listed(variant: str) -> Select[Any]:
     return stmt
 
 
-_PAGES = PreparedPages(m.ClusterTemplate, _listed)
+#: A row's key columns: its uuid and the version the database changes on every write.
+_PAGES = PreparedPages(m.ClusterTemplate, _listed, key_columns=("uuid", "row_version"))
 
 
-def list_page(
+def list_plan(
     db: Database, ctx: RequestContext, view: View, *, limit: int | None, marker: str | None, sort_key: str,
     sort_dir: str, max_limit: int,
-) -> tuple[str, Page[Any]]:  # fmt: skip
-    """The variant and one page of raw rows (:func:`row_dict` turns one into a dict by column
-    name), paged as :func:`flotilla.services.pagination.paginate` pages."""
+) -> tuple[str, PagePlan]:  # fmt: skip
+    """The variant and one page, checked and ready to read as raw rows in full
+    (:func:`row_dict` turns one into a dict by column name) or as its key columns (uuid,
+    row_version), paged as :func:`flotilla.services.pagination.paginate` pages."""
     if not ctx.can_read:
         raise Forbidden(f"Policy doesn't allow {view}:get_all to be performed.")
     variant = "listed" if not ctx.is_admin else "all" if view == "clustertemplate" else "public"
-    page = _PAGES.page(
+    plan = _PAGES.plan(
         db.read_engine, variant, {"project": ctx.project_id}, limit=limit, marker=marker, sort_key=sort_key,
         sort_dir=sort_dir, max_limit=max_limit, label="ClusterTemplate",
     )  # fmt: skip
-    return variant, page
+    return variant, plan
 
 
 def row_dict(db: Database, variant: str, raw: Any) -> dict[str, Any]:

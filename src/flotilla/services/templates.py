@@ -268,7 +268,7 @@ def new_row(
 _TABLE = cast(Table, m.ClusterTemplate.__table__)
 _INSERT = insert(_TABLE)
 #: The columns :func:`new_row` gives values for (every one but ``id``), in table order.
-INSERT_COLUMNS = tuple(c.key for c in _TABLE.columns if c.key != "id")
+INSERT_COLUMNS = tuple(c.key for c in _TABLE.columns if c.key != "id" and not m.internal(c))
 
 
 def writable_view(row: m.ClusterTemplate) -> dict[str, Any]:

@@ -106,7 +106,7 @@ def full_dict(session: Session, row: m.Cluster, view: ClusterView, base: str) ->
     return shown_dict(shown, view, base)
 
 
-_CLUSTER_COLUMNS = tuple(m.Cluster.__table__.columns.keys())
+_CLUSTER_COLUMNS = tuple(c.key for c in m.Cluster.__table__.columns if not m.internal(c))
 
 
 def shown_dict(shown: Shown, view: ClusterView, base: str) -> dict[str, Any]:
@@ -229,7 +229,7 @@ def _list(
             out["next"] = next_link(base, path, page, items[-1]["uuid"])
         return out
     # the summary: column rows with the node counts, one statement
-    variant, page = cluster_reads.list_page(
+    variant, plan = cluster_reads.list_plan(
         rt.db, ctx, view, limit=limit, marker=marker, sort_key=sort_key, sort_dir=sort_dir,
         max_limit=rt.settings.max_limit,
     )  # fmt: skip
@@ -238,10 +238,8 @@ def _list(
         r = cluster_reads.row_dict(rt.db, variant, raw)
         return to_json(summary_dict(r, view, base, (r["masters_total"], r["workers_total"])))
 
-    rows = [rt.renders.get(("cluster", view, base, raw), render, raw) for raw in page.items]
-    next_url = None
-    if page.full:
-        next_url = next_link(base, path, page, cluster_reads.row_dict(rt.db, variant, page.items[-1])["uuid"])
+    rows, summary, last = rt.renders.page(("cluster", view, base), plan, render)
+    next_url = next_link(base, path, summary, last) if summary.full and last is not None else None
     return reads.page_json(coll, rows, next_url)
 
 

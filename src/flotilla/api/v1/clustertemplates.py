@@ -109,8 +109,8 @@ def to_dict(row: m.ClusterTemplate | dict[str, Any], view: View, base: str) -> d
 _READ = (*templates.WRITABLE, "uuid", "project_id", "user_id", "created_at", "updated_at")
 #: Columns of the table that are not in the answer.
 _NOT_SHOWN: dict[View, tuple[str, ...]] = {
-    "clustertemplate": ("id",),
-    "baymodel": ("id", "project_id", "user_id"),
+    "clustertemplate": ("id", "row_version"),
+    "baymodel": ("id", "project_id", "user_id", "row_version"),
 }
 
 
@@ -157,7 +157,7 @@ def _list(
 ) -> bytes:
     coll = "clustertemplates" if view == "clustertemplate" else "baymodels"
     sort_key, sort_dir = params.get("sort_key", "id"), params.get("sort_dir", "asc")
-    variant, page = template_reads.list_page(
+    variant, plan = template_reads.list_plan(
         rt.db, ctx, view, limit=limit, marker=params.get("marker"), sort_key=sort_key, sort_dir=sort_dir,
         max_limit=rt.settings.max_limit,
     )  # fmt: skip
@@ -165,11 +165,9 @@ def _list(
     def render(raw: Any) -> bytes:
         return to_json(to_dict(template_reads.row_dict(rt.db, variant, raw), view, base))
 
-    rows = [rt.renders.get(("template", view, base, raw), render, raw) for raw in page.items]
-    next_url = None
-    if page.full:
-        last = template_reads.row_dict(rt.db, variant, page.items[-1])["uuid"]
-        next_url = next_link(base, path, page, last)
+    # A row renders the same for every variant that lists it: the variant is not in the scope.
+    rows, page, last = rt.renders.page(("template", view, base), plan, render)
+    next_url = next_link(base, path, page, last) if page.full and last is not None else None
     return reads.page_json(coll, rows, next_url)
 
 

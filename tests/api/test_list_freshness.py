@@ -1,0 +1,223 @@
+"""A list served from rendered rows is never stale, whoever changed the database.
+
+Lists keep each row's rendered JSON under the row's uuid and ``row_version`` (which the
+database's own triggers change on every insert and update, migration 0007) plus the
+cluster's node counts, and read only those columns when every row is rendered already
+(``api/render_cache.py``). Here the writes come through a second ``Database`` (its own
+connections, as another API process or the conductor has), through the same service
+functions the conductor uses, Core UPDATEs and plain SQL text; after each one the list
+of the app that has everything rendered must be the list a fresh app renders from
+scratch. On SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import select, text, update
+
+from flotilla.api.app import create_app
+from flotilla.db import models as m
+from flotilla.db.engine import Database
+from flotilla.lifecycle import Event
+from flotilla.services import cluster_reports, operations
+from flotilla.services import tokens as token_service
+from flotilla.settings import ConductorSettings, Settings
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAA/t6WaN9k/Dk/oEHxPtz533ZQOEO3cFLHE9eAHg1kQ fresh"
+COUNT = "x-flotilla-sql-statements"
+LISTS = ("/v1/clustertemplates", "/v1/baymodels", "/v1/clusters", "/v1/bays", "/v1/clustertemplates?limit=2")
+
+
+class Apps:
+    def __init__(self, settings: Settings, client: TestClient, headers: dict[str, dict[str, str]]) -> None:
+        self.settings, self.client, self.headers = settings, client, headers
+        #: The conductor's (or another process's) own connections.
+        self.other = Database(settings)
+
+    def listed(self, path: str, who: str = "member") -> Any:
+        r = self.client.get(path, headers=self.headers[who])
+        assert r.status_code == 200, r.text
+        return r
+
+    def assert_fresh(self) -> None:
+        """Every list (member's and admin's) equals what an app with nothing rendered answers."""
+        fresh_app = create_app(self.settings)
+        try:
+            with TestClient(fresh_app) as fresh:
+                for who in ("member", "admin"):
+                    for path in LISTS:
+                        cached = self.listed(path, who)
+                        expected = fresh.get(path, headers=self.headers[who])
+                        assert cached.content == expected.content, (who, path)
+        finally:
+            fresh_app.state.runtime.db.dispose()
+
+
+@pytest.fixture
+def apps(tmp_path: Path, db_url: str) -> Iterator[Apps]:
+    settings = Settings(
+        data_dir=tmp_path, database_url=db_url, enabled_providers=["fake"], default_provider="fake",
+        conductor=ConductorSettings(enabled=False), debug_sql_count=True,
+    )  # fmt: skip
+    app: FastAPI = create_app(settings)
+    app.state.runtime.auth.cache.ttl = 3600  # statement counts without token lookups
+    with app.state.runtime.db.session() as s:
+        admin = token_service.create(s, user_id="admin", project_id="admin", roles=["admin"])
+        member = token_service.create(s, user_id="m", project_id="p1", roles=["member"])
+    headers = {
+        "admin": {"X-Auth-Token": admin, "OpenStack-API-Version": "container-infra latest"},
+        "member": {"X-Auth-Token": member, "OpenStack-API-Version": "container-infra latest"},
+    }
+    with TestClient(app) as client:
+        out = Apps(settings, client, headers)
+        try:
+            yield out
+        finally:
+            out.other.dispose()
+    app.state.runtime.db.dispose()
+
+
+def _setup(apps: Apps) -> tuple[list[str], list[str]]:
+    c, h = apps.client, apps.headers
+    assert (
+        c.post(
+            "/local/v1/images", json={"name": "node", "os_distro": "debian"}, headers=h["admin"]
+        ).status_code
+        == 201
+    )
+    assert (
+        c.post("/local/v1/keypairs", json={"name": "k", "public_key": KEY}, headers=h["member"]).status_code
+        == 201
+    )
+    templates = []
+    for i in range(3):
+        body = {
+            "name": f"t{i}",
+            "coe": "swarm",
+            "image_id": "node",
+            "keypair_id": "k",
+            "labels": {"i": str(i)},
+        }
+        r = c.post("/v1/clustertemplates", json=body, headers=h["member"])
+        assert r.status_code == 201, r.text
+        templates.append(r.json()["uuid"])
+    clusters = []
+    for i in range(3):
+        body = {"name": f"c{i}", "cluster_template_id": templates[0], "node_count": 1, "master_count": 1}
+        r = c.post("/v1/clusters", json=body, headers=h["member"])
+        assert r.status_code == 202, r.text
+        clusters.append(r.json()["uuid"])
+    return templates, clusters
+
+
+def _warm(apps: Apps) -> None:
+    """Render every list, then check a repeat is answered from the narrow read alone."""
+    for who in ("member", "admin"):
+        for path in LISTS:
+            apps.listed(path, who)
+    for path in LISTS:
+        assert apps.listed(path).headers[COUNT] == "1", path
+
+
+def test_lists_show_changes_made_through_other_connections(apps: Apps) -> None:
+    templates, clusters = _setup(apps)
+    _warm(apps)
+    apps.assert_fresh()
+
+    # The conductor's status change: a Core UPDATE (compare-and-set) through the repository layer.
+    with apps.other.session() as s:
+        row = s.scalars(select(m.Cluster).where(m.Cluster.uuid == clusters[0])).one()
+        operations.transition(s, row, Event.SUCCEEDED, "done elsewhere")
+    listed = {x["uuid"]: x for x in apps.listed("/v1/clusters").json()["clusters"]}
+    assert listed[clusters[0]]["status"] == "CREATE_COMPLETE"
+    apps.assert_fresh()
+
+    # The health monitor's ORM update.
+    _warm(apps)
+    with apps.other.session() as s:
+        assert cluster_reports.record_health(
+            s, clusters[0], "UNHEALTHY", {"api": "down"}, statuses={"CREATE_COMPLETE"}
+        )
+    listed = {x["uuid"]: x for x in apps.listed("/v1/clusters").json()["clusters"]}
+    assert listed[clusters[0]]["health_status"] == "UNHEALTHY"
+    apps.assert_fresh()
+
+    # A nodegroup's count (another table: the list's node counts are part of the key).
+    _warm(apps)
+    with apps.other.session() as s:
+        s.execute(
+            update(m.NodeGroup)
+            .where(m.NodeGroup.cluster_id == clusters[1], m.NodeGroup.role != "master")
+            .values(node_count=5)
+        )
+    listed = {x["uuid"]: x for x in apps.listed("/v1/clusters").json()["clusters"]}
+    assert listed[clusters[1]]["node_count"] == 5
+    apps.assert_fresh()
+
+    # Plain SQL: a template renamed, another moved to another project, a cluster renamed.
+    _warm(apps)
+    with apps.other.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE cluster_templates SET name = 'renamed' WHERE uuid = :u"), {"u": templates[1]}
+        )
+        conn.execute(
+            text("UPDATE cluster_templates SET project_id = 'p2' WHERE uuid = :u"), {"u": templates[2]}
+        )
+        conn.execute(text("UPDATE clusters SET name = 'moved' WHERE uuid = :u"), {"u": clusters[2]})
+    names = {x["uuid"]: x["name"] for x in apps.listed("/v1/clustertemplates").json()["clustertemplates"]}
+    assert names == {templates[0]: "t0", templates[1]: "renamed"}
+    assert {x["name"] for x in apps.listed("/v1/bays").json()["bays"]} == {"c0", "c1", "moved"}
+    apps.assert_fresh()
+
+    # Deleted, then made again with the same uuid and other values (only the key's version tells).
+    _warm(apps)
+    with apps.other.engine.begin() as conn:
+        row = (
+            conn.execute(
+                select(*m.ClusterTemplate.__table__.columns).where(m.ClusterTemplate.uuid == templates[1])
+            )
+            .one()
+            ._asdict()
+        )
+        conn.execute(text("DELETE FROM cluster_templates WHERE uuid = :u"), {"u": templates[1]})
+    names = {x["uuid"]: x["name"] for x in apps.listed("/v1/clustertemplates").json()["clustertemplates"]}
+    assert names == {templates[0]: "t0"}
+    with apps.other.engine.begin() as conn:
+        del row["id"], row["row_version"]
+        conn.execute(m.ClusterTemplate.__table__.insert().values(**{**row, "name": "again"}))
+    names = {x["uuid"]: x["name"] for x in apps.listed("/v1/clustertemplates").json()["clustertemplates"]}
+    assert names == {templates[0]: "t0", templates[1]: "again"}
+    apps.assert_fresh()
+
+
+def test_row_version_changes_on_every_write_and_is_no_field(apps: Apps) -> None:
+    templates, clusters = _setup(apps)
+
+    def version(table: Any, uuid: str) -> int:
+        with apps.other.engine.connect() as conn:
+            return int(conn.execute(select(table.c.row_version).where(table.c.uuid == uuid)).scalar_one())
+
+    t, c = m.ClusterTemplate.__table__, m.Cluster.__table__
+    seen = {version(t, templates[0]), version(c, clusters[0])}
+    with apps.other.engine.begin() as conn:
+        conn.execute(update(t).where(t.c.uuid == templates[0]).values(name="x"))
+        conn.execute(update(c).where(c.c.uuid == clusters[0]).values(status_reason="y"))
+    seen |= {version(t, templates[0]), version(c, clusters[0])}
+    assert len(seen) == 4 and 0 not in seen
+    for path in (
+        "/v1/clustertemplates",
+        f"/v1/clustertemplates/{templates[0]}",
+        "/v1/clusters",
+        f"/v1/clusters/{clusters[0]}",
+        "/v1/baymodels",
+    ):
+        assert "row_version" not in apps.listed(path).text, path
+    r = apps.client.get("/v1/clustertemplates?sort_key=row_version", headers=apps.headers["member"])
+    assert r.status_code == 400, r.text
+    assert "invalid field for sorting" in r.json()["errors"][0]["detail"]
