@@ -16,6 +16,7 @@ from sqlalchemy import (
     Dialect,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -172,7 +173,11 @@ class Cluster(Base, Timestamps):
 
 class NodeGroup(Base, Timestamps):
     __tablename__ = "nodegroups"
-    __table_args__ = (UniqueConstraint("cluster_id", "name", name="uq_nodegroup_cluster_name"),)
+    __table_args__ = (
+        UniqueConstraint("cluster_id", "name", name="uq_nodegroup_cluster_name"),
+        # A cluster list's node counts from the index alone (migration 0007).
+        Index("ix_nodegroups_cluster_counts", "cluster_id", "role", "node_count"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     uuid: Mapped[str] = mapped_column(String(36), unique=True, index=True)
     name: Mapped[str] = mapped_column(String(255))
