@@ -115,7 +115,15 @@ def test_master_files_name_every_component_identity() -> None:
     assert server == "https://172.29.1.10:6443" and who == ("system:node:k-master-0", ["system:nodes"])
     assert _kubeconfig_user(files[f"{bootstrap.KUBE}/proxy.kubeconfig"])[1] == ("system:kube-proxy", [])
     server, who = _kubeconfig_user(files[f"{bootstrap.KUBE}/controller-manager.kubeconfig"])
-    assert server == "https://127.0.0.1:6443" and who[0] == "system:kube-controller-manager"
+    # The controllers use the controller-manager's own credentials (no service account and
+    # token per controller before node-IPAM starts), so it holds all their rights.
+    assert server == "https://127.0.0.1:6443" and who == (
+        "system:kube-controller-manager",
+        ["system:masters"],
+    )
+    assert (
+        b"--use-service-account-credentials=false" in files[f"{bootstrap.SERVICES}/kube-controller-manager"]
+    )
     assert _kubeconfig_user(files[f"{bootstrap.KUBE}/scheduler.kubeconfig"])[1][0] == "system:kube-scheduler"
     assert files[f"{pki}/sa.key"] == ctx.derived_key(bootstrap.SA_KEY_PURPOSE).encode()
     services = {p.rsplit("/", 1)[1] for p in files if p.startswith(bootstrap.SERVICES)}
