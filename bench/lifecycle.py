@@ -100,6 +100,13 @@ def node_memory(srv: Server, data_dir: Path, uuid: str) -> str:
     return "memory per node right after create:\n" + "\n".join(lines)
 
 
+def copy_logs(engine: Engine, uuid: str, dest: Path) -> None:
+    """Each node's service logs, for reading the daemons' own timestamps afterwards."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for node in LocalProvider(engine).list_nodes(uuid):
+        engine.run(["cp", f"{node.name}:/var/log/flotilla", str(dest / node.name)], check=False)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--coe", default="swarm", choices=["swarm", "swarm-mode", "docker", "kubernetes"])
@@ -118,6 +125,10 @@ def main() -> int:
         "while the new nodes' daemons are still settling).",
     )  # fmt: skip
     p.add_argument("--docker-host", help="Use this Docker Engine instead of starting one.")
+    p.add_argument(
+        "--logs", type=Path, default=None,
+        help="kubernetes: copy each node's /var/log/flotilla to LOGS/run<N>/<node> after the create.",
+    )  # fmt: skip
     p.add_argument(
         "--rotate", action="store_true", help="Rotate the CA of each created cluster (before the scale)."
     )
@@ -157,6 +168,8 @@ def main() -> int:
                 print(node_memory(srv, data_dir, uuid), flush=True)
                 engine = Engine.connect(srv.docker_host or None, data_dir)
                 print(node_timeline(engine, uuid, t0), flush=True)
+                if args.logs is not None:
+                    copy_logs(engine, uuid, args.logs / f"run{i + 1}")
             if args.rotate:
                 status, secs, _ = timed(srv, "PATCH", f"/v1/certificates/{uuid}", uuid, None)
                 print(f"run {i + 1}: rotate CA {status} in {secs:.2f} s", flush=True)

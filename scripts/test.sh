@@ -15,13 +15,19 @@ cd "$(dirname "$0")/.."
 log() { printf '==> %s\n' "$*"; }
 die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
 
-# Everything but the Kubernetes build first; that build (Go, ~40 min cold on 2 cores, a no-op
-# once cached) runs in the background, next to the tests that do not need it. Tests
-# marked `kube` run last and wait for it (tests/conftest.py); a failed build fails them.
+# Everything but the Kubernetes build first; that build (Go, ~33 CPU-min cold, a no-op once
+# cached) runs in the background, next to the tests that do not need it. Tests marked `kube`
+# run in their own pytest lane (below) and wait for it (tests/conftest.py); a failed build
+# fails them.
 FLOTILLA_KUBE_BUILD=0 scripts/setup.sh
 kube_pid=
+kube_lane=
 kube_state=$(mktemp -d /tmp/flotilla-kube-build.XXXXXX)
 stop_kube_build() {
+  if [ -n "$kube_lane" ] && kill -0 "$kube_lane" 2>/dev/null; then
+    kill -INT "$kube_lane" 2>/dev/null || true # pytest's own clean-up (clusters, its dockerd) runs on SIGINT
+    wait "$kube_lane" 2>/dev/null || true
+  fi
   if [ -n "$kube_pid" ] && kill -0 "$kube_pid" 2>/dev/null; then
     log "stopping the unfinished background Kubernetes build (pid $kube_pid; it resumes from its Go cache)"
     kill -- -"$kube_pid" 2>/dev/null || true
@@ -102,17 +108,78 @@ if [ -z "${FLOTILLA_TEST_PG_URL:-}" ]; then
 fi
 log "PostgreSQL for tests: ${FLOTILLA_TEST_PG_URL%%://*}://…@${FLOTILLA_TEST_PG_URL##*@}"
 
-for helper in scripts/setup-compat.sh scripts/setup-keystone.sh scripts/setup-browser.sh scripts/setup-rabbitmq.sh; do
+# The venv builders (pip) run next to the apt-based ones (apt takes one lock at a time anyway);
+# each one's output is printed when it ends, and any failure stops the run.
+setup_pids=()
+setup_names=()
+for helper in scripts/setup-compat.sh scripts/setup-keystone.sh; do
+  [ -f "$helper" ] || continue
+  bash "$helper" >"$kube_state/$(basename "$helper").log" 2>&1 &
+  setup_pids+=($!)
+  setup_names+=("$helper")
+done
+for helper in scripts/setup-browser.sh scripts/setup-rabbitmq.sh; do
   if [ -f "$helper" ]; then
     log "$helper"
     bash "$helper"
   fi
 done
+for i in "${!setup_pids[@]}"; do
+  helper=${setup_names[$i]}
+  rc=0
+  wait "${setup_pids[$i]}" || rc=$?
+  log "$helper (next to the others), exit $rc:"
+  cat "$kube_state/$(basename "$helper").log"
+  [ "$rc" = 0 ] || die "$helper failed"
+done
 
-log ".venv/bin/python -m pytest -q tests $*"
+# Two pytest processes at once when the Kubernetes build is part of this run and the caller did
+# not pick markers: the `kube` tests (each waits for the build, then runs real clusters) in one,
+# everything else in the other. Each process runs its own dockerd under its own data dir, so they
+# share nothing but the machine; the kube lane's output is printed when both have ended. With
+# `-m ...` in the arguments (or FLOTILLA_TEST_LANES=1) it is one process, kube tests last.
+has_marker=0
+kube_args=()
+for a in "$@"; do
+  case "$a" in
+    -m | -m* | --markexpr*) has_marker=1 ;;
+    --basetemp*) kube_args=(--basetemp "$kube_state/basetemp") ;; # the lanes must not share one
+  esac
+done
+lanes=${FLOTILLA_TEST_LANES:-2}
+if [ "${FLOTILLA_KUBE_BUILD:-1}" = 0 ] || [ "$has_marker" = 1 ]; then lanes=1; fi
+
 set +e
-.venv/bin/python -m pytest -q tests "$@"
-rc=$?
+if [ "$lanes" = 1 ]; then
+  log ".venv/bin/python -m pytest -q tests $*"
+  .venv/bin/python -m pytest -q tests "$@"
+  rc=$?
+else
+  kube_log="$kube_state/pytest-kube.log"
+  log "two lanes: pytest -m kube (log: $kube_log) next to pytest -m 'not kube', args: $*"
+  # set -m: its own process group, where SIGINT is not ignored (a non-interactive shell's `&`
+  # would ignore it), so an interrupted run can stop it with SIGINT and pytest still cleans up.
+  set -m
+  .venv/bin/python -m pytest -q tests -m kube "$@" "${kube_args[@]}" >"$kube_log" 2>&1 &
+  kube_lane=$!
+  set +m
+  .venv/bin/python -m pytest -q tests -m "not kube" "$@"
+  rc_main=$?
+  wait "$kube_lane"
+  rc_kube=$?
+  log "the kube lane (pytest -m kube), exit $rc_kube:"
+  cat "$kube_log"
+  # 5 = that lane collected nothing (e.g. -k selected only the other lane's tests)
+  if [ "$rc_main" = 5 ] && [ "$rc_kube" = 5 ]; then
+    rc=5
+  elif [ "$rc_main" != 0 ] && [ "$rc_main" != 5 ]; then
+    rc=$rc_main
+  elif [ "$rc_kube" != 0 ] && [ "$rc_kube" != 5 ]; then
+    rc=$rc_kube
+  else
+    rc=0
+  fi
+fi
 set -e
 if [ -f "${FLOTILLA_KUBE_BUILD_RC:-/nonexistent}" ]; then
   log "background Kubernetes build: exit $(cat "$FLOTILLA_KUBE_BUILD_RC"); $(grep -E '^(==>|build-kube)' "$FLOTILLA_KUBE_BUILD_LOG" | tail -n1)"

@@ -162,8 +162,11 @@ def kubelet_config(node: NodePlan, *, master: bool) -> str:
         "evictionHard": {"nodefs.available": "0%", "nodefs.inodesFree": "0%", "imagefs.available": "0%",
                          "memory.available": "50Mi"},
         "failSwapOn": False,
-        # Report a changed status (network ready) within a second instead of ten.
-        "nodeStatusUpdateFrequency": "1s",
+        # Also the timeout of the kubelet's heartbeat requests (status, lease): at 1 s they
+        # timed out and were retried while the API servers started on a loaded host. The
+        # first Ready is reported within 0.1 s anyway (the kubelet's fast status updates
+        # for its first two minutes); later changes within 4 s instead of 10.
+        "nodeStatusUpdateFrequency": "4s",
         "serializeImagePulls": False,
         "staticPodPath": "",
         "rotateCertificates": False,
@@ -240,11 +243,15 @@ def master_services(
         f"{SERVICES}/kube-apiserver": _sh(apiserver),
         # Both start once the API server here is ready: before its RBAC roles exist the
         # controller-manager exits (and was restarted every second, an expensive start each).
+        # Its controllers use its own credentials: with a service account each (kubeadm's
+        # choice) it created ~40 service accounts and token requests one after the other
+        # before the node-IPAM controller (whose pod CIDRs flanneld and so every node's Ready
+        # wait for) started: 7-12 s of a 3-master create on a loaded 2-core host, 3 s without.
         f"{SERVICES}/kube-controller-manager": _wait_for_api(LOCAL_API) + _sh([
             "kube-controller-manager", f"--kubeconfig={KUBE}/controller-manager.kubeconfig",
             f"--authentication-kubeconfig={KUBE}/controller-manager.kubeconfig",
             f"--authorization-kubeconfig={KUBE}/controller-manager.kubeconfig",
-            "--bind-address=127.0.0.1", f"--leader-elect={elect}", "--use-service-account-credentials=true",
+            "--bind-address=127.0.0.1", f"--leader-elect={elect}", "--use-service-account-credentials=false",
             "--allocate-node-cidrs=true", f"--cluster-cidr={flannel.network_cidr}",
             f"--node-cidr-mask-size={flannel.subnetlen}", f"--service-cluster-ip-range={DEFAULT_SERVICE_CIDR}",
             f"--root-ca-file={PKI}/ca.crt", f"--service-account-private-key-file={PKI}/sa.key",
@@ -357,8 +364,15 @@ def address_files(
         files[f"{PKI}/sa.pub"] = public_pem(sa_key)
         if spec.tls_disabled:
             _pair(files, "insecure-port", ctx.client_cert("flotilla-insecure-port", "system:masters"))
+        # The controllers run with the controller-manager's own certificate (see
+        # master_services: --use-service-account-credentials=false), so it carries the
+        # rights of all of them. A master already holds cluster-admin material (etcd's
+        # certificates and keys, the service-account signing key, the API server's
+        # kubelet-client certificate in system:masters).
         files[f"{KUBE}/controller-manager.kubeconfig"] = kubeconfig(
-            local, ctx.client_cert("system:kube-controller-manager"), "system:kube-controller-manager"
+            local,
+            ctx.client_cert("system:kube-controller-manager", "system:masters"),
+            "system:kube-controller-manager",
         )
         files[f"{KUBE}/scheduler.kubeconfig"] = kubeconfig(
             local, ctx.client_cert("system:kube-scheduler"), "system:kube-scheduler"

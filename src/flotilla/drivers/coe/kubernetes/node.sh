@@ -107,6 +107,9 @@ done
 
 # Pod networking: flanneld writes this node's lease; the bridge plugin uses it.
 (
+    # flanneld starts after the API server is ready (its gate file): until then look
+    # seldom (each look forks a sleep: at 20 Hz over a create that is ~1 CPU-s a node).
+    until [ -f /run/flotilla/api-ready ]; do sleep 0.5; done
     until [ -f /run/flannel/subnet.env ]; do sleep 0.05; done
     . /run/flannel/subnet.env
     # flannel names the gateway (10.100.1.1/24); host-local wants the network (10.100.1.0/24).
