@@ -137,9 +137,12 @@ def test_three_masters_survive_losing_one(
     masters = sorted(n for n in states if "-master-" in n)
     assert len(masters) == 3 and len(states) == 4 and all(states.values()), states
     assert _etcd_members(provider, uuid, masters[0]) == masters
-    assert _api_endpoints(config) == sorted(
-        c["master_addresses"]
-    )  # every apiserver serves in-cluster clients
+    # Every apiserver serves in-cluster clients. Each one adds itself to the `kubernetes`
+    # endpoints through its own lease (15 s TTL, renewed every 10 s), so on a loaded host the
+    # list may miss one for a moment right after the create (seen once in a cold CI run: the
+    # first master absent while all three were Ready); it must converge.
+    _until("every apiserver in the kubernetes endpoints",
+           lambda: _api_endpoints(config) == sorted(c["master_addresses"]))  # fmt: skip
     _health(server, uuid, "HEALTHY")
 
     leader = _until("controller-manager leader", lambda: _holder(config, "kube-controller-manager"))
