@@ -43,13 +43,15 @@ class PagePlan:
 
     def rows(self) -> Page[Any]:
         """The page's rows as the DBAPI returned them (every column of the base SELECT)."""
-        items = self.pages._get(("page", *self.shape)).fetch(self.engine, self.args)
-        return Page(items=items, limit=self.limit, sort_key=self.sort_key, sort_dir=self.sort_dir)
+        return self._read("page")
 
     def keys(self) -> Page[Any]:
         """The same page as just its key columns (``PreparedPages.key_columns``), as the
         DBAPI returned them: a narrow, cheap read of which rows, in which state."""
-        items = self.pages._get(("keys", *self.shape)).fetch(self.engine, self.args)
+        return self._read("keys")
+
+    def _read(self, kind: str) -> Page[Any]:
+        items = self.pages._get((kind, *self.shape)).fetch(self.engine, self.args)
         return Page(items=items, limit=self.limit, sort_key=self.sort_key, sort_dir=self.sort_dir)
 
     def key_of(self, raw: Any) -> tuple[Any, ...]:
