@@ -66,8 +66,7 @@ build() {  # build NAME
   "$PY" -m venv "$venv"
   cp "$filtered" "$venv/compat-constraints.txt"
   # shellcheck disable=SC2086  # the package list is meant to split
-  "$venv/bin/pip" install --quiet --no-input --disable-pip-version-check \
-    -c "$venv/compat-constraints.txt" ${PACKAGES[$name]} \
+  scripts/pyinstall.sh "$venv" -q -c "$venv/compat-constraints.txt" ${PACKAGES[$name]} \
     2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   "$venv/bin/pip" check --disable-pip-version-check
   smoke "$name"

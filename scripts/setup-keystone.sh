@@ -141,8 +141,7 @@ CONSTRAINTS
 if [[ -n "${KEYSTONE_UNCONSTRAINED:-}" || "$KEYSTONE_VERSION" != "$PINNED_VERSION" ]]; then
     : >"$constraints"
 fi
-"$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet -c "$constraints" \
+"$ROOT/scripts/pyinstall.sh" "$VENV" -q -c "$constraints" \
     "keystone==$KEYSTONE_VERSION" "waitress==$WAITRESS_VERSION"
 # Smoke check: the CLI and the WSGI entry point import.
 PYTHONWARNINGS=ignore "$VENV/bin/keystone-manage" --version >/dev/null

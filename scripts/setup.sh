@@ -30,9 +30,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.flotilla-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "==> pip install -e '.[dev,keystone,amqp]'"
-  .venv/bin/pip install -q --disable-pip-version-check -U pip >/dev/null
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev,keystone,amqp]'
+  echo "==> install -e '.[dev,keystone,amqp]' (scripts/pyinstall.sh: uv, else pip)"
+  scripts/pyinstall.sh .venv -q -e '.[dev,keystone,amqp]'
   touch "$stamp"
 fi
 # Kubernetes binaries (kubelet, apiserver, etcd, containerd, flannel, CoreDNS) from Go modules:

@@ -21,13 +21,16 @@ die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
 # fails them.
 FLOTILLA_KUBE_BUILD=0 scripts/setup.sh
 kube_pid=
-kube_lane=
+bg_lanes=() # pids of the pytest lanes running in the background
 kube_state=$(mktemp -d /tmp/flotilla-kube-build.XXXXXX)
 stop_kube_build() {
-  if [ -n "$kube_lane" ] && kill -0 "$kube_lane" 2>/dev/null; then
-    kill -INT "$kube_lane" 2>/dev/null || true # pytest's own clean-up (clusters, its dockerd) runs on SIGINT
-    wait "$kube_lane" 2>/dev/null || true
-  fi
+  local pid
+  for pid in "${bg_lanes[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -INT "$pid" 2>/dev/null || true # pytest's own clean-up (clusters, its dockerd) runs on SIGINT
+      wait "$pid" 2>/dev/null || true
+    fi
+  done
   if [ -n "$kube_pid" ] && kill -0 "$kube_pid" 2>/dev/null; then
     log "stopping the unfinished background Kubernetes build (pid $kube_pid; it resumes from its Go cache)"
     kill -- -"$kube_pid" 2>/dev/null || true
@@ -133,21 +136,39 @@ for i in "${!setup_pids[@]}"; do
   [ "$rc" = 0 ] || die "$helper failed"
 done
 
-# Two pytest processes at once when the Kubernetes build is part of this run and the caller did
-# not pick markers: the `kube` tests (each waits for the build, then runs real clusters) in one,
-# everything else in the other. Each process runs its own dockerd under its own data dir, so they
-# share nothing but the machine; the kube lane's output is printed when both have ended. With
-# `-m ...` in the arguments (or FLOTILLA_TEST_LANES=1) it is one process, kube tests last.
+# Several pytest processes at once when the Kubernetes build is part of this run and the caller
+# did not pick markers: the `kube` tests (each waits for the build, then runs real clusters) in
+# one, the compat tests (real clients: mostly waiting on their Python start-up) in another, and
+# everything else in the foreground. Each process runs its own dockerd under its own data dir, so
+# they share nothing but the machine; the background lanes' output is printed when all have
+# ended. With `-m ...` in the arguments (or FLOTILLA_TEST_LANES=1) it is one process, kube tests
+# last; FLOTILLA_TEST_LANES=2 keeps the compat tests in the foreground lane.
 has_marker=0
-kube_args=()
 for a in "$@"; do
   case "$a" in
     -m | -m* | --markexpr*) has_marker=1 ;;
-    --basetemp*) kube_args=(--basetemp "$kube_state/basetemp") ;; # the lanes must not share one
   esac
 done
-lanes=${FLOTILLA_TEST_LANES:-2}
+lanes=${FLOTILLA_TEST_LANES:-3}
 if [ "${FLOTILLA_KUBE_BUILD:-1}" = 0 ] || [ "$has_marker" = 1 ]; then lanes=1; fi
+
+# run_lane NAME PYTEST-ARGS...: a background lane; its log is $kube_state/pytest-NAME.log.
+bg_names=()
+run_lane() {
+  local name=$1
+  shift
+  local extra=()
+  for a in "$@"; do
+    case "$a" in --basetemp*) extra=(--basetemp "$kube_state/basetemp-$name") ;; esac # lanes must not share one
+  done
+  # set -m: its own process group, where SIGINT is not ignored (a non-interactive shell's `&`
+  # would ignore it), so an interrupted run can stop it with SIGINT and pytest still cleans up.
+  set -m
+  .venv/bin/python -m pytest -q "$@" "${extra[@]}" >"$kube_state/pytest-$name.log" 2>&1 &
+  bg_lanes+=($!)
+  set +m
+  bg_names+=("$name")
+}
 
 set +e
 if [ "$lanes" = 1 ]; then
@@ -155,30 +176,32 @@ if [ "$lanes" = 1 ]; then
   .venv/bin/python -m pytest -q tests "$@"
   rc=$?
 else
-  kube_log="$kube_state/pytest-kube.log"
-  log "two lanes: pytest -m kube (log: $kube_log) next to pytest -m 'not kube', args: $*"
-  # set -m: its own process group, where SIGINT is not ignored (a non-interactive shell's `&`
-  # would ignore it), so an interrupted run can stop it with SIGINT and pytest still cleans up.
-  set -m
-  .venv/bin/python -m pytest -q tests -m kube "$@" "${kube_args[@]}" >"$kube_log" 2>&1 &
-  kube_lane=$!
-  set +m
-  .venv/bin/python -m pytest -q tests -m "not kube" "$@"
-  rc_main=$?
-  wait "$kube_lane"
-  rc_kube=$?
-  log "the kube lane (pytest -m kube), exit $rc_kube:"
-  cat "$kube_log"
-  # 5 = that lane collected nothing (e.g. -k selected only the other lane's tests)
-  if [ "$rc_main" = 5 ] && [ "$rc_kube" = 5 ]; then
-    rc=5
-  elif [ "$rc_main" != 0 ] && [ "$rc_main" != 5 ]; then
-    rc=$rc_main
-  elif [ "$rc_kube" != 0 ] && [ "$rc_kube" != 5 ]; then
-    rc=$rc_kube
-  else
-    rc=0
+  main_sel=(tests -m "not kube")
+  run_lane kube tests -m kube "$@"
+  if [ "$lanes" -ge 3 ]; then
+    run_lane compat tests/compat -m "not kube" "$@"
+    main_sel=(tests --ignore=tests/compat -m "not kube")
   fi
+  log "$lanes lanes: ${bg_names[*]} in the background (logs: $kube_state/pytest-*.log), the rest here, args: $*"
+  .venv/bin/python -m pytest -q "${main_sel[@]}" "$@"
+  rc_all=($?)
+  for i in "${!bg_lanes[@]}"; do
+    wait "${bg_lanes[$i]}"
+    lane_rc=$?
+    rc_all+=("$lane_rc")
+    log "the ${bg_names[$i]} lane, exit $lane_rc:"
+    cat "$kube_state/pytest-${bg_names[$i]}.log"
+  done
+  # 5 = a lane collected nothing (e.g. -k selected only another lane's tests): a failure only
+  # when every lane did.
+  rc=5
+  for r in "${rc_all[@]}"; do
+    if [ "$r" != 0 ] && [ "$r" != 5 ]; then
+      rc=$r
+      break
+    fi
+    [ "$r" = 0 ] && rc=0
+  done
 fi
 set -e
 if [ -f "${FLOTILLA_KUBE_BUILD_RC:-/nonexistent}" ]; then
