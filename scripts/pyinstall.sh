@@ -37,7 +37,10 @@ uv_bin() {  # prints the path of a working uv, building .venv-uv on first use; f
 
 if [ "${FLOTILLA_PIP:-0}" != 1 ] && uv=$(uv_bin); then
   # --python: install into that venv (not uv's own); its pip stays as the venv made it.
-  exec "$uv" pip install --python "$venv/bin/python" "$@"
+  # --compile-bytecode, as pip does: where PYTHONDONTWRITEBYTECODE is set (this machine kind
+  # sets it), nothing else ever writes the .pyc files, and every start of a client then
+  # compiles its imports again (`magnum --version`: 2.27 s without them, 0.54 s with).
+  exec "$uv" pip install --compile-bytecode --python "$venv/bin/python" "$@"
 fi
 echo "pyinstall.sh: uv $UV_VERSION unavailable, using pip" >&2
 exec "$venv/bin/python" -m pip install --disable-pip-version-check "$@"
