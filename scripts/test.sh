@@ -138,18 +138,19 @@ done
 
 # Several pytest processes at once when the Kubernetes build is part of this run and the caller
 # did not pick markers: the `kube` tests (each waits for the build, then runs real clusters) in
-# one, the compat tests (real clients: mostly waiting on their Python start-up) in another, and
+# one, the compat tests (real clients: mostly waiting on their Python start-up) in another, the
+# other e2e tests (real swarm clusters and faults: mostly waiting on them) in a third, and
 # everything else in the foreground. Each process runs its own dockerd under its own data dir, so
 # they share nothing but the machine; the background lanes' output is printed when all have
 # ended. With `-m ...` in the arguments (or FLOTILLA_TEST_LANES=1) it is one process, kube tests
-# last; FLOTILLA_TEST_LANES=2 keeps the compat tests in the foreground lane.
+# last; FLOTILLA_TEST_LANES=2 or 3 keeps e2e (and with 2, compat) in the foreground lane.
 has_marker=0
 for a in "$@"; do
   case "$a" in
     -m | -m* | --markexpr*) has_marker=1 ;;
   esac
 done
-lanes=${FLOTILLA_TEST_LANES:-3}
+lanes=${FLOTILLA_TEST_LANES:-4}
 if [ "${FLOTILLA_KUBE_BUILD:-1}" = 0 ] || [ "$has_marker" = 1 ]; then lanes=1; fi
 
 # run_lane NAME PYTEST-ARGS...: a background lane; its log is $kube_state/pytest-NAME.log.
@@ -164,7 +165,7 @@ run_lane() {
   # set -m: its own process group, where SIGINT is not ignored (a non-interactive shell's `&`
   # would ignore it), so an interrupted run can stop it with SIGINT and pytest still cleans up.
   set -m
-  .venv/bin/python -m pytest -q "$@" "${extra[@]}" >"$kube_state/pytest-$name.log" 2>&1 &
+  .venv/bin/python -m pytest -q --durations=10 "$@" "${extra[@]}" >"$kube_state/pytest-$name.log" 2>&1 &
   bg_lanes+=($!)
   set +m
   bg_names+=("$name")
@@ -180,10 +181,15 @@ else
   run_lane kube tests -m kube "$@"
   if [ "$lanes" -ge 3 ]; then
     run_lane compat tests/compat -m "not kube" "$@"
-    main_sel=(tests --ignore=tests/compat -m "not kube")
+    main_sel+=(--ignore=tests/compat)
+  fi
+  if [ "$lanes" -ge 4 ]; then
+    run_lane e2e tests/e2e -m "not kube" "$@"
+    main_sel+=(--ignore=tests/e2e)
   fi
   log "$lanes lanes: ${bg_names[*]} in the background (logs: $kube_state/pytest-*.log), the rest here, args: $*"
-  .venv/bin/python -m pytest -q "${main_sel[@]}" "$@"
+  # --durations: each lane's slowest tests, to see which lane a run waited for and why.
+  .venv/bin/python -m pytest -q --durations=10 "${main_sel[@]}" "$@"
   rc_all=($?)
   for i in "${!bg_lanes[@]}"; do
     wait "${bg_lanes[$i]}"

@@ -26,10 +26,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: FLOTILLA_* settings a server inherits: where this machine's Kubernetes build lives (the
+#: tests read the same cache to decide whether real nodes can run; a server looking elsewhere
+#: would find no binaries when the build went to a non-default ``FLOTILLA_KUBE_CACHE``).
+INHERITED = ("FLOTILLA_KUBE_CACHE",)
+
+
 def clean_env(**overrides: str) -> dict[str, str]:
-    """This process's environment without OS_*, FLOTILLA_* and DOCKER_* (so a developer's
-    shell cannot steer the server), plus ``overrides``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OS_", "FLOTILLA_", "DOCKER_"))}
+    """This process's environment without OS_*, FLOTILLA_* (but :data:`INHERITED`) and
+    DOCKER_* (so a developer's shell cannot steer the server), plus ``overrides``."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k in INHERITED or not k.startswith(("OS_", "FLOTILLA_", "DOCKER_"))
+    }
     env.update(overrides)
     return env
 
