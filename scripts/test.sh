@@ -117,14 +117,23 @@ setup_pids=()
 setup_names=()
 for helper in scripts/setup-compat.sh scripts/setup-keystone.sh; do
   [ -f "$helper" ] || continue
-  bash "$helper" >"$kube_state/$(basename "$helper").log" 2>&1 &
+  # its log ends with how long it took (setup is on the cold run's critical path)
+  (
+    start=$SECONDS
+    rc=0
+    bash "$helper" || rc=$?
+    echo "==> $helper took $((SECONDS - start)) s"
+    exit "$rc"
+  ) >"$kube_state/$(basename "$helper").log" 2>&1 &
   setup_pids+=($!)
   setup_names+=("$helper")
 done
 for helper in scripts/setup-browser.sh scripts/setup-rabbitmq.sh; do
   if [ -f "$helper" ]; then
     log "$helper"
+    start=$SECONDS
     bash "$helper"
+    log "$helper took $((SECONDS - start)) s"
   fi
 done
 for i in "${!setup_pids[@]}"; do
