@@ -310,7 +310,9 @@ def test_loop_writes_from_several_processes_all_commit(tmp_path: Path) -> None:
     bootstrap.prepare_database(db)
     before = _flavors(db)
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_loop_writer, args=(str(tmp_path), f"l{k}", 200, None, None)) for k in range(3)]
+    procs = [
+        ctx.Process(target=_loop_writer, args=(str(tmp_path), f"l{k}", 200, None, None)) for k in range(3)
+    ]
     for p in procs:
         p.start()
     _insert_many(str(tmp_path), "threads", 150)  # and worker-thread writes at the same time
