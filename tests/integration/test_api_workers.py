@@ -5,8 +5,8 @@
 * Template creates hammered from several client threads through 3 API processes that
   all write the same SQLite file: every one answers 201 (never "database is locked" nor
   any 5xx), and every template is there afterwards.
-* A token revoked through one worker is refused by every worker once the token cache's
-  lifetime (``token_cache_seconds``) has passed.
+* A token every worker has cached, still in use, revoked through one worker, is refused
+  by every worker once the token cache's lifetime (``token_cache_seconds``) has passed.
 * A worker that is killed is replaced; the port keeps answering.
 
 Real ``flotilla serve`` processes (tests/serving.py), stopped by pid.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -118,25 +119,53 @@ def test_every_worker_answers_and_concurrent_sqlite_writes_never_fail(served: se
     assert sorted(t["name"] for t in listed) == sorted(f"w{i}" for i in range(240))
 
 
+def _until_every_worker(url: str, token: str, workers: set[int]) -> Counter[tuple[int, int]]:
+    """Requests with ``token`` on fresh connections until every worker answered one;
+    (status, worker pid) of each answer."""
+    seen: Counter[tuple[int, int]] = Counter()
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(25):
+            for r in pool.map(lambda _: _get(url, token, "/v1/clusters"), range(24)):
+                seen[(r.status_code, int(r.headers["x-flotilla-pid"]))] += 1
+            if {pid for _, pid in seen} >= workers:
+                break
+    assert {pid for _, pid in seen} >= workers, f"answered by {seen}, workers {workers}"
+    return seen
+
+
 def test_a_revoked_token_ends_in_every_worker(served: serving.Launched) -> None:
+    """Every worker has the token cached (it answered a request with it) and it stays in
+    use during the revocation (so the workers keep refreshing their entries ahead); the
+    revocation goes through one worker. Once ``token_cache_seconds`` have passed, every
+    worker refuses it."""
+    workers = _workers(served.proc.pid)
     token = _token(served.data_dir, "prev")
-    with ThreadPoolExecutor(8) as pool:  # every worker has it cached now (most likely)
-        assert all(
-            r.status_code == 200
-            for r in pool.map(lambda _: _get(served.url, token, "/v1/clusters"), range(40))
-        )
+    before = _until_every_worker(served.url, token, workers)
+    assert {status for status, _ in before} == {200}, before
     listed = httpx.get(served.url + "/local/v1/tokens", headers={"X-Auth-Token": token}, timeout=60).json()
     (mine,) = listed["tokens"]
-    r = httpx.delete(
-        f"{served.url}/local/v1/tokens/{mine['id']}", headers={"X-Auth-Token": token}, timeout=60
-    )
-    assert r.status_code == 204
-    time.sleep(2.5)  # token_cache_seconds (default 2) and a margin: no worker may accept it now
-    with ThreadPoolExecutor(8) as pool:
-        codes = Counter(
-            r.status_code for r in pool.map(lambda _: _get(served.url, token, "/v1/clusters"), range(40))
+    stop = threading.Event()
+
+    def keep_using() -> None:
+        while not stop.is_set():
+            _get(served.url, token, "/v1/clusters")
+
+    users = [threading.Thread(target=keep_using) for _ in range(3)]
+    for t in users:
+        t.start()
+    try:
+        r = httpx.delete(
+            f"{served.url}/local/v1/tokens/{mine['id']}", headers={"X-Auth-Token": token}, timeout=60
         )
-    assert codes == Counter({401: 40})
+        assert r.status_code == 204
+        # token_cache_seconds (default 2) and a margin: no worker may accept it now.
+        time.sleep(2.5)
+        after = _until_every_worker(served.url, token, workers)
+    finally:
+        stop.set()
+        for t in users:
+            t.join(60)
+    assert {status for status, _ in after} == {401}, after
 
 
 def test_a_killed_worker_is_replaced(served: serving.Launched) -> None:
