@@ -5,7 +5,10 @@
 * The writer file lock excludes another process (a real second process holds it).
 * ``session_now`` refuses at once (Busy, nothing run) while another writer holds the
   database, and ``api.writes.write`` then waits its turn in a worker thread and commits.
-* Writes from several processes on one SQLite file all commit (never "database is locked").
+* Writes from several processes on one SQLite file all commit (never "database is locked"),
+  from worker threads (``Database.session``) and from event loops (``api.writes``).
+* An event loop's writes that meet another process's writer queue on that loop (no worker
+  thread) and all run, in arrival order, once that process lets go.
 
 Real threads, real processes, a real SQLite file; nothing is timed.
 """
@@ -21,7 +24,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from flotilla.api.writes import write
+from flotilla.api import writes
+from flotilla.api.writes import write, write_dbapi
 from flotilla.db import models as m
 from flotilla.db.engine import Busy, Database
 from flotilla.db.writer import FairLock, ProcessLock
@@ -217,3 +221,103 @@ def test_writes_from_several_processes_all_commit(tmp_path: Path) -> None:
 def _flavors(db: Database) -> int:
     with db.reader() as s:
         return int(s.scalar(select(func.count()).select_from(m.Flavor)) or 0)
+
+
+def _flavor_sql(name: str) -> tuple[str, tuple[str, str, str]]:
+    return (
+        "INSERT INTO flavors (uuid, name, vcpus, ram_mb, disk_gb, created_at) VALUES (?, ?, 1, 64, 0, ?)",
+        (f"u-{name}", name, "2026-01-01 00:00:00.000000"),
+    )
+
+
+async def _loop_writes(db: Database, prefix: str, count: int) -> list[str]:
+    """``count`` writes at once on this event loop, alternately through ``write`` (ORM) and
+    ``write_dbapi`` (raw connection); the names in the order they were asked for."""
+
+    def orm(name: str) -> Any:
+        def work(s: Any) -> str:
+            s.add(m.Flavor(uuid=f"u-{name}", name=name, vcpus=1, ram_mb=64))
+            return name
+
+        return work
+
+    def raw(name: str) -> Any:
+        def work(conn: Any) -> str:
+            conn.execute(*_flavor_sql(name))
+            return name
+
+        return work
+
+    names = [f"{prefix}-{i:04d}" for i in range(count)]
+    return list(
+        await asyncio.gather(
+            *(write(db, orm(n)) if i % 2 else write_dbapi(db, raw(n)) for i, n in enumerate(names))
+        )
+    )
+
+
+def _loop_writer(data_dir: str, prefix: str, count: int, queued: Any, go: Any) -> None:
+    """A process whose event loop asks for ``count`` writes at once (see the test below)."""
+    db = Database(_settings(Path(data_dir)))
+    try:
+
+        async def main() -> list[str]:
+            task = asyncio.ensure_future(_loop_writes(db, prefix, count))
+            if queued is not None:
+                for _ in range(10_000):
+                    await asyncio.sleep(0.001)
+                    if len(writes._queue(db).items) == count:
+                        break
+                assert len(writes._queue(db).items) == count  # every write waits on this loop
+                assert not task.done()
+                queued.set()
+                go.wait(60)
+            return await task
+
+        assert asyncio.run(main()) == [f"{prefix}-{i:04d}" for i in range(count)]
+    finally:
+        db.dispose()
+
+
+def test_loop_writes_wait_for_another_process_in_order_without_threads(tmp_path: Path) -> None:
+    """This process holds the writers' turn; the child's 40 writes all queue on its event
+    loop (a worker thread would have left the queue), nothing is written while the turn is
+    held here, and once it is let go every write commits, in the order asked."""
+    db = Database(_settings(tmp_path))
+    bootstrap.prepare_database(db)
+    ctx = multiprocessing.get_context("spawn")
+    queued, go = ctx.Event(), ctx.Event()
+    with db.turn_now():
+        proc = ctx.Process(target=_loop_writer, args=(str(tmp_path), "q", 40, queued, go))
+        proc.start()
+        try:
+            while not queued.wait(0.2):
+                assert proc.is_alive(), f"the writer exited with {proc.exitcode} before its writes queued"
+        finally:
+            go.set()
+        with db.reader() as s:
+            assert s.scalar(select(func.count()).where(m.Flavor.name.like("q-%"))) == 0
+    proc.join(120)
+    assert proc.exitcode == 0
+    with db.reader() as s:
+        names = list(s.scalars(select(m.Flavor.name).where(m.Flavor.name.like("q-%")).order_by(m.Flavor.id)))
+    assert names == [f"q-{i:04d}" for i in range(40)]
+    db.dispose()
+
+
+def test_loop_writes_from_several_processes_all_commit(tmp_path: Path) -> None:
+    db = Database(_settings(tmp_path))
+    bootstrap.prepare_database(db)
+    before = _flavors(db)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(target=_loop_writer, args=(str(tmp_path), f"l{k}", 200, None, None)) for k in range(3)
+    ]
+    for p in procs:
+        p.start()
+    _insert_many(str(tmp_path), "threads", 150)  # and worker-thread writes at the same time
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0]  # an OperationalError would have exited 1
+    assert _flavors(db) - before == 750
+    db.dispose()

@@ -43,6 +43,12 @@ class Busy(Exception):
     """:meth:`Database.session_now` could not start at once: another writer holds SQLite."""
 
 
+class BusyElsewhere(Busy):
+    """:class:`Busy` because the writer is another process (or a writer outside Flotilla's
+    locks), not one of this process's threads: this process's turn cannot be handed over
+    in-process, so :mod:`flotilla.api.writes` waits for it on the event loop."""
+
+
 def make_engine(
     settings: Settings,
     *,
@@ -170,26 +176,35 @@ class Database:
         stretched every queued write). Always :class:`Busy` on PostgreSQL, whose writes
         may wait on row locks and the network.
         """
-        with self._turn_now(), self._now_factory() as session:
+        with self.turn_now(), self.held_session() as session:
+            yield session
+
+    @contextmanager
+    def held_session(self) -> Iterator[Session]:
+        """The transaction of :meth:`session_now` for a caller already holding
+        :meth:`turn_now` (several may run in one turn); :class:`BusyElsewhere` before
+        anything ran when a writer outside Flotilla's locks holds SQLite."""
+        with self._now_factory() as session:
             tx = session.begin()
             try:
                 session.connection()  # BEGIN IMMEDIATE, or SQLITE_BUSY at once
             except OperationalError as exc:
                 if "locked" in str(exc) or "busy" in str(exc):
-                    raise Busy from None
+                    raise BusyElsewhere from None
                 raise
             with tx:
                 yield session
 
     @contextmanager
-    def _turn_now(self) -> Iterator[None]:
+    def turn_now(self) -> Iterator[None]:
         """The writers' turn (in this process, then across processes) if free right now;
-        else :class:`Busy` with nothing held. Always Busy without a writer lock (PostgreSQL)."""
+        else :class:`Busy` with nothing held (:class:`BusyElsewhere` when another process
+        holds it). Always Busy without a writer lock (PostgreSQL)."""
         if self._writer is None or not self._writer.acquire(blocking=False):
             raise Busy
         try:
             if self._process_lock is not None and not self._process_lock.acquire(blocking=False):
-                raise Busy
+                raise BusyElsewhere
             try:
                 yield
             finally:
@@ -214,11 +229,14 @@ class Database:
         the INSERT. It is dropped (closed) when the database fails it (BEGIN other than
         "busy", COMMIT or ROLLBACK raising); an error of the caller's work only rolls back.
         """
-        with self._turn_now():
-            yield from self._kept_transaction()
+        with self.turn_now(), self.held_dbapi() as conn:
+            yield conn
 
-    def _kept_transaction(self) -> Iterator[Any]:
-        """The body of :meth:`dbapi_now`, holding the writer locks."""
+    @contextmanager
+    def held_dbapi(self) -> Iterator[Any]:
+        """The transaction of :meth:`dbapi_now` for a caller already holding
+        :meth:`turn_now` (several may run in one turn); :class:`BusyElsewhere` before
+        anything ran when a writer outside Flotilla's locks holds SQLite."""
         if self._kept is None:
             self._kept = self.now_engine.raw_connection()
             # Its checkpoints run in a thread (_checkpoint_aside), not in a commit on the
@@ -230,7 +248,7 @@ class Database:
             _execute(conn, "BEGIN IMMEDIATE")  # busy timeout 0: never waits
         except self.now_engine.dialect.loaded_dbapi.OperationalError as exc:
             if "locked" in str(exc) or "busy" in str(exc):
-                raise Busy from None
+                raise BusyElsewhere from None
             self._drop_kept()
             raise
         try:
