@@ -37,12 +37,13 @@ class RenderCache:
     """Rendered JSON per row, keyed by everything the rendering depends on.
 
     A template show's answer is keyed by the row's raw values as the database returned
-    them; a cluster show's (:meth:`show`) by its key columns, as a list row's. A list
-    row is keyed by its kind, view and base URL (``scope``) and its key columns: the uuid
-    and the ``row_version`` the database itself changes on every insert and update
-    (migration 0007's triggers, whoever writes), plus any computed value the row shows
-    (a cluster's node counts). So a list first reads only those narrow columns, and reads
-    its rows in full only when one of them is not rendered here yet.
+    them. A list row is keyed by its kind, view and base URL (``scope``) and its key
+    columns: the uuid and the ``row_version`` the database itself changes on every insert
+    and update (migration 0007's triggers, whoever writes; a cluster's also on every
+    insert, update and delete of one of its nodegroups, 0008, so its node counts need no
+    key of their own). So a list first reads only those narrow columns, and reads its rows
+    in full only when one of them is not rendered here yet. A cluster show (:meth:`show`)
+    likewise, keyed by the cluster's uuid and version and its template's version.
 
     Nothing can go stale: a row changed in any way, by any process, is a different key
     (its old entry is simply never asked for again). Raw values that cannot be a key

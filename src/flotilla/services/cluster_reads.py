@@ -133,8 +133,8 @@ class ShowPlan:
         rows = prepared.fetch(self.engine, {"ident": self.ident, "project": self.project})
         if not rows:
             raise NotFound(f"{self.label} {self.ident} could not be found.")
-        ident_of = prepared.picker(self.engine, ("id",))
-        if len({ident_of(r)["id"] for r in rows}) > 1:
+        # The cluster's id is the first column of both reads (an integer, as the DBAPI gives it).
+        if len(rows) > 1 and len({r[0] for r in rows}) > 1:
             raise Conflict(
                 f"Multiple {self.label}s exist with same name. Please use the {self.label} uuid instead."
             )
