@@ -1,13 +1,15 @@
-"""A list served from rendered rows is never stale, whoever changed the database.
+"""A list or cluster show served from rendered JSON is never stale, whoever changed the database.
 
 Lists keep each row's rendered JSON under the row's uuid and ``row_version`` (which the
-database's own triggers change on every insert and update, migration 0007) plus the
-cluster's node counts, and read only those columns when every row is rendered already
-(``api/render_cache.py``). Here the writes come through a second ``Database`` (its own
-connections, as another API process or the conductor has), through the same service
-functions the conductor uses, Core UPDATEs and plain SQL text; after each one the list
-of the app that has everything rendered must be the list a fresh app renders from
-scratch. On SQLite and PostgreSQL.
+database's own triggers change on every insert and update, migration 0007, and for a
+cluster on every insert, update and delete of one of its nodegroups, migration 0008),
+and read only those columns when every row is rendered already; a cluster show keeps its
+answer under the cluster's uuid and version and its template's version, and reads just
+those when it was shown before (``api/render_cache.py``). Here the writes come through a
+second ``Database`` (its own connections, as another API process or the conductor has),
+through the same service functions the conductor uses, the ORM, Core statements and plain
+SQL text; after each one every list and cluster show of the app that has everything
+rendered must be what a fresh app renders from scratch. On SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import select, text, update
+from sqlalchemy import create_engine, select, text, update
+from sqlalchemy.pool import NullPool
 
 from flotilla.api.app import create_app
+from flotilla.db import migrate
 from flotilla.db import models as m
 from flotilla.db.engine import Database
 from flotilla.lifecycle import Event
@@ -39,24 +44,34 @@ class Apps:
         self.settings, self.client, self.headers = settings, client, headers
         #: The conductor's (or another process's) own connections.
         self.other = Database(settings)
+        #: Cluster shows compared too (by uuid and by name, as clusters and as bays).
+        self.shows: list[str] = []
 
     def listed(self, path: str, who: str = "member") -> Any:
         r = self.client.get(path, headers=self.headers[who])
         assert r.status_code == 200, r.text
         return r
 
+    def paths(self) -> tuple[str, ...]:
+        return (*LISTS, *self.shows)
+
     def assert_fresh(self) -> None:
-        """Every list (member's and admin's) equals what an app with nothing rendered answers."""
+        """Every list and show (member's and admin's) equals what an app with nothing
+        rendered answers (the same status and body: a show of a cluster gone is a 404)."""
         fresh_app = create_app(self.settings)
         try:
             with TestClient(fresh_app) as fresh:
                 for who in ("member", "admin"):
-                    for path in LISTS:
-                        cached = self.listed(path, who)
+                    for path in self.paths():
+                        cached = self.client.get(path, headers=self.headers[who])
                         expected = fresh.get(path, headers=self.headers[who])
+                        assert cached.status_code == expected.status_code, (who, path, cached.text)
                         assert cached.content == expected.content, (who, path)
         finally:
             fresh_app.state.runtime.db.dispose()
+
+    def shown(self, path: str) -> Any:
+        return self.listed(path).json()
 
 
 @pytest.fixture
@@ -117,16 +132,25 @@ def _setup(apps: Apps) -> tuple[list[str], list[str]]:
 
 
 def _warm(apps: Apps) -> None:
-    """Render every list, then check a repeat is answered from the narrow read alone."""
+    """Render every list and show, then check a repeat is answered from the narrow read alone."""
     for who in ("member", "admin"):
-        for path in LISTS:
-            apps.listed(path, who)
-    for path in LISTS:
+        for path in apps.paths():
+            # An admin's bay view shows only their own project's (a 404 here).
+            r = apps.client.get(path, headers=apps.headers[who])
+            assert r.status_code == 200 or (who, r.status_code) == ("admin", 404), (who, path, r.text)
+    for path in apps.paths():
         assert apps.listed(path).headers[COUNT] == "1", path
+
+
+def _show_paths(clusters: list[str]) -> list[str]:
+    return [
+        *(f"/v1/clusters/{u}" for u in clusters), "/v1/clusters/c1", f"/v1/bays/{clusters[0]}", "/v1/bays/c0",
+    ]  # fmt: skip
 
 
 def test_lists_show_changes_made_through_other_connections(apps: Apps) -> None:
     templates, clusters = _setup(apps)
+    apps.shows = _show_paths(clusters)
     _warm(apps)
     apps.assert_fresh()
 
@@ -158,6 +182,76 @@ def test_lists_show_changes_made_through_other_connections(apps: Apps) -> None:
         )
     listed = {x["uuid"]: x for x in apps.listed("/v1/clusters").json()["clusters"]}
     assert listed[clusters[1]]["node_count"] == 5
+    assert apps.shown(f"/v1/clusters/{clusters[1]}")["node_count"] == 5
+    apps.assert_fresh()
+
+    # A resize as the API writes it: the ORM, the cluster's row held first (then untouched).
+    _warm(apps)
+    with apps.other.session() as s:
+        s.scalars(select(m.Cluster).where(m.Cluster.uuid == clusters[0]).with_for_update()).one()
+        group = s.scalars(
+            select(m.NodeGroup).where(m.NodeGroup.cluster_id == clusters[0], m.NodeGroup.role == "master")
+        ).one()
+        group.node_count = 3
+    assert apps.shown(f"/v1/clusters/{clusters[0]}")["master_count"] == 3
+    assert apps.shown("/v1/bays/c0")["master_count"] == 3
+    apps.assert_fresh()
+
+    # Plain SQL on nodegroups alone: one created, resized, moved to another cluster, deleted.
+    def counts(uuid: str) -> tuple[int, int]:
+        shown = apps.shown(f"/v1/clusters/{uuid}")
+        listed = {x["uuid"]: x for x in apps.listed("/v1/clusters").json()["clusters"]}[uuid]
+        assert (listed["master_count"], listed["node_count"]) == (shown["master_count"], shown["node_count"])
+        return shown["master_count"], shown["node_count"]
+
+    _warm(apps)
+    with apps.other.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO nodegroups (uuid, name, cluster_id, project_id, role, node_count, min_node_count, "
+                "is_default, status, created_at) VALUES ('0b7e9a52-1d0c-4c55-9d35-6a3e0f5d7c11', 'extra', :c, "
+                "'p1', 'worker', 4, 0, :f, 'CREATE_COMPLETE', CURRENT_TIMESTAMP)"
+            ),
+            {"c": clusters[2], "f": False},
+        )
+    assert counts(clusters[2]) == (1, 5)
+    apps.assert_fresh()
+    steps = (
+        ("UPDATE nodegroups SET node_count = 7 WHERE name = 'extra'", {clusters[2]: (1, 8)}),
+        ("UPDATE nodegroups SET cluster_id = :to WHERE name = 'extra'", {clusters[2]: (1, 1), clusters[0]: (3, 8)}),
+        ("DELETE FROM nodegroups WHERE name = 'extra'", {clusters[0]: (3, 1)}),
+    )  # fmt: skip
+    for sql, expected in steps:
+        _warm(apps)
+        with apps.other.engine.begin() as conn:
+            conn.execute(text(sql), {"to": clusters[0]} if ":to" in sql else {})
+        assert {u: counts(u) for u in expected} == expected, sql
+        apps.assert_fresh()
+
+    # A failed cluster's faults name its default nodegroups: a nodegroup renamed shows.
+    with apps.other.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE clusters SET status = 'CREATE_FAILED', status_reason = 'boom' WHERE uuid = :u"),
+            {"u": clusters[1]},
+        )
+    assert set(apps.shown(f"/v1/clusters/{clusters[1]}")["faults"]) == {"default-master", "default-worker"}
+    _warm(apps)
+    with apps.other.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE nodegroups SET name = 'workers' WHERE cluster_id = :u AND role = 'worker'"),
+            {"u": clusters[1]},
+        )
+    assert set(apps.shown(f"/v1/clusters/{clusters[1]}")["faults"]) == {"default-master", "workers"}
+    apps.assert_fresh()
+
+    # The template's labels (another table: the show's labels_overridden, _added, _skipped).
+    _warm(apps)
+    with apps.other.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE cluster_templates SET labels = :l WHERE uuid = :u"),
+            {"l": '{"i": "0", "extra": "1"}', "u": templates[0]},
+        )
+    assert apps.shown(f"/v1/clusters/{clusters[0]}")["labels_skipped"].get("extra") == "1"
     apps.assert_fresh()
 
     # Plain SQL: a template renamed, another moved to another project, a cluster renamed.
@@ -221,3 +315,74 @@ def test_row_version_changes_on_every_write_and_is_no_field(apps: Apps) -> None:
     r = apps.client.get("/v1/clustertemplates?sort_key=row_version", headers=apps.headers["member"])
     assert r.status_code == 400, r.text
     assert "invalid field for sorting" in r.json()["errors"][0]["detail"]
+
+
+def _versions(apps: Apps, clusters: list[str]) -> dict[str, int]:
+    c = m.Cluster.__table__
+    with apps.other.engine.connect() as conn:
+        return {
+            u: int(v)
+            for u, v in conn.execute(select(c.c.uuid, c.c.row_version).where(c.c.uuid.in_(clusters)))
+        }
+
+
+def test_a_nodegroup_write_changes_its_clusters_row_version(apps: Apps) -> None:
+    _, clusters = _setup(apps)
+    a, b, untouched = clusters
+    writes = (
+        ("UPDATE nodegroups SET node_count = 2 WHERE cluster_id = :a AND role = 'worker'", {a}),
+        ("UPDATE nodegroups SET node_addresses = NULL WHERE cluster_id = :a", {a}),
+        (
+            "UPDATE nodegroups SET cluster_id = :b, name = 'moved' WHERE cluster_id = :a AND role = 'worker'",
+            {a, b},
+        ),
+        ("DELETE FROM nodegroups WHERE name = 'moved'", {b}),
+        (
+            "INSERT INTO nodegroups (uuid, name, cluster_id, project_id, role, node_count, min_node_count, "
+            "is_default, status, created_at) VALUES ('6f1c0c8e-2a53-4f0e-a2a9-8f3b4c5d6e7f', 'n', :a, 'p1', "
+            "'worker', 1, 0, :f, 'CREATE_COMPLETE', CURRENT_TIMESTAMP)",
+            {a},
+        ),
+    )
+    for sql, changed in writes:
+        before = _versions(apps, clusters)
+        with apps.other.engine.begin() as conn:
+            assert conn.execute(text(sql), {"a": a, "b": b, "f": False}).rowcount >= 1, sql
+        after = _versions(apps, clusters)
+        assert {u for u in clusters if after[u] != before[u]} == changed, sql
+        assert untouched not in changed and 0 not in after.values()
+    # Deleting a cluster deletes its nodegroups (ON DELETE CASCADE): the trigger finds no cluster.
+    with apps.other.engine.begin() as conn:
+        conn.execute(text("DELETE FROM clusters WHERE uuid = :a"), {"a": a})
+        assert (
+            conn.execute(text("SELECT count(*) FROM nodegroups WHERE cluster_id = :a"), {"a": a}).scalar()
+            == 0
+        )
+    assert set(_versions(apps, clusters)) == {b, untouched}
+
+
+def test_migration_0008_downgrades_and_upgrades(apps: Apps, db_url: str) -> None:
+    """Downgraded, a nodegroup write leaves the cluster's version alone; upgraded again, it changes it."""
+    _, clusters = _setup(apps)
+    engine = create_engine(db_url, poolclass=NullPool)
+    cfg = migrate.alembic_config()
+
+    def resized(count: int) -> bool:
+        before = _versions(apps, clusters[:1])
+        with apps.other.engine.begin() as conn:
+            conn.execute(
+                text("UPDATE nodegroups SET node_count = :n WHERE cluster_id = :c AND role = 'worker'"),
+                {"n": count, "c": clusters[0]},
+            )
+        return _versions(apps, clusters[:1]) != before
+
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0007_row_versions")
+        assert not resized(2)
+    finally:
+        migrate.upgrade(engine)
+        engine.dispose()
+    assert resized(3)
+    _warm(apps)

@@ -4,7 +4,7 @@ and encoded again on every list (most of a long list's cost)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from flotilla.services.pagination import Page
 from flotilla.services.prepared_pages import PagePlan
@@ -13,15 +13,37 @@ from flotilla.services.prepared_pages import PagePlan
 MAX_RENDERED = 8192
 
 
+class Keyed(Protocol):
+    """A full read of one resource, with the key it renders under."""
+
+    @property
+    def key(self) -> tuple[Any, ...]: ...
+
+
+F = TypeVar("F", bound=Keyed)
+F_co = TypeVar("F_co", bound=Keyed, covariant=True)
+
+
+class ShowSource(Protocol[F_co]):
+    """One resource to show, readable as its key alone or in full (both raise the same
+    errors for the same rows), e.g. :class:`flotilla.services.cluster_reads.ShowPlan`."""
+
+    def key(self) -> tuple[Any, ...]: ...
+
+    def found(self) -> F_co: ...
+
+
 class RenderCache:
     """Rendered JSON per row, keyed by everything the rendering depends on.
 
-    A show's answer is keyed by the row's raw values as the database returned them. A list
-    row is keyed by its kind, view and base URL (``scope``) and its key columns: the uuid
-    and the ``row_version`` the database itself changes on every insert and update
-    (migration 0007's triggers, whoever writes), plus any computed value the row shows
-    (a cluster's node counts). So a list first reads only those narrow columns, and reads
-    its rows in full only when one of them is not rendered here yet.
+    A template show's answer is keyed by the row's raw values as the database returned
+    them. A list row is keyed by its kind, view and base URL (``scope``) and its key
+    columns: the uuid and the ``row_version`` the database itself changes on every insert
+    and update (migration 0007's triggers, whoever writes; a cluster's also on every
+    insert, update and delete of one of its nodegroups, 0008, so its node counts need no
+    key of their own). So a list first reads only those narrow columns, and reads its rows
+    in full only when one of them is not rendered here yet. A cluster show (:meth:`show`)
+    likewise, keyed by the cluster's uuid and version and its template's version.
 
     Nothing can go stale: a row changed in any way, by any process, is a different key
     (its old entry is simply never asked for again). Raw values that cannot be a key
@@ -31,8 +53,9 @@ class RenderCache:
     def __init__(self, max_entries: int = MAX_RENDERED) -> None:
         self.max_entries = max_entries
         self._entries: dict[Hashable, bytes] = {}
-        #: The list scopes rendered here since the last clear: for any other, a list reads
-        #: its rows in full at once (one statement, not the narrow one and then that).
+        #: The list scopes and the (scope, ident) of shows rendered here since the last
+        #: clear: for any other, a list or show reads in full at once (one statement, not
+        #: the narrow one and then that).
         self._warm: set[Hashable] = set()
 
     def get(self, key: Hashable, render: Callable[[Any], bytes], raw: Any) -> bytes:
@@ -77,3 +100,25 @@ class RenderCache:
         rows = [self.get((scope, key_of(raw)), render, raw) for raw in full.items]
         self._warm.add(scope)
         return rows, full, key_of(full.items[-1])[0] if full.items else None
+
+    def show(self, scope: Hashable, ident: str, source: ShowSource[F], render: Callable[[F], bytes]) -> bytes:
+        """A show's rendered answer.
+
+        For an ``ident`` shown here before under ``scope``, reads the key
+        (``source.key()``) and answers what is rendered under it, if anything. Otherwise
+        reads in full (``source.found()``) and answers from that read alone (rendered with
+        ``render`` unless its key is rendered already), so a change between the two reads
+        is shown as the second read found it. Raises what ``source`` raises.
+        """
+        warm = (scope, ident)
+        if warm in self._warm:
+            found = self._entries.get((scope, source.key()))
+            if found is not None:
+                return found
+        full = source.found()
+        out = self.get((scope, full.key), render, full)
+        if len(self._warm) >= self.max_entries:
+            self._entries.clear()
+            self._warm.clear()
+        self._warm.add(warm)
+        return out

@@ -189,13 +189,17 @@ async def show_response(request: Request, ident: str, view: ClusterView) -> Resp
     """``GET /v1/{clusters,bays}/{ident}`` (also served by :mod:`flotilla.api.fastlane`)."""
     rt = runtime(request)
     ctx = await context(request)
-    found = await reads.blocking(rt, cluster_reads.find, rt.db, ctx, ident, view, short=True)
+    plan = cluster_reads.show_plan(rt.db, ctx, ident, view)
     base = base_url(request)
 
     def render(found: cluster_reads.Found) -> bytes:
         return to_json(shown_dict(found.shown(), view, base))
 
-    return reads.json_response(rt.renders.get(("cluster-show", view, base, found.rows), render, found))
+    # Rendered once per state of the cluster (its key: uuid and versions), read narrow after that.
+    scope = ("cluster-show", view, base)
+    return reads.json_response(
+        await reads.blocking(rt, rt.renders.show, scope, ident, plan, render, short=True)
+    )
 
 
 async def list_response(request: Request, view: ClusterView, *, detail: bool) -> Response:
