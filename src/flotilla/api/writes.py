@@ -5,7 +5,9 @@ result (committed; the ORM objects stay readable). On SQLite with no other write
 way it runs right here, on the event loop (``Database.session_now``): no worker-thread
 hop, no queue behind the thread pool, no other thread to meet at the GIL while the writer
 lock is held. Otherwise (another writer holds the lock, or PostgreSQL) it runs in a worker
-thread with ``Database.session``, which waits its turn in arrival order.
+thread with ``Database.session``, which waits its turn in arrival order. ``write_dbapi`` and
+``write_one`` do the same on a DBAPI connection; ``write_one``, for work with one write, runs
+it on PostgreSQL without a transaction around it (autocommit).
 
 ``work`` must not block on anything but the database (no HTTP, no Docker): it may run on
 the event loop.
@@ -52,4 +54,18 @@ async def write_dbapi(db: Database, work: Callable[[Any], T]) -> T:
 
 def _on_connection(db: Database, work: Callable[[Any], T]) -> T:
     with db.dbapi_write() as conn:
+        return work(conn)
+
+
+async def write_one(db: Database, work: Callable[[Any], T]) -> T:
+    """:func:`write_dbapi` for work that runs reads and at most one writing statement, its
+    last: on PostgreSQL in autocommit, in a worker thread (:meth:`Database.dbapi_one_write`:
+    no ``BEGIN``/``COMMIT`` round trips), on SQLite :func:`write_dbapi`."""
+    if db.is_sqlite:
+        return await write_dbapi(db, work)
+    return await run_in_threadpool(_on_one_write_connection, db, work)
+
+
+def _on_one_write_connection(db: Database, work: Callable[[Any], T]) -> T:
+    with db.dbapi_one_write() as conn:
         return work(conn)
