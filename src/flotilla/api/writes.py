@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from anyio import CapacityLimiter, to_thread
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -57,13 +58,14 @@ def _on_connection(db: Database, work: Callable[[Any], T]) -> T:
         return work(conn)
 
 
-async def write_one(db: Database, work: Callable[[Any], T]) -> T:
+async def write_one(db: Database, work: Callable[[Any], T], limiter: CapacityLimiter | None = None) -> T:
     """:func:`write_dbapi` for work that runs reads and at most one writing statement, its
-    last: on PostgreSQL in autocommit, in a worker thread (:meth:`Database.dbapi_one_write`:
-    no ``BEGIN``/``COMMIT`` round trips), on SQLite :func:`write_dbapi`."""
+    last: on PostgreSQL in autocommit, in a worker thread of ``limiter``
+    (:meth:`Database.dbapi_one_write`: no ``BEGIN``/``COMMIT`` round trips), on SQLite
+    :func:`write_dbapi`."""
     if db.is_sqlite:
         return await write_dbapi(db, work)
-    return await run_in_threadpool(_on_one_write_connection, db, work)
+    return await to_thread.run_sync(_on_one_write_connection, db, work, limiter=limiter)
 
 
 def _on_one_write_connection(db: Database, work: Callable[[Any], T]) -> T:

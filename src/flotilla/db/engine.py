@@ -33,12 +33,13 @@ BUSY_TIMEOUT_MS = 30_000
 SQLITE_READERS = 64
 
 #: PostgreSQL connections per process (kept open, and opened for a moment on top), for
-#: reads (the API's worker threads, AnyIO's 40 by default, and the token lookups' 8) and
-#: for write transactions. At most 40 per process (PostgreSQL allows 100 by default): a
-#: read waits for a connection rather than open more, which on two cores would only add
-#: backends competing for the same CPU.
-PG_READERS = (15, 10)
-PG_WRITERS = (5, 10)
+#: reads and one-statement writes (the API's read threads, 8, the token lookups' 8, the
+#: template creates' 8, reads in other routes' worker threads) and for write transactions.
+#: At most 40 per process, as before the pools were split (PostgreSQL allows 100 by
+#: default). Opening one costs about 10 ms of CPU (SCRAM), so the kept ones cover what
+#: the API's own thread limits let run at once.
+PG_READERS = (20, 5)
+PG_WRITERS = (8, 7)
 
 #: Commits on :meth:`Database.dbapi_now`'s connection between two WAL checkpoints, which
 #: run in a thread of their own (a template create adds a few pages to the WAL; SQLite's

@@ -208,7 +208,7 @@ async def create_response(request: Request, view: View) -> Response:
         )
 
     try:
-        full = await write_one(rt.db, insert)  # a catalog check, then one INSERT
+        full = await write_one(rt.db, insert, rt.write_threads)  # a catalog check, then one INSERT
         out = to_dict({k: full[k] for k in _SHOW_KEYS[view]}, view, base)
     except template_inserts.NeedsSession:
         out = to_dict(await write(rt.db, work), view, base)
