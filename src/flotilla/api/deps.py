@@ -35,6 +35,12 @@ READ_THREADS = 8
 #: connections with 8 threads, bench/api.py); one thread reads them back to back at their
 #: own cost, the event loop still gets its turns.
 SQLITE_READ_THREADS = 1
+#: Worker threads for PostgreSQL's one-statement writes (a template create,
+#: :func:`flotilla.api.writes.write_one`), per process. Bounded below the read pool's
+#: kept connections (:data:`flotilla.db.engine.PG_READERS`, which these writes use): with
+#: AnyIO's 40 threads, 50 connections of creates kept the pool opening and closing
+#: connections beyond it, and a PostgreSQL connect costs about 10 ms of CPU (SCRAM).
+WRITE_THREADS = 8
 
 
 @dataclass
@@ -53,6 +59,8 @@ class Runtime:
     renders: RenderCache = field(default_factory=RenderCache)
     #: The threads :func:`flotilla.api.reads.blocking` runs reads in (queued in arrival order).
     read_threads: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(READ_THREADS))
+    #: The threads :func:`flotilla.api.writes.write_one` runs PostgreSQL writes in.
+    write_threads: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(WRITE_THREADS))
 
     def __post_init__(self) -> None:
         if self.db.is_sqlite:

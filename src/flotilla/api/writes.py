@@ -5,6 +5,8 @@ result (committed; the ORM objects stay readable). On SQLite with no other write
 way it runs right here, on the event loop (``Database.session_now``): no worker-thread
 hop, no queue behind the thread pool, no other thread to meet at the GIL while the writer
 lock is held. On PostgreSQL it runs in a worker thread with ``Database.session``.
+``write_dbapi`` and ``write_one`` do the same on a DBAPI connection; ``write_one``, for work
+with one write, runs it on PostgreSQL without a transaction around it (autocommit).
 
 When SQLite's writer is busy:
 
@@ -39,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from anyio import CapacityLimiter, to_thread
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -178,3 +181,18 @@ def _queue(db: Database) -> _Queue:
     if queue is None or queue.loop is not loop:
         queue = _queues[db] = _Queue(loop)
     return queue
+
+
+async def write_one(db: Database, work: Callable[[Any], T], limiter: CapacityLimiter | None = None) -> T:
+    """:func:`write_dbapi` for work that runs reads and at most one writing statement, its
+    last: on PostgreSQL in autocommit, in a worker thread of ``limiter``
+    (:meth:`Database.dbapi_one_write`: no ``BEGIN``/``COMMIT`` round trips), on SQLite
+    :func:`write_dbapi`."""
+    if db.is_sqlite:
+        return await write_dbapi(db, work)
+    return await to_thread.run_sync(_on_one_write_connection, db, work, limiter=limiter)
+
+
+def _on_one_write_connection(db: Database, work: Callable[[Any], T]) -> T:
+    with db.dbapi_one_write() as conn:
+        return work(conn)

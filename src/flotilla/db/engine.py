@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import select
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from flotilla.datadir import private_dir, secure_sqlite
@@ -30,6 +31,15 @@ BUSY_TIMEOUT_MS = 30_000
 #: PRAGMAs each) and queue for the 15. Connections are opened only when needed; each
 #: holds its own page cache (at most SQLite's default 2 MiB).
 SQLITE_READERS = 64
+
+#: PostgreSQL connections per process (kept open, and opened for a moment on top), for
+#: reads and one-statement writes (the API's read threads, 8, the token lookups' 8, the
+#: template creates' 8, reads in other routes' worker threads) and for write transactions.
+#: At most 40 per process, as before the pools were split (PostgreSQL allows 100 by
+#: default). Opening one costs about 10 ms of CPU (SCRAM), so the kept ones cover what
+#: the API's own thread limits let run at once.
+PG_READERS = (20, 5)
+PG_WRITERS = (8, 7)
 
 #: Commits on :meth:`Database.dbapi_now`'s connection between two WAL checkpoints, which
 #: run in a thread of their own (a template create adds a few pages to the WAL; SQLite's
@@ -55,13 +65,16 @@ def make_engine(
     immediate: bool = True,
     busy_timeout_ms: int = BUSY_TIMEOUT_MS,
     pool: tuple[int, int] = (5, 10),
+    autocommit: bool = False,
 ) -> Engine:
     """Create the engine for ``settings.db_url``; creates the SQLite directory if needed.
 
     ``immediate``: on SQLite, start transactions with ``BEGIN IMMEDIATE`` (writers);
     readers use a second engine with deferred BEGIN so WAL lets them run beside a writer.
-    ``pool``: for an SQLite file, the connections kept open and how many more may be
-    opened for a moment (SQLAlchemy's ``pool_size`` and ``max_overflow``).
+    ``pool``: for an SQLite file or PostgreSQL, the connections kept open and how many
+    more may be opened for a moment (SQLAlchemy's ``pool_size`` and ``max_overflow``).
+    ``autocommit`` (PostgreSQL only): every statement is its own transaction (no
+    ``BEGIN``, and nothing to roll back when the connection returns to the pool).
     The data dir is made 0700 and the SQLite file 0600 (see :mod:`flotilla.datadir`).
 
     SQLite runs in WAL mode with ``synchronous=NORMAL``: a commit appends to the WAL without
@@ -98,10 +111,35 @@ def make_engine(
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
-    # Kept open: the reads' and token lookups' threads (8 each, see flotilla.api) and a few
-    # writers; SQLAlchemy opens and closes up to 10 more for a moment (at most 30 per
-    # process, as before; PostgreSQL allows 100 by default).
-    return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=10)
+    # No pool_pre_ping: its round trip (one more per checkout, a quarter of a template
+    # show's time) is replaced by a look at the socket (check_alive), which sees a connection
+    # the server closed (a restart, pg_terminate_backend) without asking the server.
+    engine = create_engine(
+        url, pool_size=pool[0], max_overflow=pool[1], **({"isolation_level": "AUTOCOMMIT"} if autocommit else {})
+    )  # fmt: skip
+    event.listen(engine, "checkout", check_alive)
+    return engine
+
+
+def check_alive(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+    """Pool checkout (PostgreSQL): raise DisconnectionError, so the pool replaces the
+    connection, when the server has closed it.
+
+    An idle connection has nothing to read: the server speaks only when asked. Anything
+    readable on its socket (the ``FATAL: terminating connection`` a restart or
+    ``pg_terminate_backend`` sends, then EOF), a hang-up or a connection psycopg already
+    knows is broken means it cannot be used. A poll of the socket costs about a
+    microsecond, where the pool's pre-ping cost a round trip to the server on every
+    checkout. What it cannot see (a peer gone without a word, or a close that lands
+    between this check and the statement) fails that statement, as it would after a
+    pre-ping: :class:`flotilla.db.prepared.Prepared` reads retry once on a new connection.
+    """
+    if dbapi_conn.closed or dbapi_conn.broken:
+        raise DisconnectionError("the connection is closed")
+    poller = select.poll()
+    poller.register(dbapi_conn.fileno(), select.POLLIN | select.POLLPRI)
+    if poller.poll(0):
+        raise DisconnectionError("the server closed the connection (or spoke unasked)")
 
 
 class Database:
@@ -109,12 +147,15 @@ class Database:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.engine = make_engine(settings)
+        self.engine = make_engine(settings) if self.is_sqlite else make_engine(settings, pool=PG_WRITERS)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
+        #: Reads. On PostgreSQL a pool of its own in autocommit: a read is its one SELECT
+        #: (no BEGIN before it, no ROLLBACK when the connection returns), and each SELECT
+        #: sees what was committed when it started, as in a READ COMMITTED transaction.
         self.read_engine = (
             make_engine(settings, immediate=False, pool=(SQLITE_READERS, 8))
             if self.is_sqlite
-            else self.engine
+            else make_engine(settings, pool=PG_READERS, autocommit=True)
         )
         self._read_factory = sessionmaker(self.read_engine, expire_on_commit=False)
         self._local_reads = self.is_sqlite
@@ -307,6 +348,31 @@ class Database:
                 yield from _transaction(conn)
             finally:
                 conn.close()
+
+    @contextmanager
+    def dbapi_one_write(self) -> Iterator[Any]:
+        """:meth:`dbapi_write` for work that runs reads and at most one writing statement,
+        its last (a template create: the catalog check, then the INSERT). Call it from a
+        worker thread.
+
+        On PostgreSQL the connection is in autocommit (a :attr:`read_engine` one): each
+        statement is its own transaction, so the work costs its statements' round trips
+        and no ``BEGIN`` or ``COMMIT``. That changes nothing the work can see: its reads
+        see what was committed when each started, as they would in the READ COMMITTED
+        transaction :meth:`dbapi_write` opens (which takes no locks for them either), and
+        the one write commits or fails as a whole. A failed write leaves nothing behind;
+        a write that succeeded is committed even if the work raises afterwards. On SQLite,
+        :meth:`dbapi_write` (its transaction also takes the writer lock).
+        """
+        if self.is_sqlite:
+            with self.dbapi_write() as conn:
+                yield conn
+            return
+        conn = self.read_engine.raw_connection()
+        try:
+            yield conn
+        finally:
+            conn.close()
 
     @contextmanager
     def _one_writer(self) -> Iterator[None]:

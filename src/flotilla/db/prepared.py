@@ -8,9 +8,11 @@ text, the parameter order and the column conversions (SQLite's text dates, JSON 
 once per dialect from the same Core statement, so a Prepared read returns what
 ``session.execute(stmt)`` returns, as plain dicts by column key.
 
-No transaction is opened: one SELECT is one snapshot on its own (SQLite in autocommit
-mode, as :mod:`flotilla.db.engine` configures it; on PostgreSQL the pool's reset ends
-the implicit transaction when the connection is returned). Each execution counts as
+No transaction is opened: one SELECT is one snapshot on its own (SQLite, and
+PostgreSQL's read engine, in autocommit mode, as :mod:`flotilla.db.engine` configures
+them; on a PostgreSQL engine that is not, the pool's reset ends the implicit transaction
+when the connection is returned). A read that finds its connection closed by the server
+runs once more on another (:meth:`Prepared.fetch`). Each execution counts as
 one statement for ``debug_sql_count`` (:func:`flotilla.db.statements.tally`).
 """
 
@@ -84,21 +86,33 @@ class Prepared:
         return [compiled.row(raw) for raw in self.fetch(engine, params)]
 
     def fetch(self, engine: Engine, params: Mapping[str, Any]) -> list[Any]:
-        """Every row as the DBAPI returned it (unconverted: see :meth:`convert`)."""
+        """Every row as the DBAPI returned it (unconverted: see :meth:`convert`).
+
+        A connection the database closed under it (a restart, an administrator's
+        ``pg_terminate_backend``, found only when the statement ran) is dropped and the
+        read runs once more on another: a read repeated is harmless, and the pool checks
+        connections without a round trip (:func:`flotilla.db.engine.check_alive`), so this is
+        how a close that lands after that check is absorbed. A second failure is raised.
+        """
         compiled = self._for(engine)
         arguments = compiled.arguments(params)
-        conn = engine.raw_connection()
-        try:
-            cursor = conn.cursor()
+        for attempt in (1, 2):
+            conn = engine.raw_connection()
             try:
-                statements.tally()
-                cursor.execute(compiled.sql, arguments)
-                fetched = list(cursor.fetchall())
+                cursor = conn.cursor()
+                try:
+                    statements.tally()
+                    cursor.execute(compiled.sql, arguments)
+                    return list(cursor.fetchall())
+                except engine.dialect.loaded_dbapi.Error as exc:
+                    if attempt == 2 or not engine.dialect.is_disconnect(exc, conn.dbapi_connection, cursor):
+                        raise
+                    conn.invalidate(exc)  # closed, not returned to the pool; then the second attempt
+                finally:
+                    cursor.close()
             finally:
-                cursor.close()
-        finally:
-            conn.close()  # back to the pool, which ends any implicit transaction
-        return fetched
+                conn.close()  # back to the pool, which ends any implicit transaction
+        raise AssertionError("unreachable")
 
     def convert(self, engine: Engine, raw: Any) -> dict[str, Any]:
         """One row of :meth:`fetch` as :meth:`rows` gives it."""

@@ -24,7 +24,7 @@ from flotilla.api.deps import (
 )
 from flotilla.api.fields import Field, check_all, invalid, parse_body
 from flotilla.api.v1.render import iso, links, next_link
-from flotilla.api.writes import write, write_dbapi
+from flotilla.api.writes import write, write_one
 from flotilla.context import RequestContext
 from flotilla.db import models as m
 from flotilla.errors import Invalid
@@ -208,7 +208,7 @@ async def create_response(request: Request, view: View) -> Response:
         )
 
     try:
-        full = await write_dbapi(rt.db, insert)
+        full = await write_one(rt.db, insert, rt.write_threads)  # a catalog check, then one INSERT
         out = to_dict({k: full[k] for k in _SHOW_KEYS[view]}, view, base)
     except template_inserts.NeedsSession:
         out = to_dict(await write(rt.db, work), view, base)
