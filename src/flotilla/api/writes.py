@@ -38,6 +38,7 @@ import contextvars
 import weakref
 from collections import deque
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -57,18 +58,31 @@ TURN_WRITES = 64
 
 
 async def write(db: Database, work: Callable[[Session], T]) -> T:
+    return await _dispatch(db, work, db.session_now, _in_session, _held_session)
+
+
+async def _dispatch(
+    db: Database,
+    work: Callable[[Any], T],
+    now: Callable[[], AbstractContextManager[Any]],
+    threaded: Callable[[Database, Callable[[Any], T]], T],
+    held: Callable[[Database, Callable[[Any], T]], T],
+) -> T:
+    """Where ``work`` runs (see the module docstring), for a session or a DBAPI connection:
+    ``now()`` on the event loop when SQLite's writer is free, ``threaded`` in a worker
+    thread, ``held`` in a turn of this process's queue."""
     if db.is_sqlite:
         queue = _queue(db)
         if not queue.items:
             try:
-                with db.session_now() as session:
-                    return work(session)
+                with now() as target:
+                    return work(target)
             except BusyElsewhere:
                 pass  # raised before work ran: wait for the other process below
             except Busy:  # (raised before work ran) one of this process's threads writes
-                return await run_in_threadpool(_in_session, db, work)
-        return await queue.wait(db, lambda: _held_session(db, work))
-    return await run_in_threadpool(_in_session, db, work)
+                return await run_in_threadpool(threaded, db, work)
+        return await queue.wait(db, lambda: held(db, work))
+    return await run_in_threadpool(threaded, db, work)
 
 
 def _in_session(db: Database, work: Callable[[Session], T]) -> T:
@@ -85,18 +99,7 @@ async def write_dbapi(db: Database, work: Callable[[Any], T]) -> T:
     """:func:`write` on a DBAPI connection (:meth:`Database.dbapi_now`, else
     :meth:`Database.dbapi_write` in a worker thread): ``work(connection)`` in one write
     transaction, committed when it returns."""
-    if db.is_sqlite:
-        queue = _queue(db)
-        if not queue.items:
-            try:
-                with db.dbapi_now() as conn:
-                    return work(conn)
-            except BusyElsewhere:
-                pass  # raised before work ran: wait for the other process below
-            except Busy:  # (raised before work ran) one of this process's threads writes
-                return await run_in_threadpool(_on_connection, db, work)
-        return await queue.wait(db, lambda: _held_dbapi(db, work))
-    return await run_in_threadpool(_on_connection, db, work)
+    return await _dispatch(db, work, db.dbapi_now, _on_connection, _held_dbapi)
 
 
 def _on_connection(db: Database, work: Callable[[Any], T]) -> T:
