@@ -38,8 +38,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
+import resource
 import shlex
 import statistics
 import subprocess
@@ -200,10 +202,12 @@ class Row:
     p90_ms: float
     min_ms: float
     cpu_ms: float
+    client_cpu_ms: float = float("nan")
     note: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("name", "n", "median_ms", "p90_ms", "min_ms", "cpu_ms", "note")}
+        keys = ("name", "n", "median_ms", "p90_ms", "min_ms", "cpu_ms", "client_cpu_ms", "note")
+        return {k: getattr(self, k) for k in keys}
 
 
 def pct(values: Sequence[float], q: float) -> float:
@@ -214,30 +218,43 @@ def pct(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))] * 1000
 
 
-def timed(name: str, server: Server, repeat: int, warmup: int, once: Callable[[], str]) -> Row:
-    """Run ``once`` (which returns "" or a problem) ``warmup`` + ``repeat`` times."""
+def children_cpu() -> float:
+    """utime + stime of this process's finished children (the CLI commands), in seconds."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def timed(
+    name: str, server: Server, repeat: int, warmup: int, once: Callable[[], str], *, children: bool = False
+) -> Row:
+    """Run ``once`` (which returns "" or a problem) ``warmup`` + ``repeat`` times; with
+    ``children`` also the CPU time of the processes it ran."""
+    nan = float("nan")
     for _ in range(warmup):
         problem = once()
         if problem:
-            return Row(name, 0, float("nan"), float("nan"), float("nan"), float("nan"), problem)
+            return Row(name, 0, nan, nan, nan, nan, note=problem)
     walls: list[float] = []
-    cpu0 = server.cpu()
+    cpu0, kids0 = server.cpu(), children_cpu()
     for _ in range(repeat):
         t0 = time.perf_counter()
         problem = once()
         walls.append(time.perf_counter() - t0)
         if problem:
-            return Row(name, len(walls), float("nan"), float("nan"), float("nan"), float("nan"), problem)
+            return Row(name, len(walls), nan, nan, nan, nan, note=problem)
     cpu = (server.cpu() - cpu0) * 1000 / repeat
-    return Row(name, repeat, statistics.median(walls) * 1000, pct(walls, 0.9), min(walls) * 1000, cpu)
+    kids = (children_cpu() - kids0) * 1000 / repeat if children else nan
+    return Row(name, repeat, statistics.median(walls) * 1000, pct(walls, 0.9), min(walls) * 1000, cpu, kids)
 
 
 def print_rows(title: str, rows: list[Row]) -> None:
     print(f"\n{title} (load average {load_avg()})")
-    print(f"{'':<52}{'n':>4}{'median ms':>11}{'p90 ms':>9}{'min ms':>9}{'srv CPU ms':>12}")
+    print(f"{'':<52}{'n':>4}{'median ms':>11}{'p90 ms':>9}{'min ms':>9}{'srv CPU ms':>12}{'cli CPU ms':>12}")
     for r in rows:
+        kids = "-" if math.isnan(r.client_cpu_ms) else f"{r.client_cpu_ms:.0f}"
         print(
-            f"{r.name:<52}{r.n:>4}{r.median_ms:>11.1f}{r.p90_ms:>9.1f}{r.min_ms:>9.1f}{r.cpu_ms:>12.1f}  {r.note}"
+            f"{r.name:<52}{r.n:>4}{r.median_ms:>11.1f}{r.p90_ms:>9.1f}{r.min_ms:>9.1f}{r.cpu_ms:>12.1f}"
+            f"{kids:>12}  {r.note}"
         )
 
 
@@ -355,7 +372,7 @@ def cli(flotilla: Path, compat: Path | None, server: Server, data: Data, repeat:
                 return f"exit {p.returncode}: {(p.stderr or p.stdout).strip()[-200:]}"
             return ""
 
-        rows.append(timed(name, server, repeat, 1, run))
+        rows.append(timed(name, server, repeat, 1, run, children=True))
     return rows
 
 
