@@ -23,9 +23,10 @@ of one person clicking or typing):
   own, with ``--os-token``/``--os-endpoint-override``), the legacy ``magnum`` shell
   (python-magnumclient 2.17, token mode) and ``openstack coe`` (admin_token), when their
   venvs exist (``--compat-dir``: the checkout holding ``.venv-magnum217`` and ``.venv-osc``
-  from ``scripts/setup-compat.sh``; absent ones are skipped with a note). Median and min
-  wall time of ``--cli-repeat`` runs (after one unmeasured run) and the server's CPU per
-  command.
+  from ``scripts/setup-compat.sh``; absent ones are skipped with a note). Median, p90 and
+  min wall time of ``--cli-repeat`` runs (after one unmeasured run), the server's CPU per
+  command and the command's own CPU time (utime + stime of the finished child: on a busy
+  machine the steadier number; a command is mostly Python starting and importing).
 
     .venv/bin/python bench/ux.py
     .venv/bin/python bench/ux.py --repo ../ux-before --compat-dir /work/main --json before.json
