@@ -26,9 +26,9 @@ def resolve_connection(
     """
     token = os_token or os.environ.get("OS_TOKEN") or None
     endpoint = os_endpoint or os.environ.get("OS_ENDPOINT_OVERRIDE") or None
-    ddir = _data_dir(data_dir)
     if token and endpoint:
         return endpoint, token
+    ddir = _data_dir(data_dir)
     cloud_name = os_cloud or os.environ.get("OS_CLOUD") or None
     if cloud_name:
         files = _clouds_files(ddir)
@@ -75,7 +75,7 @@ def _data_dir(data_dir: str | Path | None) -> Path:
     env = os.environ.get("FLOTILLA_DATA_DIR")
     if env:
         return Path(env).expanduser()
-    from flotilla.settings import default_data_dir
+    from flotilla.datadir import default_data_dir
 
     return default_data_dir()
 

@@ -15,6 +15,8 @@ import yaml
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from flotilla.datadir import default_data_dir as default_data_dir  # re-exported: it lived here
+
 AuthStrategy = Literal["token", "keystone", "noauth"]
 
 SinkName = Literal["jsonl", "webhook", "amqp"]
@@ -50,11 +52,6 @@ class NotificationSettings(BaseModel):
         if "amqp" in self.sinks and not self.amqp_url:
             raise ValueError("notifications.sinks has 'amqp' but notifications.amqp_url is not set")
         return self
-
-
-def default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "flotilla"
 
 
 class KeystoneSettings(BaseModel):

@@ -32,7 +32,7 @@ def _data_dir(args: argparse.Namespace) -> Path:
         return Path(args.data_dir).expanduser()
     if os.environ.get("FLOTILLA_DATA_DIR"):
         return Path(os.environ["FLOTILLA_DATA_DIR"]).expanduser()
-    from flotilla.settings import default_data_dir
+    from flotilla.datadir import default_data_dir
 
     return default_data_dir()
 
@@ -232,9 +232,25 @@ def _vcpus(text: str) -> float:
     return int(value) if value.is_integer() else value
 
 
-def register(sub: Any) -> None:
+def _add_coe_extras_flags(p: argparse.ArgumentParser) -> None:
+    """image-build's ``--NAME auto|yes|no``, one per ``flotilla.node_image_extras`` entry
+    point (names only: no driver is imported for --help). Deferred to when image-build is
+    parsed or its help printed: listing entry points reads every installed package's
+    metadata, which no other command needs."""
     from flotilla.drivers.registry import node_image_extras
 
+    for name in sorted(node_image_extras()):
+        p.add_argument(
+            f"--{name}",
+            dest=f"coe_extras_{name}",
+            choices=["auto", "yes", "no"],
+            default="auto",
+            help=f"Put what the {name} COE driver built on this host in the image (hostroot; e.g. the "
+            "Kubernetes binaries of scripts/build-kube.sh): auto (default) when it is built.",
+        )
+
+
+def register(sub: Any) -> None:
     p = sub.add_parser(
         "image-create",
         help="Register a node image (admin).",
@@ -282,15 +298,7 @@ def register(sub: Any) -> None:
         help="Debian mirror (debootstrap).",
     )
     p.add_argument("--force", action="store_true", help="Rebuild even if the tag exists.")
-    for name in sorted(node_image_extras()):  # names only: no driver is imported for --help
-        p.add_argument(
-            f"--{name}",
-            dest=f"coe_extras_{name}",
-            choices=["auto", "yes", "no"],
-            default="auto",
-            help=f"Put what the {name} COE driver built on this host in the image (hostroot; e.g. the "
-            "Kubernetes binaries of scripts/build-kube.sh): auto (default) when it is built.",
-        )
+    p.defer(_add_coe_extras_flags)
     p.set_defaults(func=cmd_image_build)
 
     p = sub.add_parser(

@@ -11,7 +11,8 @@ import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from flotilla import __version__
 from flotilla.errors import FlotillaError
@@ -30,6 +31,35 @@ MODULES = (
 
 class CliError(Exception):
     """A user-facing failure: printed as ``ERROR: <message>``, exit code 1."""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The parser of one command (and of ``flotilla`` itself), which can add options only
+    when it is used: :meth:`defer` takes a function that adds them, run before this
+    parser parses or prints its help. For options whose list is costly to find (entry
+    points: every installed package's metadata is read, tens of ms), so that the other
+    commands, a list above all, do not pay for them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deferred: list[Callable[[argparse.ArgumentParser], None]] = []
+
+    def defer(self, add_options: Callable[[argparse.ArgumentParser], None]) -> None:
+        self._deferred.append(add_options)
+
+    def _add_deferred(self) -> None:
+        while self._deferred:
+            self._deferred.pop(0)(self)
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        self._add_deferred()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._add_deferred()
+        return super().format_help()
 
 
 def _add_global_options(parser: argparse.ArgumentParser, *, after_command: bool) -> None:
@@ -65,7 +95,7 @@ def _add_global_options(parser: argparse.ArgumentParser, *, after_command: bool)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="flotilla",
         description=(
             "Flotilla: container clusters on demand. Speaks OpenStack Magnum's v1 API; "

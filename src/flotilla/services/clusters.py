@@ -304,6 +304,16 @@ def template_of(session: Session, cluster: m.Cluster) -> m.ClusterTemplate:
     ).one()
 
 
+def template_names(session: Session, clusters: list[m.Cluster]) -> dict[str, str]:
+    """Each cluster's template's name (its uuid when unnamed), by cluster uuid, in one query."""
+    ids = {c.cluster_template_id for c in clusters}
+    if not ids:
+        return {}
+    t = m.ClusterTemplate
+    names: dict[str, str | None] = dict(session.execute(select(t.uuid, t.name).where(t.uuid.in_(ids))).all())
+    return {c.uuid: names.get(c.cluster_template_id) or c.cluster_template_id for c in clusters}
+
+
 def events(session: Session, cluster_uuid: str, limit: int = 50) -> list[m.ClusterEvent]:
     return list(
         session.scalars(

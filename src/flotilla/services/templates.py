@@ -99,6 +99,20 @@ def list_page(
     )  # fmt: skip
 
 
+def choices(
+    session: Session, ctx: RequestContext, view: View, *, max_limit: int
+) -> list[tuple[str, str | None, str]]:
+    """``(uuid, name, coe)`` of the templates ``ctx`` may list, by name then id, at most
+    ``max_limit`` (the rows and order of :func:`list_page` without a limit, sorted by
+    name): what a form's choice needs, three columns instead of whole rows (an admin's
+    form lists every template)."""
+    _policy(ctx, view, "get_all")
+    t = m.ClusterTemplate
+    stmt = select(t.uuid, t.name, t.coe).where(visible(ctx, view, listing=True))
+    found = session.execute(stmt.order_by(t.name.asc(), t.id.asc()).limit(max_limit))
+    return [(uuid, name, coe) for uuid, name, coe in found]
+
+
 class Refs(Protocol):
     """How a template write looks up the catalog entries it names (image, flavors, networks)."""
 

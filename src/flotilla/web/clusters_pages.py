@@ -16,7 +16,7 @@ from flotilla.errors import Conflict, Forbidden, Invalid, NotFound
 from flotilla.services import catalog, clusters, operations, templates
 from flotilla.web import forms
 from flotilla.web.live import describe
-from flotilla.web.render import labels_text, page, redirect
+from flotilla.web.render import is_running, labels_text, page, redirect
 from flotilla.web.routing import new_router
 from flotilla.web.session import FormDep, Viewer, ViewerDep
 
@@ -48,14 +48,19 @@ def cluster_list(
             s, me.ctx, "cluster", limit=PAGE_SIZE, marker=marker, sort_key="id", sort_dir="asc",
             max_limit=rt.settings.max_limit,
         )  # fmt: skip
+        # Three queries for the page, not four per row (they were nine tenths of its time):
+        # node counts and template names for every row at once; events and the step only
+        # for a running cluster, the one row whose progress and elapsed time are shown.
+        counts = clusters.node_counts(s, [c.uuid for c in result.items])
+        names = clusters.template_names(s, result.items)
         rows: list[dict[str, Any]] = []
         for c in result.items:
-            masters, nodes = _counts(clusters.nodegroups(s, c))
-            template = clusters.template_of(s, c)
-            live = describe(c, clusters.events(s, c.uuid, limit=20), operations.progress_of(s, c.uuid))
-            rows.append(
-                {"c": c, "live": live, "masters": masters, "nodes": nodes, "template": template.name or template.uuid}
-            )  # fmt: skip
+            masters, nodes = counts.get(c.uuid, (0, 0))
+            if is_running(c.status):
+                live = describe(c, clusters.events(s, c.uuid, limit=20), operations.progress_of(s, c.uuid))
+            else:
+                live = describe(c, (), None)
+            rows.append({"c": c, "live": live, "masters": masters, "nodes": nodes, "template": names[c.uuid]})
         next_marker = result.items[-1].uuid if result.full else None
     return page(
         request, "clusters_list.html", title="Clusters", active="clusters", rows=rows,
@@ -98,12 +103,9 @@ def _form_page(
 ) -> Response:
     rt = runtime(request)
     with rt.db.reader() as s:
-        result = templates.list_page(
-            s, me.ctx, "clustertemplate", limit=None, marker=None, sort_key="name", sort_dir="asc",
-            max_limit=rt.settings.max_limit,
-        )  # fmt: skip
+        found = templates.choices(s, me.ctx, "clustertemplate", max_limit=rt.settings.max_limit)
         choices = {
-            "templates": [(t.uuid, f"{t.name} ({t.coe})") for t in result.items],
+            "templates": [(uuid, f"{name} ({coe})") for uuid, name, coe in found],
             "keypairs": [k.name for k in catalog.list_keypairs(s, me.ctx)],
         }
     return page(
