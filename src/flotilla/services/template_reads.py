@@ -39,14 +39,26 @@ _SHOW = {
 }
 
 
+#: Where a show's row has its uuid and ``row_version`` (the show selects every column in order).
+_KEY_AT = tuple(list(_TABLE.columns.keys()).index(k) for k in ("uuid", "row_version"))
+
+
 @dataclass(frozen=True)
 class Found:
-    """A show's row as the database returned it (a key for a rendered answer when every
-    value is hashable) and what turns it into a dict by column name."""
+    """A show's row as the database returned it and what turns it into a dict by column name."""
 
     raw: Any
     prepared: Prepared
     engine: Engine
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """(uuid, row_version) as the database returned them: the row's state, whatever its
+        values are (PostgreSQL's parsed JSON columns, dicts, cannot be a key themselves).
+        The database changes ``row_version`` on every insert and update of the row
+        (migration 0007's triggers), whoever writes it."""
+        raw = self.raw
+        return tuple(raw[i] for i in _KEY_AT)
 
     def row(self) -> dict[str, Any]:
         return self.prepared.convert(self.engine, self.raw)

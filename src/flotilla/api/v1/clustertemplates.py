@@ -133,7 +133,9 @@ async def show_response(request: Request, ident: str, view: View) -> Response:
         row = found.row()
         return to_json(to_dict({k: row[k] for k in _SHOW_KEYS[view]}, view, base))
 
-    return reads.json_response(rt.renders.get(("template-show", view, base, found.raw), render, found))
+    # Rendered once per state of the row (uuid and row_version): the visibility is the
+    # read's WHERE, the answer depends only on the row, the view and the base URL.
+    return reads.json_response(rt.renders.get(("template-show", view, base, found.key), render, found))
 
 
 async def list_response(request: Request, view: View) -> Response:
