@@ -8,7 +8,11 @@ creates (one-statement writes), a fresh token per client thread now and then (to
 lookups), cluster creates, quota and stats reads (routes in AnyIO's thread pool: write
 transactions and ``db.reader()``), and the conductor building the clusters. Meanwhile a
 sampler counts the server's connections in ``pg_stat_activity`` (the test database is
-this module's alone) every 20 ms.
+this module's alone) every 20 ms. For a few seconds in the middle the test holds an
+``ACCESS EXCLUSIVE`` lock on ``cluster_templates``: every request that reads or writes
+templates waits in the database, holding its connection, so each process opens all the
+connections its threads can hold at once (before the budget, 3 API processes held more
+than 30 here: their pools allowed 40 each, and AnyIO's 40 route threads fed them).
 
 Real processes (tests/serving.py), stopped by pid.
 """
@@ -26,12 +30,14 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 import serving
 from flotilla.db import budget
 from flotilla.settings import Settings
 
-BUDGET = 40
+BUDGET = 30
 WORKERS = 3
 CLIENTS = 48
 SECONDS = 12.0
@@ -78,7 +84,8 @@ most = samples = 0
 with engine.connect() as conn:
     while not select.select([sys.stdin], [], [], 0.02)[0]:
         now = conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = :d "
-                                "AND pid <> pg_backend_pid()"), {"d": make_url(url).database}).scalar_one()
+                                "AND pid <> pg_backend_pid() AND application_name <> 'budget-test'"),
+                           {"d": make_url(url).database}).scalar_one()
         most, samples = max(most, int(now)), samples + 1
 print(most, samples)
 """
@@ -154,8 +161,16 @@ def test_connections_stay_within_the_budget_under_load(served: serving.Launched,
                             f"{r.request.method} {r.request.url.path}: {r.status_code} {r.text[:200]}"
                         )
 
+    locker = create_engine(pg_module_db, poolclass=NullPool, connect_args={"application_name": "budget-test"})
     with Sampler(pg_module_db) as sampler, ThreadPoolExecutor(CLIENTS) as pool:
-        list(pool.map(client, range(CLIENTS)))
+        running = [pool.submit(client, n) for n in range(CLIENTS)]
+        time.sleep(SECONDS / 4)
+        with locker.begin() as conn:  # every template read and write waits meanwhile
+            conn.execute(text("LOCK TABLE cluster_templates IN ACCESS EXCLUSIVE MODE"))
+            time.sleep(SECONDS / 3)
+        locker.dispose()
+        for f in running:
+            f.result()
         # The conductor builds what was asked meanwhile (its workers, leases, health, heartbeat).
         with httpx.Client(base_url=served.url, headers=admin, timeout=60) as c:
             wait_until = time.monotonic() + 60
