@@ -14,6 +14,7 @@ import uvicorn
 
 from flotilla.api.app import create_app
 from flotilla.datadir import PRIVATE_UMASK, private_dir
+from flotilla.db import budget
 from flotilla.db.engine import Database
 from flotilla.services import bootstrap
 from flotilla.settings import Settings
@@ -61,6 +62,11 @@ def run_server(settings: Settings) -> int:
     """
     _logging(settings)
     try:
+        plan = budget.serve(settings)
+    except budget.BudgetError as exc:
+        log.error("%s", exc)
+        return 2
+    try:
         sock = listen(settings)
     except OSError as exc:
         log.error(
@@ -68,7 +74,10 @@ def run_server(settings: Settings) -> int:
         )
         return 1
     _private(settings)
-    db = Database(settings)
+    db = Database(settings, plan.main)
+    if not _fits_server(db, plan):
+        sock.close()
+        return 2
     bootstrap.prepare_database(db)
     path = bootstrap.ensure_admin_credentials(settings, db)
     workers = settings.api_workers
@@ -101,6 +110,35 @@ def run_server(settings: Settings) -> int:
     return 0
 
 
+def _fits_server(db: Database, plan: budget.CommandPlan) -> bool:
+    """On PostgreSQL, whether ``plan``'s connections fit in what the server allows (else
+    logs why, and disposes of ``db``). A server that cannot be asked is left to the next
+    statement (the migration), which says why it failed."""
+    if db.is_sqlite:
+        return True
+    try:
+        limits = budget.server_limits(db.engine)
+    except Exception:
+        return True
+    try:
+        budget.check_server(plan, *limits)
+    except budget.BudgetError as exc:
+        log.error("%s", exc)
+        db.dispose()
+        return False
+    if plan.workers:
+        log.info(
+            "PostgreSQL connections: at most %d (database_connections=%d): the conductor's process %d, "
+            "each of %d API processes %d", plan.connections, plan.budget, plan.main.connections, plan.workers,
+            plan.worker.connections if plan.worker else 0,
+        )  # fmt: skip
+    else:
+        log.info(
+            "PostgreSQL connections: at most %d (database_connections=%d)", plan.connections, plan.budget
+        )
+    return True
+
+
 def _uvicorn(app: Any, settings: Settings, sock: socket.socket) -> None:
     """Serve ``app`` on the bound ``sock`` until SIGINT/SIGTERM."""
     config = uvicorn.Config(
@@ -117,7 +155,7 @@ def run_api_worker(
     tells the parent's conductor that an operation was queued."""
     _logging(settings)
     _private(settings)
-    app = create_app(settings)
+    app = create_app(settings, plan=budget.serve(settings).worker)
     if on_enqueue is not None:
         app.state.runtime.on_enqueue.append(on_enqueue)
     _uvicorn(app, settings, sock)
@@ -128,7 +166,14 @@ def run_conductor(settings: Settings) -> int:
     _private(settings)
     from flotilla.conductor.service import Conductor
 
-    db = Database(settings)
+    try:
+        plan = budget.conductor(settings)
+    except budget.BudgetError as exc:
+        log.error("%s", exc)
+        return 2
+    db = Database(settings, plan.main)
+    if not _fits_server(db, plan):
+        return 2
     bootstrap.prepare_database(db)
     conductor = Conductor(settings, db)
     stop = threading.Event()

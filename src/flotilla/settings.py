@@ -139,6 +139,14 @@ class Settings(BaseSettings):
     debug_sql_count: bool = False
     #: API processes ``flotilla serve`` runs on its one port (next to one conductor).
     api_workers: int = Field(default=1, ge=1, le=64)
+    #: PostgreSQL connections one Flotilla command may hold at once, all its processes
+    #: together (``flotilla serve``: its API processes and its conductor; ``flotilla
+    #: conductor``): each process's pools and API threads are sized from its share
+    #: (``flotilla.db.budget``). Several commands on one database add up. Not used on SQLite.
+    #: 80 of PostgreSQL's default 100 (3 of them for superusers), so psql, backups and
+    #: monitoring still get in; with the default conductor that fits ``--api-workers`` up
+    #: to 13 (at 4, each API process gets 16 connections).
+    database_connections: int = Field(default=80, ge=1, le=100_000)
     #: Seconds each process may reuse a validated API token without looking it up again:
     #: a token revoked or expired in the database stops working everywhere within this
     #: time (at once in the process that revoked it). 0: look up every request.

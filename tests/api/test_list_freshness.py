@@ -5,10 +5,11 @@ database's own triggers change on every insert and update, migration 0007, and f
 cluster on every insert, update and delete of one of its nodegroups, migration 0008),
 and read only those columns when every row is rendered already; a cluster show keeps its
 answer under the cluster's uuid and version and its template's version, and reads just
-those when it was shown before (``api/render_cache.py``). Here the writes come through a
+those when it was shown before; a template show under the uuid and version of the row it
+read (``api/render_cache.py``). Here the writes come through a
 second ``Database`` (its own connections, as another API process or the conductor has),
 through the same service functions the conductor uses, the ORM, Core statements and plain
-SQL text; after each one every list and cluster show of the app that has everything
+SQL text; after each one every list and show of the app that has everything
 rendered must be what a fresh app renders from scratch. On SQLite and PostgreSQL.
 """
 
@@ -142,15 +143,17 @@ def _warm(apps: Apps) -> None:
         assert apps.listed(path).headers[COUNT] == "1", path
 
 
-def _show_paths(clusters: list[str]) -> list[str]:
+def _show_paths(clusters: list[str], templates: list[str]) -> list[str]:
     return [
         *(f"/v1/clusters/{u}" for u in clusters), "/v1/clusters/c1", f"/v1/bays/{clusters[0]}", "/v1/bays/c0",
+        *(f"/v1/clustertemplates/{u}" for u in templates[:2]), "/v1/clustertemplates/t0",
+        f"/v1/baymodels/{templates[1]}", "/v1/baymodels/t0",
     ]  # fmt: skip
 
 
 def test_lists_show_changes_made_through_other_connections(apps: Apps) -> None:
     templates, clusters = _setup(apps)
-    apps.shows = _show_paths(clusters)
+    apps.shows = _show_paths(clusters, templates)
     _warm(apps)
     apps.assert_fresh()
 
@@ -288,6 +291,26 @@ def test_lists_show_changes_made_through_other_connections(apps: Apps) -> None:
     names = {x["uuid"]: x["name"] for x in apps.listed("/v1/clustertemplates").json()["clustertemplates"]}
     assert names == {templates[0]: "t0", templates[1]: "again"}
     apps.assert_fresh()
+
+
+def test_a_template_show_is_rendered_once_per_row_version(apps: Apps) -> None:
+    """On either database (PostgreSQL's JSON columns come back as dicts, which were no key):
+    shown again unchanged, nothing new is rendered; changed elsewhere, it is once."""
+    templates, _ = _setup(apps)
+    renders = apps.client.app.state.runtime.renders  # type: ignore[attr-defined]
+    path = f"/v1/clustertemplates/{templates[0]}"
+    first = apps.shown(path)
+    rendered = len(renders)
+    for _ in range(3):
+        assert apps.shown(path) == first
+    assert len(renders) == rendered
+    with apps.other.engine.begin() as conn:
+        conn.execute(text("UPDATE cluster_templates SET labels = :l WHERE uuid = :u"),
+                     {"l": '{"i": "0", "new": "1"}', "u": templates[0]})  # fmt: skip
+    assert apps.shown(path)["labels"] == {"i": "0", "new": "1"}
+    assert len(renders) == rendered + 1
+    assert apps.shown(path)["labels"] == {"i": "0", "new": "1"}
+    assert len(renders) == rendered + 1
 
 
 def test_row_version_changes_on_every_write_and_is_no_field(apps: Apps) -> None:

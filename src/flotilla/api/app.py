@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from anyio import to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -26,6 +27,7 @@ from flotilla.api.v1 import certificates as certificates_api
 from flotilla.api.v1 import clusters, clustertemplates, mservices, nodegroups, quotas, root, stats
 from flotilla.api.writelane import WriteLane
 from flotilla.conductor.providers import ProviderPool
+from flotilla.db.budget import ProcessPlan
 from flotilla.db.engine import Database
 from flotilla.drivers.registry import CoeRegistry
 from flotilla.errors import FlotillaError
@@ -39,15 +41,18 @@ log = logging.getLogger(__name__)
 
 
 def create_app(
-    settings: Settings, db: Database | None = None, *, read_lane: bool = True, write_lane: bool = True
-) -> FastAPI:
+    settings: Settings, db: Database | None = None, *, read_lane: bool = True, write_lane: bool = True,
+    plan: ProcessPlan | None = None,
+) -> FastAPI:  # fmt: skip
     """Build the ASGI app. Migrates the schema (idempotent); starts no background work.
 
     ``read_lane``: serve the hot reads through :class:`~flotilla.api.fastlane.ReadLane`
     (the same handlers the routes call, without the router); ``write_lane``: the template
     creates through :class:`~flotilla.api.writelane.WriteLane`. Off only to compare.
+    ``plan``: this process's threads and PostgreSQL pools for the Database made here
+    when ``db`` is None (:mod:`flotilla.db.budget`).
     """
-    database = db or Database(settings)
+    database = db or Database(settings, plan)
     bootstrap.prepare_database(database)
     runtime = Runtime(
         settings=settings,
@@ -62,6 +67,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        api = database.plan.api
+        if not database.is_sqlite and api is not None:
+            # The routes' threads (plain ``def`` routes, PostgreSQL write transactions): no
+            # more than the pools keep a connection for (AnyIO's default is 40).
+            to_thread.current_default_thread_limiter().total_tokens = api.routes
         yield
         runtime.auth.close()
         if db is None:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from flotilla.api.token_cache import TokenCache
+from flotilla.api.token_cache import LOOKUP_THREADS, TokenCache
 from flotilla.context import RequestContext
 from flotilla.db.engine import Database
 from flotilla.errors import Unauthorized
@@ -42,9 +42,11 @@ class Authenticator:
             #: Validated ``token``-strategy tokens, looked up once per token at a time (see
             #: :mod:`flotilla.api.token_cache`): inline on the event loop when the lookup is a
             #: local SQLite read with an idle connection at hand, else in a worker thread.
+            # On PostgreSQL as many lookup threads as the process's plan keeps connections for.
             self.cache = TokenCache(
-                settings.token_cache_seconds, lambda token: tokens.lookup(db, token), inline=db.reader_idle
-            )
+                settings.token_cache_seconds, lambda token: tokens.lookup(db, token), inline=db.reader_idle,
+                threads=db.plan.api.lookups if db.plan.api is not None and not db.is_sqlite else LOOKUP_THREADS,
+            )  # fmt: skip
         if self.strategy == "noauth":
             log.warning(
                 "auth_strategy=noauth: EVERY REQUEST IS TRUSTED AS ADMIN (or as the X-User-Id/X-Project-Id/"

@@ -36,11 +36,13 @@ READ_THREADS = 8
 #: own cost, the event loop still gets its turns.
 SQLITE_READ_THREADS = 1
 #: Worker threads for PostgreSQL's one-statement writes (a template create,
-#: :func:`flotilla.api.writes.write_one`), per process. Bounded below the read pool's
-#: kept connections (:data:`flotilla.db.engine.PG_READERS`, which these writes use): with
-#: AnyIO's 40 threads, 50 connections of creates kept the pool opening and closing
-#: connections beyond it, and a PostgreSQL connect costs about 10 ms of CPU (SCRAM).
+#: :func:`flotilla.api.writes.write_one`), per process. With AnyIO's 40 threads, 50
+#: connections of creates kept the pool opening and closing connections beyond it, and a
+#: PostgreSQL connect costs about 10 ms of CPU (SCRAM).
 WRITE_THREADS = 8
+#: On PostgreSQL these counts, the token lookups' and AnyIO's default thread pool's come
+#: from the process's share of ``database_connections`` (:mod:`flotilla.db.budget`, whose
+#: ``FULL`` are the numbers above): the pools hold a connection for every one of them.
 
 
 @dataclass
@@ -63,8 +65,12 @@ class Runtime:
     write_threads: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(WRITE_THREADS))
 
     def __post_init__(self) -> None:
+        api = self.db.plan.api
         if self.db.is_sqlite:
             self.read_threads.total_tokens = SQLITE_READ_THREADS
+        elif api is not None:
+            self.read_threads.total_tokens = api.reads
+            self.write_threads.total_tokens = api.writes
 
     def wake(self) -> None:
         for callback in self.on_enqueue:

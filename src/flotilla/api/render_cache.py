@@ -36,18 +36,19 @@ class ShowSource(Protocol[F_co]):
 class RenderCache:
     """Rendered JSON per row, keyed by everything the rendering depends on.
 
-    A template show's answer is keyed by the row's raw values as the database returned
-    them. A list row is keyed by its kind, view and base URL (``scope``) and its key
-    columns: the uuid and the ``row_version`` the database itself changes on every insert
-    and update (migration 0007's triggers, whoever writes; a cluster's also on every
-    insert, update and delete of one of its nodegroups, 0008, so its node counts need no
-    key of their own). So a list first reads only those narrow columns, and reads its rows
+    A list row is keyed by its kind, view and base URL (``scope``) and its key columns:
+    the uuid and the ``row_version`` the database itself changes on every insert and
+    update (migration 0007's triggers, whoever writes; a cluster's also on every insert,
+    update and delete of one of its nodegroups, 0008, so its node counts need no key of
+    their own). A template show's answer likewise, by the uuid and ``row_version`` of the
+    row it read in full (one statement either way: reading the key alone first would
+    save no round trip). So a list first reads only those narrow columns, and reads its rows
     in full only when one of them is not rendered here yet. A cluster show (:meth:`show`)
     likewise, keyed by the cluster's uuid and version and its template's version.
 
     Nothing can go stale: a row changed in any way, by any process, is a different key
-    (its old entry is simply never asked for again). Raw values that cannot be a key
-    (PostgreSQL hands JSON columns back parsed, as dicts) are rendered every time.
+    (its old entry is simply never asked for again). A key that cannot be hashed is
+    rendered every time (no key here holds one: they are uuids and versions).
     """
 
     def __init__(self, max_entries: int = MAX_RENDERED) -> None:
@@ -57,6 +58,10 @@ class RenderCache:
         #: clear: for any other, a list or show reads in full at once (one statement, not
         #: the narrow one and then that).
         self._warm: set[Hashable] = set()
+
+    def __len__(self) -> int:
+        """Rendered answers kept."""
+        return len(self._entries)
 
     def get(self, key: Hashable, render: Callable[[Any], bytes], raw: Any) -> bytes:
         """The cached JSON under ``key``, else ``render(raw)`` (then cached)."""

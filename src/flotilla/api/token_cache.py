@@ -104,8 +104,11 @@ class TokenCache:
         *,
         inline: Callable[[], bool] = _never_inline,
         clock: Callable[[], float] = time.monotonic,
+        threads: int = LOOKUP_THREADS,
     ) -> None:
         self.ttl = ttl
+        #: Threads for lookups not run inline.
+        self.threads = threads
         #: Validates a token (blocking).
         self.lookup = lookup
         #: True when a lookup may run on the caller's thread right now.
@@ -266,5 +269,5 @@ class TokenCache:
         if self._executor is None:
             with self._lock:
                 if self._executor is None:
-                    self._executor = ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="flotilla-token")
+                    self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="flotilla-token")
         return self._executor

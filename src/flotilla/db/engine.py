@@ -15,7 +15,7 @@ from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from flotilla.datadir import private_dir, secure_sqlite
-from flotilla.db import statements
+from flotilla.db import budget, statements
 from flotilla.db.guard import refuse_unstorable
 from flotilla.db.writer import FairLock, ProcessLock
 from flotilla.settings import Settings
@@ -31,15 +31,6 @@ BUSY_TIMEOUT_MS = 30_000
 #: PRAGMAs each) and queue for the 15. Connections are opened only when needed; each
 #: holds its own page cache (at most SQLite's default 2 MiB).
 SQLITE_READERS = 64
-
-#: PostgreSQL connections per process (kept open, and opened for a moment on top), for
-#: reads and one-statement writes (the API's read threads, 8, the token lookups' 8, the
-#: template creates' 8, reads in other routes' worker threads) and for write transactions.
-#: At most 40 per process, as before the pools were split (PostgreSQL allows 100 by
-#: default). Opening one costs about 10 ms of CPU (SCRAM), so the kept ones cover what
-#: the API's own thread limits let run at once.
-PG_READERS = (20, 5)
-PG_WRITERS = (8, 7)
 
 #: Commits on :meth:`Database.dbapi_now`'s connection between two WAL checkpoints, which
 #: run in a thread of their own (a template create adds a few pages to the WAL; SQLite's
@@ -145,18 +136,31 @@ def check_alive(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
 class Database:
     """Owns the engine and hands out sessions; one per process."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, plan: budget.ProcessPlan | None = None) -> None:
+        """``plan``: this process's threads and PostgreSQL pools (:mod:`flotilla.db.budget`);
+        by default a process with the API's full threads and, if enabled, a conductor.
+        Each pool holds at most as many connections as the plan's threads that use it (the
+        connections opened when first needed, then kept)."""
         self.settings = settings
-        self.engine = make_engine(settings) if self.is_sqlite else make_engine(settings, pool=PG_WRITERS)
+        self.plan = plan or budget.ProcessPlan(
+            api=budget.FULL, conductor=budget.conductor_threads(settings) if settings.conductor.enabled else 0
+        )
+        pg = self.plan
+        self.engine = (
+            make_engine(settings) if self.is_sqlite else make_engine(settings, pool=(pg.write_pool, 0))
+        )
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
         #: Reads. On PostgreSQL a pool of its own in autocommit: a read is its one SELECT
         #: (no BEGIN before it, no ROLLBACK when the connection returns), and each SELECT
-        #: sees what was committed when it started, as in a READ COMMITTED transaction.
-        self.read_engine = (
-            make_engine(settings, immediate=False, pool=(SQLITE_READERS, 8))
-            if self.is_sqlite
-            else make_engine(settings, pool=PG_READERS, autocommit=True)
-        )
+        #: sees what was committed when it started, as in a READ COMMITTED transaction. In
+        #: a process without the API (``plan.shared``), the write pool: its reads are few
+        #: and nobody waits for them, so one pool keeps its connections down.
+        if self.is_sqlite:
+            self.read_engine = make_engine(settings, immediate=False, pool=(SQLITE_READERS, 8))
+        elif pg.shared:
+            self.read_engine = self.engine
+        else:
+            self.read_engine = make_engine(settings, pool=(pg.read_pool, 0), autocommit=True)
         self._read_factory = sessionmaker(self.read_engine, expire_on_commit=False)
         self._local_reads = self.is_sqlite
         #: Serializes this process's SQLite writers in arrival order (see :meth:`session`).
@@ -362,9 +366,10 @@ class Database:
         transaction :meth:`dbapi_write` opens (which takes no locks for them either), and
         the one write commits or fails as a whole. A failed write leaves nothing behind;
         a write that succeeded is committed even if the work raises afterwards. On SQLite,
-        :meth:`dbapi_write` (its transaction also takes the writer lock).
+        :meth:`dbapi_write` (its transaction also takes the writer lock), as in a process
+        without the API (no autocommit pool there).
         """
-        if self.is_sqlite:
+        if self.is_sqlite or self.plan.shared:  # (shared: the read pool is not in autocommit)
             with self.dbapi_write() as conn:
                 yield conn
             return
@@ -403,9 +408,8 @@ class Database:
         if self._kept is not None:
             self._kept.close()  # back to the pool, which the next line closes
             self._kept = None
-        self.engine.dispose()
-        self.read_engine.dispose()
-        self.now_engine.dispose()
+        for engine in {self.engine, self.read_engine, self.now_engine}:
+            engine.dispose()
         if self._process_lock is not None:
             self._process_lock.close()
 

@@ -17,6 +17,9 @@ down_revision: str | None = ${repr(down_revision)}
 branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}
 depends_on: str | Sequence[str] | None = ${repr(depends_on)}
 
+# Rebuilding cluster_templates, clusters or nodegroups on SQLite (batch_alter_table) drops
+# their row_version triggers (0007, 0008): create them again here (see migrations/__init__.py).
+
 
 def upgrade() -> None:
     ${upgrades if upgrades else "pass"}

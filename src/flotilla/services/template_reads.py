@@ -24,51 +24,94 @@ from flotilla.services.templates import View
 _TABLE = m.ClusterTemplate.__table__
 
 
-def _show(by_uuid: bool, everyone: bool) -> Prepared:
+def _show(by_uuid: bool, everyone: bool, narrow: bool) -> Prepared:
     """``everyone``: an admin's clustertemplate view sees every row; anyone else their
-    project's and the public ones (``templates.visible(..., listing=False)``)."""
+    project's and the public ones (``templates.visible(..., listing=False)``). ``narrow``:
+    only the key columns (uuid, row_version), with the same WHERE."""
     col = _TABLE.c.uuid if by_uuid else _TABLE.c.name
-    stmt = select(*_TABLE.columns).where(col == bindparam("ident"))
+    columns = (_TABLE.c.uuid, _TABLE.c.row_version) if narrow else tuple(_TABLE.columns)
+    stmt = select(*columns).where(col == bindparam("ident"))
     if not everyone:
         stmt = stmt.where(or_(_TABLE.c.project_id == bindparam("project"), _TABLE.c.public.is_(True)))
     return Prepared(stmt.limit(2))
 
 
 _SHOW = {
-    (by_uuid, everyone): _show(by_uuid, everyone) for by_uuid in (True, False) for everyone in (True, False)
+    (by_uuid, everyone, narrow): _show(by_uuid, everyone, narrow)
+    for by_uuid in (True, False)
+    for everyone in (True, False)
+    for narrow in (True, False)
 }
+
+
+#: Where a show's row has its uuid and ``row_version`` (the show selects every column in order).
+_KEY_AT = tuple(list(_TABLE.columns.keys()).index(k) for k in ("uuid", "row_version"))
 
 
 @dataclass(frozen=True)
 class Found:
-    """A show's row as the database returned it (a key for a rendered answer when every
-    value is hashable) and what turns it into a dict by column name."""
+    """A show's row as the database returned it and what turns it into a dict by column name."""
 
     raw: Any
     prepared: Prepared
     engine: Engine
 
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """What :meth:`ShowPlan.key` gives for the same state of the row: (uuid, row_version)
+        as the database returned them. The database changes ``row_version`` on every insert
+        and update of the row (migration 0007's triggers), whoever writes it; the row's
+        values themselves cannot be the key (PostgreSQL returns JSON columns as dicts)."""
+        raw = self.raw
+        return tuple(raw[i] for i in _KEY_AT)
+
     def row(self) -> dict[str, Any]:
         return self.prepared.convert(self.engine, self.raw)
 
 
-def find(db: Database, ctx: RequestContext, ident: str, view: View) -> Found:
-    """The visible template named or identified by ``ident``.
+@dataclass(frozen=True)
+class ShowPlan:
+    """The visible template named or identified by ``ident``, checked for the read role but
+    not read yet: readable as its key alone (:meth:`key`) or in full (:meth:`found`), for
+    :meth:`flotilla.api.render_cache.RenderCache.show`.
 
-    Raises Forbidden (no read role), NotFound, or Conflict when a name matches several.
-    """
+    Both raise NotFound, or Conflict when a name matches several, and see the same rows
+    (same conditions)."""
+
+    engine: Engine
+    ident: str
+    by_uuid: bool
+    everyone: bool
+    project: str | None
+
+    def key(self) -> tuple[Any, ...]:
+        """(uuid, row_version) as the database returned them."""
+        return tuple(self._read(narrow=True))
+
+    def found(self) -> Found:
+        return Found(raw=self._read(narrow=False), prepared=_SHOW[(self.by_uuid, self.everyone, False)],
+                     engine=self.engine)  # fmt: skip
+
+    def _read(self, *, narrow: bool) -> Any:
+        prepared = _SHOW[(self.by_uuid, self.everyone, narrow)]
+        rows = prepared.fetch(self.engine, {"ident": self.ident, "project": self.project})
+        if not rows:
+            raise NotFound(f"ClusterTemplate {self.ident} could not be found.")
+        if len(rows) > 1:
+            raise Conflict(
+                "Multiple ClusterTemplates exist with same name. Please use the ClusterTemplate uuid instead."
+            )
+        return rows[0]
+
+
+def show_plan(db: Database, ctx: RequestContext, ident: str, view: View) -> ShowPlan:
+    """The visible template named or identified by ``ident``, ready to read (:class:`ShowPlan`).
+
+    Raises Forbidden (no read role)."""
     if not ctx.can_read:
         raise Forbidden(f"Policy doesn't allow {view}:get to be performed.")
-    everyone = ctx.is_admin and view == "clustertemplate"
-    prepared, engine = _SHOW[(is_uuid(ident), everyone)], db.read_engine
-    rows = prepared.fetch(engine, {"ident": ident, "project": ctx.project_id})
-    if not rows:
-        raise NotFound(f"ClusterTemplate {ident} could not be found.")
-    if len(rows) > 1:
-        raise Conflict(
-            "Multiple ClusterTemplates exist with same name. Please use the ClusterTemplate uuid instead."
-        )
-    return Found(raw=rows[0], prepared=prepared, engine=engine)
+    return ShowPlan(engine=db.read_engine, ident=ident, by_uuid=is_uuid(ident),
+                    everyone=ctx.is_admin and view == "clustertemplate", project=ctx.project_id)  # fmt: skip
 
 
 def _listed(variant: str) -> Select[Any]:

@@ -126,14 +126,20 @@ async def show_response(request: Request, ident: str, view: View) -> Response:
     rt = runtime(request)
     ctx = await context(request)
     check_query(request, set())
-    found = await reads.blocking(rt, template_reads.find, rt.db, ctx, ident, view, short=True)
+    plan = template_reads.show_plan(rt.db, ctx, ident, view)
     base = base_url(request)
 
     def render(found: template_reads.Found) -> bytes:
         row = found.row()
         return to_json(to_dict({k: row[k] for k in _SHOW_KEYS[view]}, view, base))
 
-    return reads.json_response(rt.renders.get(("template-show", view, base, found.raw), render, found))
+    # Rendered once per state of the row (uuid and row_version; the visibility is the
+    # read's WHERE, the answer depends only on the row, the view and the base URL), read
+    # narrow after that.
+    scope = ("template-show", view, base)
+    return reads.json_response(
+        await reads.blocking(rt, rt.renders.show, scope, ident, plan, render, short=True)
+    )
 
 
 async def list_response(request: Request, view: View) -> Response:
