@@ -109,6 +109,19 @@ def make_token(data_dir: Path, db_url: str | None, project: str, role: str) -> s
     return out.stdout.strip().splitlines()[0]
 
 
+def register_catalog(client: httpx.Client, member: str) -> None:
+    """The node image (with the client's admin token) and the member's ``benchkey`` keypair
+    the loaded templates and clusters name; warns (never stops) when either is refused."""
+    r = client.post("/local/v1/images", json={"name": IMAGE, "os_distro": "debian", "replace": True})
+    if r.status_code != 201:
+        print(f"warning: image registration answered {r.status_code}: {r.text[:300]}")
+    r = client.post(
+        "/local/v1/keypairs", json={"name": "benchkey", "public_key": PUBLIC_KEY}, headers={"X-Auth-Token": member}
+    )  # fmt: skip
+    if r.status_code != 201:
+        print(f"warning: keypair registration answered {r.status_code}: {r.text[:300]}")
+
+
 def load(client: httpx.Client, token: str, path: str, bodies: list[dict[str, Any]]) -> list[str]:
     """POST every body (4 at a time); the uuids in the order of ``bodies``."""
 
@@ -213,14 +226,7 @@ def run(
     writer = make_token(launched.data_dir, db_url, "pcreate", "member")
     headers = {"OpenStack-API-Version": "container-infra latest", "X-Auth-Token": admin}
     with httpx.Client(base_url=launched.url, headers=headers, timeout=60) as c:
-        r = c.post("/local/v1/images", json={"name": IMAGE, "os_distro": "debian", "replace": True})
-        if r.status_code != 201:
-            print(f"warning: image registration answered {r.status_code}: {r.text}")
-        r = c.post(
-            "/local/v1/keypairs", json={"name": "benchkey", "public_key": PUBLIC_KEY}, headers={"X-Auth-Token": member}
-        )  # fmt: skip
-        if r.status_code != 201:
-            print(f"warning: keypair registration answered {r.status_code}: {r.text}")
+        register_catalog(c, member)
         t0 = time.perf_counter()
         load(c, admin, "/v1/clustertemplates", [template_body(i) for i in range(900)])
         mine = load(c, member, "/v1/clustertemplates", [template_body(i, "p100") for i in range(100)])

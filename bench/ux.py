@@ -63,10 +63,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import apidrive
 
 import serving
-from api import PUBLIC_KEY, load, template_body
+from api import load, register_catalog, template_body
 
 HERE = Path(__file__).resolve().parent.parent
-IMAGE = "bench-node"
 MEMBER_PROJECT = "p100"
 CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
 SERVER_ENV = {
@@ -161,14 +160,7 @@ def populate(server: Server, member: str, timeout: float = 600) -> Data:
     headers = {"OpenStack-API-Version": "container-infra latest", "X-Auth-Token": admin}
     t0 = time.perf_counter()
     with httpx.Client(base_url=server.url, headers=headers, timeout=120) as c:
-        r = c.post("/local/v1/images", json={"name": IMAGE, "os_distro": "debian", "replace": True})
-        if r.status_code != 201:
-            print(f"warning: image registration answered {r.status_code}: {r.text[:300]}")
-        r = c.post(
-            "/local/v1/keypairs", json={"name": "benchkey", "public_key": PUBLIC_KEY}, headers={"X-Auth-Token": member}
-        )  # fmt: skip
-        if r.status_code != 201:
-            print(f"warning: keypair registration answered {r.status_code}: {r.text[:300]}")
+        register_catalog(c, member)
         load(c, admin, "/v1/clustertemplates", [template_body(i) for i in range(900)])
         mine = load(c, member, "/v1/clustertemplates", [template_body(i, MEMBER_PROJECT) for i in range(100)])
         swarm = mine[0::2][:5]  # even ones are swarm: the fake provider runs them to the end
